@@ -1,0 +1,208 @@
+"""DFEI: Automatic Domain Feature Extraction and Personalized Integration.
+
+Xi, Chen, Wang, Cui, Peng, Zhuang, Yan. "Large-Scale Multi-Domain Recommendation: an Automatic
+Domain Feature Extraction and Personalized Integration Framework", arXiv 2024 (Meituan).
+Reference code: github.com/xidongbo/DFEI (TensorFlow 1.x).
+
+    e   = E(x)                                     shared embedding            (Eq. 2)
+    s   = f(e),  u_d = f_d(e)                       shared / domain towers      (Eq. 3)
+    v_d = a * v_d' + (1 - a) * mean(u_d)            DFE, an EMA buffer          (Eq. 4)
+    z   = sum_d w_d h1(v_d),                        DFI                         (Eq. 5)
+    w   = softmax_d(<h2(e), h3(v_d)> / sqrt(k))                                 (Eq. 6)
+    y_d = sigmoid(MLP_d([s, u_d, v_d, z]))          per-domain head             (Eq. 7)
+
+Unlike the authors' code (whose v_d is a random variable that is never written, so inference
+uses noise), v is a registered buffer updated at every training step, saved in the state dict and
+used frozen at inference.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from dfei.models.layers import MLP, FeatureEmbedding
+
+# (sum [D, dim], count [D]) on this worker -> (sum, count) over all workers.
+StatsReducer = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class DFEIConfig:
+    cardinalities: list[int]
+    num_domains: int
+    embed_dim: int = 16
+    tower_dims: list[int] = field(default_factory=lambda: [128, 64, 32])
+    tower_dropouts: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3])
+    head_dims: list[int] = field(default_factory=lambda: [32])
+    k: int = 32
+    alpha: float = 0.9
+    use_dfe: bool = True
+    use_dfi: bool = True
+    embed_init_std: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.num_domains < 1:
+            raise ValueError(f"num_domains must be >= 1, got {self.num_domains}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.use_dfi and not self.use_dfe:
+            raise ValueError("use_dfi=True needs use_dfe=True: DFI integrates the DFE domain features")
+
+
+class DomainFeatureExtraction(nn.Module):
+    """DFE (Eq. 4): v_d^t = alpha * v_d^{t-1} + (1 - alpha) * mean(u_d^t), v_d^0 = mean(u_d^0).
+
+    `v` [D, dim] and `initialized` [D] are buffers (model state, never parameters). In training
+    the gradient flows through the current batch mean only; v^{t-1} is a constant. In eval the
+    buffer is returned unchanged. `reducer`, when set (distributed training), turns this worker's
+    per-domain [sum, count] into the global one so every worker computes the same v.
+    """
+
+    def __init__(self, num_domains: int, dim: int, alpha: float):
+        super().__init__()
+        self.alpha = alpha
+        self.register_buffer("v", torch.zeros(num_domains, dim))
+        self.register_buffer("initialized", torch.zeros(num_domains, dtype=torch.bool))
+        self.reducer: StatsReducer | None = None
+
+    def forward(self, u: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        # u: [batch, dim], domain: [batch] in [0, D) -> V: [D, dim]
+        if not self.training:
+            return self.v
+        n_domains, dim = self.v.shape
+        sums = torch.zeros(n_domains, dim, dtype=u.dtype, device=u.device).index_add(0, domain, u)
+        counts = torch.bincount(domain, minlength=n_domains).to(u.dtype)  # [D]
+        if self.reducer is not None:
+            global_sums, counts = self.reducer(sums.detach(), counts)
+            # value of the global sum, gradient of this worker's part
+            sums = sums + (global_sums - sums.detach())
+        present = counts > 0
+        mean = sums / counts.clamp(min=1.0).unsqueeze(1)  # [D, dim]
+        prev = self.v.detach().clone()  # clones: the buffers are updated in place below
+        ema = self.alpha * prev + (1.0 - self.alpha) * mean
+        new = torch.where(self.initialized.clone().unsqueeze(1), ema, mean)
+        v_t = torch.where(present.unsqueeze(1), new, prev)  # [D, dim]
+        with torch.no_grad():
+            self.v.copy_(v_t)
+            self.initialized |= present
+        return v_t
+
+
+class DomainFeatureIntegration(nn.Module):
+    """DFI (Eq. 5-6): z = sum_d w_d h1(v_d), w = softmax_d(<h2(e), h3(v_d)> / sqrt(k)).
+
+    The query h2(e) is personalised per sample; keys h3(v_d) and values h1(v_d) depend only on
+    the domain features. h1..h3 are single linear layers with bias, as in the authors' code.
+    """
+
+    def __init__(self, embed_dim: int, domain_dim: int, k: int):
+        super().__init__()
+        self.k = k
+        self.h1 = nn.Linear(domain_dim, k)  # value
+        self.h2 = nn.Linear(embed_dim, k)  # query
+        self.h3 = nn.Linear(domain_dim, k)  # key
+
+    def forward(self, e: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # e: [batch, embed_dim], v: [D, domain_dim] -> z: [batch, k], w: [batch, D]
+        query = self.h2(e)  # [batch, k]
+        keys = self.h3(v)  # [D, k]
+        values = self.h1(v)  # [D, k]
+        w = torch.softmax(query @ keys.T / math.sqrt(self.k), dim=1)  # [batch, D]
+        return w @ values, w
+
+
+class DFEI(nn.Module):
+    """The full model. `forward(x, domain)` returns logits [batch].
+
+    `domain` is either an int (a single-domain batch, Algorithm 1's sequential step) or a
+    LongTensor [batch] of per-row domain indices in [0, D) (inference, fused steps): per-domain
+    towers, heads and DFE statistics are then computed per present domain by index/scatter.
+    """
+
+    def __init__(self, config: DFEIConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.embedding = FeatureEmbedding(c.cardinalities, c.embed_dim, c.embed_init_std)
+        e_dim = self.embedding.output_dim
+        self.shared_tower = MLP(e_dim, c.tower_dims, c.tower_dropouts)
+        self.domain_towers = nn.ModuleList(
+            MLP(e_dim, c.tower_dims, c.tower_dropouts) for _ in range(c.num_domains)
+        )
+        out = self.shared_tower.output_dim
+        head_in = 2 * out
+        self.dfe = DomainFeatureExtraction(c.num_domains, out, c.alpha) if c.use_dfe else None
+        self.dfi = DomainFeatureIntegration(e_dim, out, c.k) if c.use_dfi else None
+        head_in += out if c.use_dfe else 0
+        head_in += c.k if c.use_dfi else 0
+        self.heads = nn.ModuleList(self._head(head_in, c.head_dims) for _ in range(c.num_domains))
+
+    @staticmethod
+    def _head(input_dim: int, dims: list[int]) -> nn.Sequential:
+        mlp = MLP(input_dim, dims)  # the authors' Dense(32, relu), no dropout
+        return nn.Sequential(mlp, nn.Linear(mlp.output_dim, 1))
+
+    @property
+    def num_domains(self) -> int:
+        return self.config.num_domains
+
+    def shared_parameters(self) -> Iterator[nn.Parameter]:
+        """theta^s of Eq. 8: E, f, h1..h3 (learn at lr * shared_lr_scale)."""
+        yield from self.embedding.parameters()
+        yield from self.shared_tower.parameters()
+        if self.dfi is not None:
+            yield from self.dfi.parameters()
+
+    def domain_parameters(self, d: int) -> Iterator[nn.Parameter]:
+        """theta^u_d: domain d's tower and head (learn at lr)."""
+        yield from self.domain_towers[d].parameters()
+        yield from self.heads[d].parameters()
+
+    def _per_domain(self, modules: Sequence[nn.Module], h: torch.Tensor, domain: torch.Tensor, out_dim: int):
+        # Apply modules[d] to the rows of each present domain d; loops over domains, not rows.
+        out = h.new_empty(h.shape[0], out_dim)
+        for d in torch.unique(domain).tolist():
+            idx = (domain == d).nonzero(as_tuple=True)[0]
+            out = out.index_copy(0, idx, modules[d](h.index_select(0, idx)))
+        return out
+
+    def forward(self, x: torch.Tensor, domain: int | torch.Tensor) -> torch.Tensor:
+        # x: [batch, n_features] -> logits [batch]
+        batch = x.shape[0]
+        single = isinstance(domain, int)
+        if single and not 0 <= domain < self.num_domains:
+            raise IndexError(f"domain index {domain} outside [0, {self.num_domains})")
+        e = self.embedding(x)  # [batch, F * embed_dim]
+        s = self.shared_tower(e)  # [batch, 32]
+        dom = torch.full((batch,), domain, dtype=torch.long, device=x.device) if single else domain
+        if single:
+            u = self.domain_towers[domain](e)  # [batch, 32]
+        else:
+            u = self._per_domain(self.domain_towers, e, dom, s.shape[1])
+        parts = [s, u]
+        if self.dfe is not None:
+            v = self.dfe(u, dom)  # [D, 32]
+            parts.append(v[domain].expand(batch, -1) if single else v.index_select(0, dom))
+            if self.dfi is not None:
+                z, _ = self.dfi(e, v)  # [batch, k]
+                parts.append(z)
+        h = torch.cat(parts, dim=1)
+        if single:
+            return self.heads[domain](h).squeeze(1)
+        return self._per_domain(self.heads, h, dom, 1).squeeze(1)
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor, domain: int | torch.Tensor) -> torch.Tensor:
+        """CTR in [0, 1] (Eq. 7's sigmoid), eval mode, v frozen."""
+        was_training = self.training
+        self.eval()
+        try:
+            return torch.sigmoid(self(x, domain))
+        finally:
+            self.train(was_training)

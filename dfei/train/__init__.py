@@ -1,0 +1,1 @@
+"""Training on Ray Train (loop, optimiser, checkpoints) and its plain-PyTorch engine."""

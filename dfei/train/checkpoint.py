@@ -1,0 +1,62 @@
+"""Checkpoint files: tensors via torch.save (loaded with weights_only=True), the rest as JSON.
+
+    model.pt       model state dict, including the DFE buffers v and initialized
+    best_model.pt  only when the best epoch is not this one (so every checkpoint is self-contained)
+    optimizer.pt   optimizer state dict
+    state.json     epoch, early-stopping state, config, dataset spec
+
+Every file is written to a temporary name and renamed, so a crash never leaves a half file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+
+MODEL_FILE = "model.pt"
+BEST_MODEL_FILE = "best_model.pt"
+OPTIMIZER_FILE = "optimizer.pt"
+STATE_FILE = "state.json"
+
+
+def _atomic(path: str, write) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(directory: str, model_state: dict, optimizer_state: dict | None, state: dict[str, Any],
+                    best_model_state: dict | None = None) -> None:
+    os.makedirs(directory, exist_ok=True)
+    _atomic(os.path.join(directory, MODEL_FILE), lambda p: torch.save(model_state, p))
+    if best_model_state is not None:
+        _atomic(os.path.join(directory, BEST_MODEL_FILE), lambda p: torch.save(best_model_state, p))
+    if optimizer_state is not None:
+        _atomic(os.path.join(directory, OPTIMIZER_FILE), lambda p: torch.save(optimizer_state, p))
+
+    def write_json(p: str) -> None:
+        with open(p, "w") as f:
+            json.dump(state, f, indent=1, sort_keys=True)
+
+    _atomic(os.path.join(directory, STATE_FILE), write_json)
+
+
+def load_checkpoint(directory: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """{"model", "best_model", "optimizer", "state"}; best_model falls back to model."""
+    def load(name: str):
+        path = os.path.join(directory, name)
+        return torch.load(path, map_location=map_location, weights_only=True) if os.path.exists(path) else None
+
+    model = load(MODEL_FILE)
+    if model is None:
+        raise FileNotFoundError(f"{directory}: no {MODEL_FILE}; not a dfei checkpoint")
+    with open(os.path.join(directory, STATE_FILE)) as f:
+        state = json.load(f)
+    return {"model": model, "best_model": load(BEST_MODEL_FILE) or model, "optimizer": load(OPTIMIZER_FILE),
+            "state": state}

@@ -1,0 +1,89 @@
+"""Training configuration: one dataclass, filled from a YAML file and overridden by CLI flags."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+MODES = ("sequential",)
+INGEST_BACKENDS = ("arrow",)
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    out: str = "runs/dfei"
+    model: str = "dfei"
+    epochs: int = 10
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float | None = None  # None: an equal share of the cluster's CPUs
+    seed: int = 0
+    # model (paper Table 4 and §4.2)
+    alpha: float = 0.9
+    k: int = 32
+    embed_dim: int = 16
+    tower_dims: list[int] = field(default_factory=lambda: [128, 64, 32])
+    tower_dropouts: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3])
+    # optimisation (Algorithm 1)
+    lr: float = 1e-3
+    l2: float = 1e-6  # weight decay on the embedding tables only, as the authors
+    shared_lr_scale: float | None = None  # None: 1/D (Algorithm 1); 1.0 turns it off
+    batch_size: int = 512
+    mode: str = "sequential"
+    exhaustion: str = "exhaust"  # exhaust (authors) | cycle
+    patience: int = 1  # early stopping on mean valid AUC (the authors use 1, max 10 epochs)
+    # ingest
+    ingest: str = "arrow"
+    shuffle_rows: int = 1 << 16
+    eval_batch_size: int = 8192
+    max_steps_per_epoch: int | None = None  # cap for smoke tests; None = the whole epoch
+    # Ray
+    max_failures: int = 0
+    storage_path: str | None = None  # None: <out>/ray_results
+    log_every_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.num_workers >= 1, f"num_workers must be >= 1, got {self.num_workers}"),
+            (0.0 <= self.alpha <= 1.0, f"alpha must be in [0, 1], got {self.alpha}"),
+            (self.k >= 1, f"k must be >= 1, got {self.k}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+            (self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}"),
+            (self.exhaustion in ("exhaust", "cycle"), f"exhaustion must be exhaust or cycle, got {self.exhaustion!r}"),
+            (self.ingest in INGEST_BACKENDS, f"ingest must be one of {INGEST_BACKENDS}, got {self.ingest!r}"),
+            (self.shared_lr_scale is None or self.shared_lr_scale > 0,
+             f"shared_lr_scale must be > 0, got {self.shared_lr_scale}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "config") -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+        return cls(**values)
+
+
+def load_config(path: str | None, overrides: dict[str, Any]) -> TrainConfig:
+    """YAML file values, then every override that is not None (CLI flags given by the user)."""
+    values: dict[str, Any] = {}
+    if path:
+        import yaml
+
+        with open(path) as f:
+            loaded = yaml.safe_load(f) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
+        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(values, where=path or "config")

@@ -1,0 +1,151 @@
+"""The Ray Train worker function: the one train loop reused by train, tune and compare."""
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from dfei.data.dataset import ParquetDataset
+from dfei.data.ingest import DomainReader, algorithm1_order, prefetch, steps_per_epoch
+from dfei.models import build_model
+from dfei.train.checkpoint import load_checkpoint, save_checkpoint
+from dfei.train.config import TrainConfig
+from dfei.train.engine import merge_parts, predict_split, score_split, train_epoch, unwrap
+from dfei.train.optim import build_optimizer
+
+
+def _allreduce_stats(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # one collective for every domain's [sum, count]
+    buf = torch.cat([sums, counts.unsqueeze(1)], dim=1)
+    dist.all_reduce(buf)
+    return buf[:, :-1], buf[:, -1]
+
+
+def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    return {"alpha": cfg.alpha, "k": cfg.k, "embed_dim": cfg.embed_dim,
+            "tower_dims": list(cfg.tower_dims), "tower_dropouts": list(cfg.tower_dropouts)}
+
+
+def _evaluate(model, dataset, split, device, rank, world, batch_size) -> dict:
+    parts = predict_split(model, dataset, split, device, rank, world, batch_size)
+    if world > 1:
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, parts)
+        parts = merge_parts(gathered)
+    return score_split(dataset, parts)
+
+
+def _flat(prefix: str, split: dict) -> dict[str, float]:
+    out = {f"{prefix}_avg_auc": split["avg_auc"]}
+    out.update({f"{prefix}_auc/{name}": m["auc"] for name, m in split["domains"].items()})
+    return out
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    cfg = TrainConfig.from_dict(config)
+    t_start = time.time()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    log = print if rank == 0 else (lambda *a, **k: None)
+
+    dataset = ParquetDataset(cfg.data)
+    spec = dataset.spec
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = build_model(cfg.model, spec.cardinalities, spec.num_domains, **model_kwargs(cfg))
+    if world > 1 and getattr(model, "dfe", None) is not None:
+        model.dfe.reducer = _allreduce_stats
+    optimizer = build_optimizer(model, cfg.lr, cfg.l2, cfg.shared_lr_scale)
+    device = ray.train.torch.get_device()
+
+    start_epoch, best_auc, best_epoch, bad_epochs, history = 0, -math.inf, -1, 0, []
+    best_state = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as ckpt_dir:
+            ckpt = load_checkpoint(ckpt_dir)
+        model.load_state_dict(ckpt["model"])
+        if ckpt["optimizer"] is not None:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        st = ckpt["state"]
+        start_epoch, best_auc, best_epoch = st["epoch"] + 1, st["best_auc"], st["best_epoch"]
+        bad_epochs, history = st["bad_epochs"], st["history"]
+        best_state = ckpt["best_model"]
+        log(f"[train] resumed from epoch {st['epoch']} (best valid avg AUC {best_auc:.4f} at epoch {best_epoch})")
+    model.to(device)
+    model = ray.train.torch.prepare_model(
+        model, parallel_strategy_kwargs={"broadcast_buffers": False, "find_unused_parameters": True})
+    torch.manual_seed(cfg.seed * 1009 + rank + 1)  # dropout streams differ per rank
+
+    first_update = None
+    stopped_early = False
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, cfg.epochs):
+        readers = [DomainReader(dataset, "train", d, rank, world, cfg.batch_size, shuffle=True,
+                                seed=cfg.seed, shuffle_rows=cfg.shuffle_rows) for d in range(spec.num_domains)]
+        n_steps = steps_per_epoch(readers) if cfg.max_steps_per_epoch is None else min(
+            steps_per_epoch(readers), cfg.max_steps_per_epoch)
+
+        def progress(p: dict, epoch=epoch, n_steps=n_steps) -> None:
+            log(f"[train] epoch {epoch + 1} step {p['step'] + 1}/{n_steps} "
+                f"({(p['step'] + 1) / max(n_steps, 1):.0%}), {p['samples'] / p['seconds']:,.0f} samples/s/worker, "
+                f"loss {p['loss']:.4f}")
+
+        batches = prefetch(algorithm1_order(readers, epoch, cfg.exhaustion))
+        try:
+            stats = train_epoch(model, optimizer, batches, device, spec.num_domains, cfg.max_steps_per_epoch,
+                                progress, cfg.log_every_s)
+        finally:
+            batches.close()
+        first_update = first_update or stats["first_update_unix"]
+        t_eval = time.time()
+        valid = _evaluate(model, dataset, "valid", device, rank, world, cfg.eval_batch_size)
+        eval_s = time.time() - t_eval
+        improved = valid["avg_auc"] > best_auc
+        if improved:
+            best_auc, best_epoch, bad_epochs = valid["avg_auc"], epoch, 0
+            best_state = copy.deepcopy(unwrap(model).state_dict())
+        else:
+            bad_epochs += 1
+        row = {"epoch": epoch, "train_loss": stats["loss"], "valid_avg_auc": valid["avg_auc"],
+               "train_seconds": stats["seconds"], "eval_seconds": eval_s,
+               "samples_per_s": stats["samples_per_s"] * world, "steps": stats["steps"]}
+        history.append(row)
+        log(f"[train] epoch {epoch + 1}/{cfg.epochs}: loss {stats['loss']:.4f}, valid avg AUC {valid['avg_auc']:.4f}"
+            f"{' (best)' if improved else ''}, {stats['samples'] * world:,} samples in {stats['seconds']:.1f}s "
+            f"({row['samples_per_s']:,.0f}/s), eval {eval_s:.1f}s")
+        stop = bad_epochs > cfg.patience
+        state = {"epoch": epoch, "best_auc": best_auc, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                 "history": history, "config": cfg.to_dict(), "dataset": spec.to_json()}
+        metrics = {**row, "best_valid_avg_auc": best_auc, "best_epoch": best_epoch, **_flat("valid", valid)}
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                save_checkpoint(tmp, unwrap(model).state_dict(), optimizer.state_dict(), state,
+                                None if improved else best_state)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:04d}")
+        if stop:
+            stopped_early = True
+            log(f"[train] early stop: no improvement for {bad_epochs} epoch(s); best epoch {best_epoch + 1}")
+            break
+
+    # final evaluation from the best weights (the best checkpoint's model.pt / best_model.pt)
+    if best_state is not None:
+        unwrap(model).load_state_dict(best_state)
+    valid = _evaluate(model, dataset, "valid", device, rank, world, cfg.eval_batch_size)
+    test = _evaluate(model, dataset, "test", device, rank, world, cfg.eval_batch_size)
+    v = unwrap(model).dfe.v.detach().cpu().numpy() if getattr(unwrap(model), "dfe", None) is not None else None
+    return {
+        "valid": valid, "test": test, "best_epoch": best_epoch, "epochs_run": epoch + 1,
+        "stopped_early": stopped_early, "history": history,
+        "domain_feature_norms": np.linalg.norm(v, axis=1).tolist() if v is not None else None,
+        "timings": {"worker_start_unix": t_start, "first_update_unix": first_update},
+    }

@@ -1,0 +1,130 @@
+"""Driver side of a training run: Ray start-up, the TorchTrainer, metrics.json and the report."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from dfei.data.dataset import ParquetDataset
+from dfei.eval.report import domain_table
+from dfei.train.config import TrainConfig
+from dfei.train.optim import resolve_shared_lr_scale
+
+
+def init_ray(log=print) -> str:
+    """Connect to the cluster named by RAY_ADDRESS (ray job submit sets it) or start an embedded Ray."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phone-home from closed networks
+    import ray
+
+    if ray.is_initialized():
+        return "existing"
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        log(f"[ray] connected to cluster at {os.environ['RAY_ADDRESS']}")
+        return "cluster"
+    ray.init(include_dashboard=False, object_store_memory=1 << 30, log_to_driver=True)
+    log(f"[ray] started an embedded local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)")
+    return "embedded"
+
+
+def _cpus_per_worker(cfg: TrainConfig) -> float:
+    if cfg.cpus_per_worker is not None:
+        return cfg.cpus_per_worker
+    import ray
+
+    free = ray.available_resources().get("CPU", 1.0)
+    return max(1.0, float(int(free // cfg.num_workers))) if free >= cfg.num_workers else max(0.25, free / cfg.num_workers)
+
+
+def build_trainer(cfg: TrainConfig, run_name: str):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from dfei.train.loop import train_loop_per_worker
+
+    storage = cfg.storage_path or os.path.join(os.path.abspath(cfg.out), "ray_results")
+    if "://" not in storage:
+        storage = os.path.abspath(storage)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=cfg.to_dict(),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": _cpus_per_worker(cfg)}),
+        run_config=RunConfig(
+            name=run_name, storage_path=storage,
+            # the last patience+1 epochs always include the best one (early stopping stops after
+            # `patience` epochs without improvement) and the latest one (for resuming)
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.patience + 1),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+        ),
+    )
+
+
+def _best_checkpoint_path(result, best_epoch: int) -> str | None:
+    for ckpt, metrics in result.best_checkpoints or []:
+        if metrics.get("epoch") == best_epoch:
+            return ckpt.path
+    return result.checkpoint.path if result.checkpoint else None
+
+
+def write_json_atomic(path: str, payload: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=1, sort_keys=False, default=float)
+    os.replace(tmp, path)
+
+
+def run_training(cfg: TrainConfig, log=print) -> dict[str, Any]:
+    """Validate the data, train on Ray, write <out>/metrics.json, print the per-domain table."""
+    t0 = time.time()
+    dataset = ParquetDataset(cfg.data)  # fail fast, before any Ray start-up
+    spec = dataset.spec
+    log(f"[data] {spec.name}: {spec.num_domains} domains, {len(spec.features)} features, "
+        f"train {sum(dataset.rows('train')):,} / valid {sum(dataset.rows('valid')):,} / "
+        f"test {sum(dataset.rows('test')):,} rows")
+    os.makedirs(cfg.out, exist_ok=True)
+    ray_mode = init_ray(log)
+    t_ray = time.time()
+    run_name = f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    trainer = build_trainer(cfg, run_name)
+    result = trainer.fit()
+    t_end = time.time()
+    out = result.return_value
+    if out is None:
+        raise RuntimeError(f"training failed: {result.error}")
+    timings = out["timings"]
+    first = timings.get("first_update_unix")
+    history = out["history"]
+    metrics = {
+        "avg_auc": {"valid": out["valid"]["avg_auc"], "test": out["test"]["avg_auc"]},
+        "splits": {"valid": out["valid"]["domains"], "test": out["test"]["domains"]},
+        "model": cfg.model,
+        "dataset": {"name": spec.name, "uri": cfg.data, "domains": spec.domain_names},
+        "best_epoch": out["best_epoch"] + 1,
+        "epochs_run": out["epochs_run"],
+        "stopped_early": out["stopped_early"],
+        "history": history,
+        "domain_feature_norms": out["domain_feature_norms"],
+        "checkpoint": _best_checkpoint_path(result, out["best_epoch"]),
+        "config": {**cfg.to_dict(), "shared_lr_scale_resolved": resolve_shared_lr_scale(cfg.shared_lr_scale,
+                                                                                          spec.num_domains)},
+        "timings": {
+            "total_s": t_end - t0,
+            "ray_init_s": t_ray - t0,
+            "time_to_first_step_s": (first - t0) if first else None,
+            "fit_to_first_step_s": (first - t_ray) if first else None,
+            "train_s": sum(h["train_seconds"] for h in history),
+            "eval_s": sum(h["eval_seconds"] for h in history),
+            "train_samples_per_s": (sum(h["samples_per_s"] * h["train_seconds"] for h in history)
+                                    / max(sum(h["train_seconds"] for h in history), 1e-9)),
+            "ray": ray_mode,
+        },
+    }
+    write_json_atomic(os.path.join(cfg.out, "metrics.json"), metrics)
+    log("\n" + domain_table({"valid": out["valid"], "test": out["test"]}))
+    log(f"\n[done] test avg AUC {metrics['avg_auc']['test']:.4f} (valid {metrics['avg_auc']['valid']:.4f}, "
+        f"best epoch {metrics['best_epoch']}); {t_end - t0:.0f}s total, first step after "
+        f"{metrics['timings']['time_to_first_step_s'] or float('nan'):.1f}s; metrics: "
+        f"{os.path.join(cfg.out, 'metrics.json')}")
+    return metrics
