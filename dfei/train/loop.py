@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
+import sys
 import tempfile
 import time
 from typing import Any
@@ -49,12 +51,20 @@ def _flat(prefix: str, split: dict) -> dict[str, float]:
     return out
 
 
+def _say(message: str) -> None:
+    # sys.stdout directly: Ray Train's patched print() would emit every line twice
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     cfg = TrainConfig.from_dict(config)
     t_start = time.time()
+    for name in ("ray.train", "ray.train.v2._internal.execution.context"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # per-report INFO lines drown the progress
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    log = print if rank == 0 else (lambda *a, **k: None)
+    log = _say if rank == 0 else (lambda message: None)
 
     dataset = ParquetDataset(cfg.data)
     spec = dataset.spec

@@ -23,7 +23,8 @@ def init_ray(log=print) -> str:
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
         log(f"[ray] connected to cluster at {os.environ['RAY_ADDRESS']}")
         return "cluster"
-    ray.init(include_dashboard=False, object_store_memory=1 << 30, log_to_driver=True)
+    # the dashboard also serves the state API that Ray Train's controller polls
+    ray.init(object_store_memory=1 << 30, log_to_driver=True)
     log(f"[ray] started an embedded local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)")
     return "embedded"
 
@@ -53,9 +54,9 @@ def build_trainer(cfg: TrainConfig, run_name: str):
                                      resources_per_worker={"CPU": _cpus_per_worker(cfg)}),
         run_config=RunConfig(
             name=run_name, storage_path=storage,
-            # the last patience+1 epochs always include the best one (early stopping stops after
-            # `patience` epochs without improvement) and the latest one (for resuming)
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.patience + 1),
+            # early stopping ends a run after patience+1 epochs without improvement, so the last
+            # patience+2 checkpoints always hold the best epoch and the latest one (for resuming)
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.patience + 2),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
         ),
     )
