@@ -57,11 +57,20 @@ def _say(message: str) -> None:
     sys.stdout.flush()
 
 
+def _quiet_report_lines(record: logging.LogRecord) -> bool:
+    # Ray Train logs every report's full metrics dict at INFO; our own epoch line says it better
+    return not str(record.msg).startswith("Reporting training result")
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     cfg = TrainConfig.from_dict(config)
     t_start = time.time()
-    for name in ("ray.train", "ray.train.v2._internal.execution.context"):
-        logging.getLogger(name).setLevel(logging.WARNING)  # per-report INFO lines drown the progress
+    try:  # an internal logger (named by its file path); cosmetic, so never fatal
+        from ray.train.v2._internal.execution import context as _train_context
+
+        _train_context.logger.addFilter(_quiet_report_lines)
+    except (ImportError, AttributeError):
+        pass
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     log = _say if rank == 0 else (lambda message: None)
