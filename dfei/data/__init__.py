@@ -1,0 +1,1 @@
+"""Data contract, synthetic data and ingest."""

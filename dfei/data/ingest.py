@@ -1,0 +1,194 @@
+"""Training ingest (DESIGN.md §2): rank r of N gets its equal share of every domain, in batches.
+
+`arrow` backend: each rank opens pyarrow readers over its own row range of every domain's Parquet
+files (local or fsspec), reads row groups lazily, shuffles with a seeded buffer, and a prefetch
+thread assembles Algorithm 1's step order (per step one batch of every domain, in domain order).
+Memory is bounded by the shuffle buffers (one per domain) and the prefetch queue, at any scale.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from dfei.data.dataset import ParquetDataset, Partition
+
+EXHAUSTION_POLICIES = ("exhaust", "cycle")
+
+
+@dataclass(frozen=True)
+class ReadUnit:
+    """Rows [lo, hi) of one row group of one file."""
+
+    path: str
+    row_group: int
+    lo: int
+    hi: int
+
+
+def row_range(n: int, rank: int, world_size: int, equal: bool) -> tuple[int, int]:
+    """This rank's rows of an n-row partition.
+
+    equal=True (training): floor(n / N) rows each, so all ranks run the same number of batches per
+    domain in lock-step (up to N-1 trailing rows are left out). equal=False (evaluation): the
+    ranks' ranges cover all n rows.
+    """
+    if equal:
+        share = n // world_size
+        return rank * share, (rank + 1) * share
+    return rank * n // world_size, (rank + 1) * n // world_size
+
+
+def plan_units(partition: Partition, lo: int, hi: int) -> list[ReadUnit]:
+    """The row-group slices covering rows [lo, hi) of a partition (files in sorted order)."""
+    units, offset = [], 0
+    for part in partition.parts:
+        for rg, rows in enumerate(part.row_group_rows):
+            a, b = max(lo, offset), min(hi, offset + rows)
+            if a < b:
+                units.append(ReadUnit(part.path, rg, a - offset, b - offset))
+            offset += rows
+    return units
+
+
+class DomainReader:
+    """Batches of one domain for one rank: (features int64 [B, F], labels float32 [B])."""
+
+    def __init__(self, dataset: ParquetDataset, split: str, domain_index: int, rank: int = 0,
+                 world_size: int = 1, batch_size: int = 512, shuffle: bool = False, seed: int = 0,
+                 shuffle_rows: int = 1 << 16, equal_shares: bool = True):
+        self.dataset = dataset
+        self.partition = dataset.partitions[split][domain_index]
+        self.domain_index = domain_index
+        self.lo, self.hi = row_range(self.partition.num_rows, rank, world_size, equal_shares)
+        self.units = plan_units(self.partition, self.lo, self.hi)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed_seq = [seed, domain_index, rank]
+        self.shuffle_rows = max(shuffle_rows, batch_size)
+        self.features = dataset.spec.feature_names
+        self.label = dataset.spec.label
+
+    @property
+    def num_rows(self) -> int:
+        return self.hi - self.lo
+
+    @property
+    def num_batches(self) -> int:
+        return -(-self.num_rows // self.batch_size)
+
+    def _read(self, unit: ReadUnit, files: dict) -> dict[str, np.ndarray]:
+        f = files.get(unit.path)
+        if f is None:
+            f = files[unit.path] = pq.ParquetFile(self.dataset.fs.open_input_file(unit.path))
+        cols = self.features + [self.label]
+        table = f.read_row_group(unit.row_group, columns=cols).slice(unit.lo, unit.hi - unit.lo)
+        return {c: table.column(c).to_numpy() for c in cols}
+
+    def _to_batch(self, cols: dict[str, np.ndarray], idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.stack([cols[c][idx] for c in self.features], axis=1).astype(np.int64, copy=False)
+        return x, cols[self.label][idx].astype(np.float32)
+
+    def batches(self, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One pass over this rank's rows: ceil(rows / batch_size) batches, the last maybe short."""
+        rng = np.random.default_rng(self.seed_seq + [epoch])
+        units = [self.units[i] for i in rng.permutation(len(self.units))] if self.shuffle else self.units
+        files: dict = {}
+        buffer: list[dict[str, np.ndarray]] = []
+        buffered = 0
+
+        def drain(final: bool):
+            cols = {c: np.concatenate([b[c] for b in buffer]) for c in buffer[0]}
+            n = len(cols[self.label])
+            order = rng.permutation(n) if self.shuffle else np.arange(n)
+            keep = n if final else n - n % self.batch_size
+            for start in range(0, keep, self.batch_size):
+                yield self._to_batch(cols, order[start:start + self.batch_size])
+            rest = {c: v[order[keep:]] for c, v in cols.items()}
+            return rest, n - keep
+
+        try:
+            for unit in units:
+                buffer.append(self._read(unit, files))
+                buffered += unit.hi - unit.lo
+                if buffered >= self.shuffle_rows:
+                    rest, buffered = yield from drain(final=False)
+                    buffer = [rest] if buffered else []
+            if buffered:
+                yield from drain(final=True)
+        finally:
+            for f in files.values():
+                f.close()
+
+
+def steps_per_epoch(readers: list[DomainReader]) -> int:
+    return max((r.num_batches for r in readers), default=0)
+
+
+def algorithm1_order(readers: list[DomainReader], epoch: int, exhaustion: str = "exhaust") -> Iterator[tuple]:
+    """(step, domain index, x, y) in Algorithm 1's order: per step, one batch of each domain in turn.
+
+    exhaust: a domain that runs out is skipped for the rest of the epoch (the authors' code).
+    cycle: a domain that runs out restarts (reshuffled) until the longest domain is done.
+    """
+    if exhaustion not in EXHAUSTION_POLICIES:
+        raise ValueError(f"exhaustion must be one of {EXHAUSTION_POLICIES}, got {exhaustion!r}")
+    steps = steps_per_epoch(readers)
+    iters = [r.batches(epoch) for r in readers]
+    passes = [0] * len(readers)
+    for step in range(steps):
+        for i, reader in enumerate(readers):
+            if iters[i] is None:
+                continue
+            batch = next(iters[i], None)
+            if batch is None and exhaustion == "cycle" and reader.num_batches:
+                passes[i] += 1
+                iters[i] = reader.batches(epoch * 1_000_003 + passes[i])
+                batch = next(iters[i], None)
+            if batch is None:
+                iters[i] = None
+                continue
+            yield (step, reader.domain_index, *batch)
+
+
+def prefetch(iterator: Iterator, depth: int = 32) -> Iterator:
+    """Run `iterator` in a background thread (pyarrow and numpy release the GIL while reading)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    sentinel = object()
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in iterator:
+                if not put(item):
+                    return
+            put(sentinel)
+        except BaseException as err:  # surfaced in the consumer
+            put(err)
+
+    thread = threading.Thread(target=produce, daemon=True, name="dfei-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is sentinel:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)

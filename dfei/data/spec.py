@@ -1,0 +1,137 @@
+"""The data contract (DESIGN.md §1): dataset.json + hive-partitioned Parquet per split and domain.
+
+    <dataset>/dataset.json
+    <dataset>/{train,valid,test}/domain=<id>/part-*.parquet
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from dfei.data import fs as dfs
+
+SPLITS = ("train", "valid", "test")
+SPEC_FILE = "dataset.json"
+
+
+class DatasetError(ValueError):
+    """The dataset does not follow the contract; the message names the file, column and value."""
+
+
+@dataclass(frozen=True)
+class Domain:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    cardinality: int
+
+
+@dataclass
+class DatasetSpec:
+    name: str
+    label: str
+    domains: list[Domain]
+    features: list[Feature]
+    user_column: str | None = None
+    # split -> domain name -> rows; informative (Parquet metadata is the truth)
+    row_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  # free-form provenance (generator, converter)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def cardinalities(self) -> list[int]:
+        return [f.cardinality for f in self.features]
+
+    @property
+    def domain_names(self) -> list[str]:
+        return [d.name for d in self.domains]
+
+    @property
+    def num_domains(self) -> int:
+        return len(self.domains)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        return {k: v for k, v in out.items() if v or k not in ("row_counts", "meta")}
+
+    @classmethod
+    def from_json(cls, raw: Any, where: str = SPEC_FILE) -> "DatasetSpec":
+        def fail(msg: str) -> DatasetError:
+            return DatasetError(f"{where}: {msg}")
+
+        if not isinstance(raw, dict):
+            raise fail(f"expected a JSON object, got {type(raw).__name__}")
+        for key in ("name", "label", "domains", "features"):
+            if key not in raw:
+                raise fail(f"missing required key {key!r}")
+        if not isinstance(raw["label"], str) or not raw["label"]:
+            raise fail(f"'label' must be a column name, got {raw['label']!r}")
+        domains = _parse_list(raw["domains"], "domains", ("id", "name"), fail)
+        features = _parse_list(raw["features"], "features", ("name", "cardinality"), fail)
+        doms = [Domain(_int(d["id"], f"domains[{i}].id", fail), str(d["name"])) for i, d in enumerate(domains)]
+        feats = []
+        for i, f in enumerate(features):
+            card = _int(f["cardinality"], f"features[{i}].cardinality", fail)
+            if card < 1:
+                raise fail(f"features[{i}] ({f['name']!r}): cardinality must be >= 1, got {card}")
+            feats.append(Feature(str(f["name"]), card))
+        for what, values in (("domain id", [d.id for d in doms]), ("domain name", [d.name for d in doms]),
+                             ("feature name", [f.name for f in feats])):
+            dup = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if dup:
+                raise fail(f"duplicate {what}(s): {dup}")
+        user = raw.get("user_column")
+        if user is not None and user not in {f.name for f in feats}:
+            raise fail(f"user_column {user!r} is not one of the features")
+        if raw["label"] in {f.name for f in feats}:
+            raise fail(f"label {raw['label']!r} is also listed as a feature")
+        return cls(str(raw["name"]), raw["label"], doms, feats, user,
+                   dict(raw.get("row_counts") or {}), dict(raw.get("meta") or {}))
+
+
+def _parse_list(value: Any, key: str, required: tuple[str, ...], fail) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise fail(f"{key!r} must be a non-empty list")
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise fail(f"{key}[{i}] must be an object, got {item!r}")
+        for r in required:
+            if r not in item:
+                raise fail(f"{key}[{i}] is missing {r!r}")
+    return value
+
+
+def _int(value: Any, what: str, fail) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fail(f"{what} must be an integer, got {value!r}")
+    return value
+
+
+def load_spec(root: str) -> DatasetSpec:
+    """Read and check `<root>/dataset.json` (local path or fsspec URI)."""
+    filesystem, path = dfs.resolve(root)
+    spec_path = dfs.join(path, SPEC_FILE)
+    where = dfs.join(str(root), SPEC_FILE)
+    if filesystem.get_file_info(spec_path).type != pafs.FileType.File:
+        raise DatasetError(f"{where}: not found (is {root!r} a dataset directory?)")
+    with filesystem.open_input_stream(spec_path) as f:
+        text = f.read().decode("utf-8")
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{where}: malformed JSON: {err}") from None
+    return DatasetSpec.from_json(raw, where)
+
+
+def domain_dir(root_path: str, split: str, domain_id: int) -> str:
+    return dfs.join(root_path, split, f"domain={domain_id}")

@@ -1,0 +1,306 @@
+"""Synthetic multi-domain CTR data shaped like the paper's datasets (Tables 1 and 2).
+
+The labels come from a latent model a multi-domain learner can exploit (DESIGN.md §1):
+- users p_u and items q_i with latent vectors (dim 8) and biases; Zipf-like user activity and
+  item popularity; each user is active in 1-3 domains, picked with probability ~ sqrt(domain size);
+- domains fall in latent groups (by CTR level, as the paper's Fig. 4 finds); domain d scores with
+  its own preference transform M_d = I + R_group + 0.5 R_d, plus domain-specific hour/device effects;
+- score = 1.5 * p_u' M_d q_i / sqrt(8) + b_u + b_i + hour_d + device_d + Logistic noise, and a
+  shard's label is 1 for its round(n * CTR) highest scores, so every domain's CTR matches the table
+  (exactly up to rounding; at least one positive and one negative per shard of >= 2 rows);
+- observed features: hashed user_id / item_id (10^4..10^6 buckets) and noisy ~10-bin buckets of
+  the latents (age, gender, interests, activity, category, quality, popularity) and context
+  (hour, device). The domain is the partition, never a column.
+
+Every (split, domain) shard draws from its own seeded stream, chunk by chunk, so shards are
+independent (parallel) and the output is byte-identical for a seed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dfei.data.profiles import PROFILES, SPLITS, DomainProfile
+from dfei.data.spec import DatasetSpec, Domain, Feature, domain_dir
+
+LATENT = 6
+N_BINS = 10  # bucket ids 1..10, 0 = missing
+MISSING_RATE = 0.02
+SIGNAL = 1.5
+CHUNK_ROWS = 1 << 18
+ROWS_PER_FILE = 1 << 20
+ROW_GROUP_ROWS = 1 << 16
+_BIN_EDGES = np.array([NormalDist().inv_cdf(q / N_BINS) for q in range(1, N_BINS)])
+
+FEATURES = ["user_id", "item_id", "u_age", "u_gender", "u_interest1", "u_interest2", "u_interest3",
+            "u_activity", "u_click_level", "i_category", "i_style1", "i_style2", "i_style3", "i_quality",
+            "i_popularity", "hour", "device"]
+
+
+@dataclass
+class World:
+    """Latent users, items and domains; deterministic for (profile, scale, seed)."""
+
+    domains: list[DomainProfile]
+    p: np.ndarray  # [n_users, LATENT]
+    b_user: np.ndarray  # [n_users]
+    activity: np.ndarray  # [n_users]
+    domain_users: list[np.ndarray]  # users active in domain d
+    domain_user_cdf: list[np.ndarray]
+    q: np.ndarray  # [n_items, LATENT]
+    b_item: np.ndarray  # [n_items]
+    item_cdf: np.ndarray
+    item_pop: np.ndarray
+    M: np.ndarray  # [D, LATENT, LATENT]
+    hour_cdf: np.ndarray  # [D, 24]
+    hour_effect: np.ndarray  # [D, 24]
+    device_cdf: np.ndarray  # [D, 4]
+    device_effect: np.ndarray  # [D, 4]
+    user_dirs: np.ndarray  # [LATENT, 3] projections for observed user interests
+    item_dirs: np.ndarray  # [LATENT, 15] 12 category prototypes + 3 style projections
+    user_card: int
+    item_card: int
+    seed: int
+
+    @property
+    def cardinalities(self) -> dict[str, int]:
+        cards = {name: N_BINS + 1 for name in FEATURES}
+        cards.update(user_id=self.user_card, item_id=self.item_card, u_gender=3, i_category=13, hour=25, device=5)
+        return cards
+
+
+def _zipf_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
+    w = 1.0 / np.arange(1, n + 1) ** exponent
+    return rng.permutation(w / w.sum())
+
+
+def _hash_card(n: int) -> int:
+    return int(min(10**6, max(10**4, 2 * n)))
+
+
+def build_world(profile: str, scale: float, seed: int) -> World:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    domains = PROFILES[profile]
+    n_dom = len(domains)
+    rng = np.random.default_rng([seed, 0xD0E1])
+    total = sum(d.rows(s, scale) for d in domains for s in SPLITS)
+    n_users = int(np.clip(total // 40, 1000, 2_000_000))
+    n_items = int(np.clip(total // 25, 1000, 2_000_000))
+
+    p = rng.standard_normal((n_users, LATENT)).astype(np.float32)
+    b_user = (0.5 * rng.standard_normal(n_users)).astype(np.float32)
+    activity = _zipf_weights(n_users, 0.8, rng)
+    # membership: 1-3 domains per user, chosen ~ sqrt(train size)
+    size_w = np.sqrt([d.train_k for d in domains])
+    size_w /= size_w.sum()
+    n_member = np.minimum(rng.choice([1, 2, 3], size=n_users, p=[0.5, 0.3, 0.2]), n_dom)
+    # sampling without replacement ~ size_w, vectorised: Gumbel top-k per user
+    keys = np.log(size_w) + rng.gumbel(size=(n_users, n_dom))
+    rank = np.argsort(np.argsort(-keys, axis=1), axis=1)
+    member = rank < n_member[:, None]  # [n_users, D]
+    domain_users, domain_user_cdf = [], []
+    for d in range(n_dom):
+        users = np.flatnonzero(member[:, d])
+        if len(users) < min(50, n_users):  # every domain keeps a usable audience
+            users = np.union1d(users, rng.choice(n_users, size=min(50, n_users), replace=False))
+        domain_users.append(users)
+        domain_user_cdf.append(np.cumsum(activity[users]) / activity[users].sum())
+
+    q = rng.standard_normal((n_items, LATENT)).astype(np.float32)
+    item_pop = _zipf_weights(n_items, 0.9, rng)
+    b_item = (0.5 * rng.standard_normal(n_items) + 0.1 * np.log(item_pop * n_items)).astype(np.float32)
+
+    # domain groups by CTR level (domains are listed in CTR order within a profile's table)
+    n_groups = min(3, n_dom)
+    order = np.argsort([d.ctr_pct for d in domains], kind="stable")
+    group = np.empty(n_dom, dtype=int)
+    group[order] = np.arange(n_dom) * n_groups // n_dom
+    r_group = rng.standard_normal((n_groups, LATENT, LATENT)) / math.sqrt(LATENT)
+    M = np.stack([np.eye(LATENT) + r_group[group[d]] + 0.5 * rng.standard_normal((LATENT, LATENT)) / math.sqrt(LATENT)
+                  for d in range(n_dom)]).astype(np.float32)
+    hour_logits = rng.standard_normal((n_dom, 24))
+    hour_cdf = np.cumsum(np.exp(hour_logits), axis=1)
+    device_cdf = np.cumsum(rng.dirichlet(np.full(4, 2.0), size=n_dom), axis=1)
+    return World(
+        domains=domains, p=p, b_user=b_user, activity=activity, domain_users=domain_users,
+        domain_user_cdf=domain_user_cdf, q=q, b_item=b_item, item_cdf=np.cumsum(item_pop), item_pop=item_pop,
+        M=M, hour_cdf=hour_cdf / hour_cdf[:, -1:], hour_effect=0.3 * rng.standard_normal((n_dom, 24)),
+        device_cdf=device_cdf / device_cdf[:, -1:], device_effect=0.2 * rng.standard_normal((n_dom, 4)),
+        user_dirs=rng.standard_normal((LATENT, 3)) / math.sqrt(LATENT),
+        item_dirs=rng.standard_normal((LATENT, 15)) / math.sqrt(LATENT),
+        user_card=_hash_card(n_users), item_card=_hash_card(n_items), seed=seed,
+    )
+
+
+def _bucket(values: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """Standardised noisy value -> bucket 1..10 (normal deciles), 0 for a missing value."""
+    z = (values + noise * rng.standard_normal(values.shape)) / math.sqrt(1 + noise**2)
+    ids = np.searchsorted(_BIN_EDGES, z) + 1
+    ids[rng.random(values.shape) < MISSING_RATE] = 0
+    return ids
+
+
+def _hash_ids(ids: np.ndarray, card: int, salt: int) -> np.ndarray:
+    # multiplicative hash into [1, card); 0 stays "missing/other"
+    return 1 + ((ids.astype(np.uint64) * np.uint64(2654435761) + np.uint64(salt)) % np.uint64(card - 1)).astype(np.int64)
+
+
+def _draw_chunk(world: World, d: int, n: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """n rows of domain d: observed features and the latent score (before thresholding)."""
+    users = world.domain_users[d][np.searchsorted(world.domain_user_cdf[d], rng.random(n), side="right").clip(
+        max=len(world.domain_users[d]) - 1)]
+    items = np.searchsorted(world.item_cdf, rng.random(n) * world.item_cdf[-1], side="right").clip(max=len(world.q) - 1)
+    hour = np.searchsorted(world.hour_cdf[d], rng.random(n), side="right").clip(max=23)
+    device = np.searchsorted(world.device_cdf[d], rng.random(n), side="right").clip(max=3)
+    p, q = world.p[users], world.q[items]
+    affinity = np.einsum("bi,ij,bj->b", p, world.M[d], q) / math.sqrt(LATENT)
+    logistic = np.log(rng.random(n)) - np.log1p(-rng.random(n))
+    score = (SIGNAL * affinity + world.b_user[users] + world.b_item[items]
+             + world.hour_effect[d, hour] + world.device_effect[d, device] + logistic)
+    up, iq = p @ world.user_dirs, q @ world.item_dirs
+    cols = {
+        "user_id": _hash_ids(users, world.user_card, world.seed),
+        "item_id": _hash_ids(items, world.item_card, world.seed + 1),
+        "u_age": _bucket(p[:, 0], 0.5, rng),
+        "u_gender": np.where(rng.random(n) < MISSING_RATE, 0, 1 + (p[:, 1] + 0.3 * rng.standard_normal(n) > 0)),
+        "u_interest1": _bucket(up[:, 0], 0.3, rng),
+        "u_interest2": _bucket(up[:, 1], 0.3, rng),
+        "u_interest3": _bucket(up[:, 2], 0.3, rng),
+        "u_activity": _bucket(np.log(world.activity[users] * len(world.p)) / 0.8, 0.3, rng),
+        "u_click_level": _bucket(world.b_user[users] / 0.5, 0.5, rng),
+        "i_category": 1 + np.argmax(iq[:, :12] + 0.2 * rng.standard_normal((n, 12)), axis=1),
+        "i_style1": _bucket(iq[:, 12], 0.3, rng),
+        "i_style2": _bucket(iq[:, 13], 0.3, rng),
+        "i_style3": _bucket(iq[:, 14], 0.3, rng),
+        "i_quality": _bucket(world.b_item[items] / 0.55, 0.5, rng),
+        "i_popularity": _bucket(np.log(world.item_pop[items] * len(world.q)) / 0.9, 0.2, rng),
+        "hour": 1 + hour,
+        "device": 1 + device,
+    }
+    return cols, score
+
+
+def _positives(n: int, ctr: float) -> int:
+    k = round(n * ctr)
+    return min(max(k, 1), n - 1) if n >= 2 else k
+
+
+def _shard_chunks(n: int) -> list[int]:
+    return [min(CHUNK_ROWS, n - start) for start in range(0, n, CHUNK_ROWS)]
+
+
+def generate_shard(world: World, split: str, d: int, n: int, out_dir: str) -> dict[str, float]:
+    """Write domain d of `split` (n rows) as part-*.parquet under out_dir; return its stats."""
+    seq = [world.seed, SPLITS.index(split), d]
+    chunks = _shard_chunks(n)
+    # pass 1: scores only, to place the threshold that gives the table's CTR exactly
+    scores = np.concatenate([_draw_chunk(world, d, c, np.random.default_rng(seq + [i]))[1]
+                             for i, c in enumerate(chunks)])
+    k = _positives(n, world.domains[d].ctr_pct / 100)
+    tau = np.partition(scores, n - k)[n - k] if k > 0 else np.inf
+    del scores
+    os.makedirs(out_dir, exist_ok=True)
+    schema = pa.schema([(f, pa.int32()) for f in FEATURES] + [("label", pa.int8())])
+    writer, file_idx, file_rows, positives = None, 0, 0, 0
+    try:
+        for i, c in enumerate(chunks):  # pass 2: the same draws, now written out
+            cols, score = _draw_chunk(world, d, c, np.random.default_rng(seq + [i]))
+            label = (score >= tau).astype(np.int8)
+            positives += int(label.sum())
+            table = pa.table({**{f: cols[f].astype(np.int32) for f in FEATURES}, "label": label}, schema=schema)
+            start = 0
+            while start < table.num_rows:
+                if writer is None:
+                    path = os.path.join(out_dir, f"part-{file_idx:05d}.parquet")
+                    writer = pq.ParquetWriter(path, schema, compression="zstd")
+                take = min(table.num_rows - start, ROWS_PER_FILE - file_rows)
+                writer.write_table(table.slice(start, take), row_group_size=ROW_GROUP_ROWS)
+                start += take
+                file_rows += take
+                if file_rows == ROWS_PER_FILE:
+                    writer.close()
+                    writer, file_idx, file_rows = None, file_idx + 1, 0
+    finally:
+        if writer is not None:
+            writer.close()
+    return {"rows": n, "ctr": positives / n}
+
+
+_WORLD: World | None = None
+
+
+def _worker_shard(args: tuple) -> tuple[str, int, dict[str, float]]:
+    global _WORLD
+    profile, scale, seed, split, d, n, out_dir = args
+    if _WORLD is None or (_WORLD.seed, len(_WORLD.domains)) != (seed, len(PROFILES[profile])):
+        _WORLD = build_world(profile, scale, seed)
+    return split, d, generate_shard(_WORLD, split, d, n, out_dir)
+
+
+def generate(profile: str, scale: float, seed: int, out: str, workers: int | None = None,
+             overwrite: bool = False, log=print) -> DatasetSpec:
+    """Write a complete dataset (spec + Parquet) to the local directory `out`, atomically."""
+    out = os.path.abspath(out)
+    if os.path.exists(out) and os.listdir(out) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    t0 = time.time()
+    world = build_world(profile, scale, seed)
+    tmp = f"{out}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    jobs = [(profile, scale, seed, split, d, dom.rows(split, scale), domain_dir(tmp, split, d))
+            for split in SPLITS for d, dom in enumerate(world.domains)]
+    jobs.sort(key=lambda j: -j[5])  # largest first for load balance
+    total = sum(j[5] for j in jobs)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    log(f"[generate] {profile} x{scale}: {len(world.domains)} domains, {total:,} rows, "
+        f"{len(world.p):,} users, {len(world.q):,} items, {workers} process(es)")
+    stats: dict[str, dict[str, dict[str, float]]] = {s: {} for s in SPLITS}
+    done = 0
+    try:
+        if workers == 1:
+            global _WORLD
+            _WORLD = world
+            results = map(_worker_shard, jobs)
+            executor = None
+        else:
+            executor = ProcessPoolExecutor(workers)
+            results = executor.map(_worker_shard, jobs)
+        for split, d, st in results:
+            stats[split][world.domains[d].name] = st
+            done += st["rows"]
+            log(f"[generate] {done / total:6.1%}  {split}/{world.domains[d].name}: {st['rows']:,} rows, "
+                f"CTR {100 * st['ctr']:.2f}% (table {world.domains[d].ctr_pct:.2f}%)")
+        if executor is not None:
+            executor.shutdown()
+        spec = DatasetSpec(
+            name=f"{profile}-s{scale:g}-seed{seed}", label="label", user_column="user_id",
+            domains=[Domain(d, dom.name) for d, dom in enumerate(world.domains)],
+            features=[Feature(name, card) for name, card in world.cardinalities.items()],
+            row_counts={s: {name: int(v["rows"]) for name, v in stats[s].items()} for s in SPLITS},
+            meta={"generator": "dfei.data.synthetic", "profile": profile, "scale": scale, "seed": seed,
+                  "ctr": {s: {name: round(v["ctr"], 6) for name, v in stats[s].items()} for s in SPLITS}},
+        )
+        with open(os.path.join(tmp, "dataset.json"), "w") as f:
+            json.dump(spec.to_json(), f, indent=1, sort_keys=True)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"[generate] wrote {out} in {time.time() - t0:.1f}s")
+    return spec
+
