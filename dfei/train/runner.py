@@ -1,6 +1,7 @@
 """Driver side of a training run: Ray start-up, the TorchTrainer, metrics.json and the report."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -44,9 +45,7 @@ def build_trainer(cfg: TrainConfig, run_name: str):
 
     from dfei.train.loop import train_loop_per_worker
 
-    storage = cfg.storage_path or os.path.join(os.path.abspath(cfg.out), "ray_results")
-    if "://" not in storage:
-        storage = os.path.abspath(storage)
+    storage = _absolute(cfg.storage_path or os.path.join(cfg.out, "ray_results"))
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=cfg.to_dict(),
@@ -69,6 +68,10 @@ def _best_checkpoint_path(result, best_epoch: int) -> str | None:
     return result.checkpoint.path if result.checkpoint else None
 
 
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
+
+
 def write_json_atomic(path: str, payload: dict[str, Any]) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
@@ -79,6 +82,8 @@ def write_json_atomic(path: str, payload: dict[str, Any]) -> None:
 def run_training(cfg: TrainConfig, log=print) -> dict[str, Any]:
     """Validate the data, train on Ray, write <out>/metrics.json, print the per-domain table."""
     t0 = time.time()
+    # workers do not share the driver's working directory: hand them absolute local paths
+    cfg = dataclasses.replace(cfg, data=_absolute(cfg.data), out=_absolute(cfg.out))
     dataset = ParquetDataset(cfg.data)  # fail fast, before any Ray start-up
     spec = dataset.spec
     log(f"[data] {spec.name}: {spec.num_domains} domains, {len(spec.features)} features, "
