@@ -278,11 +278,15 @@ def generate(profile: str, scale: float, seed: int, out: str, workers: int | Non
         else:
             executor = ProcessPoolExecutor(workers)
             results = executor.map(_worker_shard, jobs)
+        next_report = 0.0
         for split, d, st in results:
             stats[split][world.domains[d].name] = st
             done += st["rows"]
-            log(f"[generate] {done / total:6.1%}  {split}/{world.domains[d].name}: {st['rows']:,} rows, "
-                f"CTR {100 * st['ctr']:.2f}% (table {world.domains[d].ctr_pct:.2f}%)")
+            if done / total >= next_report or st["rows"] >= 0.05 * total:  # big shards and every ~10 %
+                next_report = done / total + 0.1
+                log(f"[generate] {done / total:6.1%}  {split}/{world.domains[d].name}: {st['rows']:,} rows, "
+                    f"CTR {100 * st['ctr']:.2f}% (table {world.domains[d].ctr_pct:.2f}%), "
+                    f"{time.time() - t0:.0f}s")
         if executor is not None:
             executor.shutdown()
         spec = DatasetSpec(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import math
 import sys
@@ -51,6 +52,18 @@ def _flat(prefix: str, split: dict) -> dict[str, float]:
     return out
 
 
+def _ddp_kwargs() -> dict[str, Any]:
+    """DDP must not overwrite the DFE buffer (kept equal on every rank by the stats all-reduce).
+
+    In a sequential step only one domain's tower and head take part, hence find_unused_parameters.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(
+        DistributedDataParallel.__init__).parameters else "broadcast_buffers"  # torch < 2.13
+    return {sync: False, "find_unused_parameters": True}
+
+
 def _say(message: str) -> None:
     # sys.stdout directly: Ray Train's patched print() would emit every line twice
     sys.stdout.write(message + "\n")
@@ -58,17 +71,20 @@ def _say(message: str) -> None:
 
 
 def _quiet_report_lines(record: logging.LogRecord) -> bool:
-    # Ray Train logs every report's full metrics dict at INFO; our own epoch line says it better
-    return not str(record.msg).startswith("Reporting training result")
+    # Ray Train logs every report (its full metrics dict) and checkpoint at INFO; our own epoch
+    # line says it better, and metrics.json names the best checkpoint
+    return not str(record.msg).startswith(("Reporting training result", "Checkpoint successfully created"))
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     cfg = TrainConfig.from_dict(config)
     t_start = time.time()
-    try:  # an internal logger (named by its file path); cosmetic, so never fatal
+    try:  # internal loggers (some named by file path); cosmetic, so never fatal
         from ray.train.v2._internal.execution import context as _train_context
+        from ray.train.v2._internal.execution import storage as _train_storage
 
-        _train_context.logger.addFilter(_quiet_report_lines)
+        for module in (_train_context, _train_storage):
+            module.logger.addFilter(_quiet_report_lines)
     except (ImportError, AttributeError):
         pass
     ctx = ray.train.get_context()
@@ -99,8 +115,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         best_state = ckpt["best_model"]
         log(f"[train] resumed from epoch {st['epoch']} (best valid avg AUC {best_auc:.4f} at epoch {best_epoch})")
     model.to(device)
-    model = ray.train.torch.prepare_model(
-        model, parallel_strategy_kwargs={"broadcast_buffers": False, "find_unused_parameters": True})
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=_ddp_kwargs())
     torch.manual_seed(cfg.seed * 1009 + rank + 1)  # dropout streams differ per rank
 
     first_update = None

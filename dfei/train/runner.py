@@ -131,6 +131,6 @@ def run_training(cfg: TrainConfig, log=print) -> dict[str, Any]:
     log("\n" + domain_table({"valid": out["valid"], "test": out["test"]}))
     log(f"\n[done] test avg AUC {metrics['avg_auc']['test']:.4f} (valid {metrics['avg_auc']['valid']:.4f}, "
         f"best epoch {metrics['best_epoch']}); {t_end - t0:.0f}s total, first step after "
-        f"{metrics['timings']['time_to_first_step_s'] or float('nan'):.1f}s; metrics: "
-        f"{os.path.join(cfg.out, 'metrics.json')}")
+        f"{metrics['timings']['time_to_first_step_s'] or float('nan'):.1f}s\n"
+        f"[done] metrics: {os.path.join(cfg.out, 'metrics.json')}; best checkpoint: {metrics['checkpoint']}")
     return metrics

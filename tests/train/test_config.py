@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import pytest
+
+from dfei.train.config import TrainConfig, load_config
+
+
+def test_yaml_values_then_cli_overrides(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("data: /d\nalpha: 0.5\nk: 16\nnum-workers: 2\n")
+    cfg = load_config(str(f), {"alpha": 0.7, "k": None, "epochs": None})
+    assert (cfg.data, cfg.alpha, cfg.k, cfg.num_workers, cfg.epochs) == ("/d", 0.7, 16, 2, 10)
+
+
+def test_bad_config_values_are_named(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("data: /d\nalfa: 0.5\n")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['alfa'\]"):
+        load_config(str(f), {})
+    with pytest.raises(ValueError, match="alpha must be in"):
+        TrainConfig(alpha=1.2)
+    with pytest.raises(ValueError, match="exhaustion"):
+        TrainConfig(exhaustion="loop")
