@@ -82,9 +82,10 @@ class DomainReader:
         return -(-self.num_rows // self.batch_size)
 
     def _read(self, unit: ReadUnit, files: dict) -> dict[str, np.ndarray]:
-        f = files.get(unit.path)
-        if f is None:
-            f = files[unit.path] = pq.ParquetFile(self.dataset.fs.open_input_file(unit.path))
+        if unit.path not in files:
+            handle = self.dataset.fs.open_input_file(unit.path)
+            files[unit.path] = (handle, pq.ParquetFile(handle))
+        f = files[unit.path][1]
         cols = self.features + [self.label]
         table = f.read_row_group(unit.row_group, columns=cols).slice(unit.lo, unit.hi - unit.lo)
         return {c: table.column(c).to_numpy() for c in cols}
@@ -121,8 +122,9 @@ class DomainReader:
             if buffered:
                 yield from drain(final=True)
         finally:
-            for f in files.values():
-                f.close()
+            for handle, parquet in files.values():
+                parquet.close()
+                handle.close()
 
 
 def steps_per_epoch(readers: list[DomainReader]) -> int:

@@ -32,7 +32,7 @@ class TrainConfig:
     batch_size: int = 512
     mode: str = "sequential"
     exhaustion: str = "exhaust"  # exhaust (authors) | cycle
-    patience: int = 1  # early stopping on mean valid AUC (the authors use 1, max 10 epochs)
+    patience: int = 1  # stop after this many epochs without a better mean valid AUC (authors: 1, max 10 epochs)
     # ingest
     ingest: str = "arrow"
     shuffle_rows: int = 1 << 16
@@ -51,7 +51,7 @@ class TrainConfig:
             (self.k >= 1, f"k must be >= 1, got {self.k}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+            (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}"),
             (self.exhaustion in ("exhaust", "cycle"), f"exhaustion must be exhaust or cycle, got {self.exhaustion!r}"),
             (self.ingest in INGEST_BACKENDS, f"ingest must be one of {INGEST_BACKENDS}, got {self.ingest!r}"),

@@ -155,7 +155,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         log(f"[train] epoch {epoch + 1}/{cfg.epochs}: loss {stats['loss']:.4f}, valid avg AUC {valid['avg_auc']:.4f}"
             f"{' (best)' if improved else ''}, {stats['samples'] * world:,} samples in {stats['seconds']:.1f}s "
             f"({row['samples_per_s']:,.0f}/s), eval {eval_s:.1f}s")
-        stop = bad_epochs > cfg.patience
+        stop = bad_epochs >= cfg.patience
         state = {"epoch": epoch, "best_auc": best_auc, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                  "history": history, "config": cfg.to_dict(), "dataset": spec.to_json()}
         metrics = {**row, "best_valid_avg_auc": best_auc, "best_epoch": best_epoch, **_flat("valid", valid)}

@@ -36,7 +36,11 @@ def _cpus_per_worker(cfg: TrainConfig) -> float:
     import ray
 
     free = ray.available_resources().get("CPU", 1.0)
-    return max(1.0, float(int(free // cfg.num_workers))) if free >= cfg.num_workers else max(0.25, free / cfg.num_workers)
+    biggest_node = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]), default=free)
+    share = min(free / cfg.num_workers, biggest_node)
+    # whole CPUs where there are enough (torch uses one thread per CPU), else a fraction so the
+    # workers still fit (RAY_NOTES: 2 workers x 1 CPU on 2 cores starves everything else)
+    return float(int(share)) if share >= 1 else max(0.25, share)
 
 
 def build_trainer(cfg: TrainConfig, run_name: str):
@@ -53,9 +57,9 @@ def build_trainer(cfg: TrainConfig, run_name: str):
                                      resources_per_worker={"CPU": _cpus_per_worker(cfg)}),
         run_config=RunConfig(
             name=run_name, storage_path=storage,
-            # early stopping ends a run after patience+1 epochs without improvement, so the last
-            # patience+2 checkpoints always hold the best epoch and the latest one (for resuming)
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.patience + 2),
+            # early stopping ends a run after `patience` epochs without improvement, so the last
+            # patience+1 checkpoints always hold the best epoch and the latest one (for resuming)
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.patience + 1),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
         ),
     )
@@ -72,10 +76,21 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN (an undefined AUC) becomes null: strict JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
 def write_json_atomic(path: str, payload: dict[str, Any]) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1, sort_keys=False, default=float)
+        json.dump(_json_safe(payload), f, indent=1, default=float, allow_nan=False)
     os.replace(tmp, path)
 
 
