@@ -61,7 +61,8 @@ class DomainFeatureExtraction(nn.Module):
     `v` [D, dim] and `initialized` [D] are buffers (model state, never parameters). In training
     the gradient flows through the current batch mean only; v^{t-1} is a constant. In eval the
     buffer is returned unchanged. `reducer`, when set (distributed training), turns this worker's
-    per-domain [sum, count] into the global one so every worker computes the same v.
+    per-domain [sum, count] into the global one so every worker computes the same v; it must be
+    differentiable (an autograd-aware all-reduce) so the gradient through v is the global one.
     """
 
     def __init__(self, num_domains: int, dim: int, alpha: float):
@@ -79,9 +80,7 @@ class DomainFeatureExtraction(nn.Module):
         sums = torch.zeros(n_domains, dim, dtype=u.dtype, device=u.device).index_add(0, domain, u)
         counts = torch.bincount(domain, minlength=n_domains).to(u.dtype)  # [D]
         if self.reducer is not None:
-            global_sums, counts = self.reducer(sums.detach(), counts)
-            # value of the global sum, gradient of this worker's part
-            sums = sums + (global_sums - sums.detach())
+            sums, counts = self.reducer(sums, counts)
         present = counts > 0
         mean = sums / counts.clamp(min=1.0).unsqueeze(1)  # [D, dim]
         prev = self.v.detach().clone()  # clones: the buffers are updated in place below

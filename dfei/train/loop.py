@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import math
 import sys
@@ -21,15 +20,9 @@ from dfei.data.ingest import DomainReader, algorithm1_order, prefetch, steps_per
 from dfei.models import build_model
 from dfei.train.checkpoint import load_checkpoint, save_checkpoint
 from dfei.train.config import TrainConfig
+from dfei.train.distributed import attach_reducer, ddp_kwargs
 from dfei.train.engine import merge_parts, predict_split, score_split, train_epoch, unwrap
 from dfei.train.optim import build_optimizer
-
-
-def _allreduce_stats(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # one collective for every domain's [sum, count]
-    buf = torch.cat([sums, counts.unsqueeze(1)], dim=1)
-    dist.all_reduce(buf)
-    return buf[:, :-1], buf[:, -1]
 
 
 def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
@@ -50,18 +43,6 @@ def _flat(prefix: str, split: dict) -> dict[str, float]:
     out = {f"{prefix}_avg_auc": split["avg_auc"]}
     out.update({f"{prefix}_auc/{name}": m["auc"] for name, m in split["domains"].items()})
     return out
-
-
-def _ddp_kwargs() -> dict[str, Any]:
-    """DDP must not overwrite the DFE buffer (kept equal on every rank by the stats all-reduce).
-
-    In a sequential step only one domain's tower and head take part, hence find_unused_parameters.
-    """
-    from torch.nn.parallel import DistributedDataParallel
-
-    sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(
-        DistributedDataParallel.__init__).parameters else "broadcast_buffers"  # torch < 2.13
-    return {sync: False, "find_unused_parameters": True}
 
 
 def _say(message: str) -> None:
@@ -95,8 +76,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     spec = dataset.spec
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_model(cfg.model, spec.cardinalities, spec.num_domains, **model_kwargs(cfg))
-    if world > 1 and getattr(model, "dfe", None) is not None:
-        model.dfe.reducer = _allreduce_stats
+    attach_reducer(model, world)
     optimizer = build_optimizer(model, cfg.lr, cfg.l2, cfg.shared_lr_scale)
     device = ray.train.torch.get_device()
 
@@ -115,7 +95,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         best_state = ckpt["best_model"]
         log(f"[train] resumed from epoch {st['epoch']} (best valid avg AUC {best_auc:.4f} at epoch {best_epoch})")
     model.to(device)
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=_ddp_kwargs())
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs())
     torch.manual_seed(cfg.seed * 1009 + rank + 1)  # dropout streams differ per rank
 
     first_update = None
