@@ -42,6 +42,9 @@ class TrainConfig:
     max_failures: int = 0
     storage_path: str | None = None  # None: <out>/ray_results
     log_every_s: float = 30.0
+    # testing fault tolerance: {"epoch": E, "step": S, "marker": PATH} makes rank 0 raise once at
+    # that Algorithm-1 step (the marker file records that it happened, across restarts)
+    fail_once_at: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         checks = [

@@ -4,9 +4,11 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,16 @@ def _flat(prefix: str, split: dict) -> dict[str, float]:
     return out
 
 
+def _fail_once(batches: Iterator[tuple], epoch: int, spec: dict[str, Any] | None, rank: int) -> Iterator[tuple]:
+    """Raise once at (epoch, step) on rank 0: the fault-tolerance drill of `fail_once_at`."""
+    for item in batches:
+        if spec and rank == 0 and epoch == spec["epoch"] and item[0] == spec["step"] and not os.path.exists(spec["marker"]):
+            with open(spec["marker"], "w") as f:
+                f.write(str(time.time()))
+            raise RuntimeError(f"injected failure (fail_once_at) at epoch {epoch + 1}, step {item[0]}")
+        yield item
+
+
 def _say(message: str) -> None:
     # sys.stdout directly: Ray Train's patched print() would emit every line twice
     sys.stdout.write(message + "\n")
@@ -80,8 +92,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     optimizer = build_optimizer(model, cfg.lr, cfg.l2, cfg.shared_lr_scale)
     device = ray.train.torch.get_device()
 
-    start_epoch, best_auc, best_epoch, bad_epochs, history = 0, -math.inf, -1, 0, []
-    best_state = None
+    start_epoch, best_auc, best_epoch, bad_epochs, history, global_step = 0, -math.inf, -1, 0, [], 0
+    best_state, resumed_from = None, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
@@ -91,9 +103,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             optimizer.load_state_dict(ckpt["optimizer"])
         st = ckpt["state"]
         start_epoch, best_auc, best_epoch = st["epoch"] + 1, st["best_auc"], st["best_epoch"]
-        bad_epochs, history = st["bad_epochs"], st["history"]
+        bad_epochs, history, global_step = st["bad_epochs"], st["history"], st["global_step"]
         best_state = ckpt["best_model"]
-        log(f"[train] resumed from epoch {st['epoch']} (best valid avg AUC {best_auc:.4f} at epoch {best_epoch})")
+        dfe = getattr(model, "dfe", None)
+        resumed_from = {"epoch": st["epoch"], "global_step": global_step, "unix": time.time(),
+                        "v": dfe.v.tolist() if dfe is not None else None}
+        log(f"[train] resumed after epoch {st['epoch'] + 1} at update {global_step} "
+            f"(best valid avg AUC {best_auc:.4f} at epoch {best_epoch + 1})")
     model.to(device)
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs())
     torch.manual_seed(cfg.seed * 1009 + rank + 1)  # dropout streams differ per rank
@@ -112,13 +128,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                 f"({(p['step'] + 1) / max(n_steps, 1):.0%}), {p['samples'] / p['seconds']:,.0f} samples/s/worker, "
                 f"loss {p['loss']:.4f}")
 
-        batches = prefetch(algorithm1_order(readers, epoch, cfg.exhaustion))
+        stream = prefetch(algorithm1_order(readers, epoch, cfg.exhaustion))
         try:
-            stats = train_epoch(model, optimizer, batches, device, spec.num_domains, cfg.max_steps_per_epoch,
-                                progress, cfg.log_every_s)
+            stats = train_epoch(model, optimizer, _fail_once(stream, epoch, cfg.fail_once_at, rank), device,
+                                spec.num_domains, cfg.max_steps_per_epoch, progress, cfg.log_every_s)
         finally:
-            batches.close()
+            stream.close()
         first_update = first_update or stats["first_update_unix"]
+        global_step += sum(stats["batches"])
         t_eval = time.time()
         valid = _evaluate(model, dataset, "valid", device, rank, world, cfg.eval_batch_size)
         eval_s = time.time() - t_eval
@@ -136,7 +153,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             f"{' (best)' if improved else ''}, {stats['samples'] * world:,} samples in {stats['seconds']:.1f}s "
             f"({row['samples_per_s']:,.0f}/s), eval {eval_s:.1f}s")
         stop = bad_epochs >= cfg.patience
-        state = {"epoch": epoch, "best_auc": best_auc, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+        state = {"epoch": epoch, "global_step": global_step, "best_auc": best_auc, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                  "history": history, "config": cfg.to_dict(), "dataset": spec.to_json()}
         metrics = {**row, "best_valid_avg_auc": best_auc, "best_epoch": best_epoch, **_flat("valid", valid)}
         with tempfile.TemporaryDirectory() as tmp:
@@ -159,6 +176,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     v = unwrap(model).dfe.v.detach().cpu().numpy() if getattr(unwrap(model), "dfe", None) is not None else None
     return {
         "valid": valid, "test": test, "best_epoch": best_epoch, "epochs_run": epoch + 1,
+        "global_step": global_step, "resumed_from": resumed_from,
         "stopped_early": stopped_early, "history": history,
         "domain_feature_norms": np.linalg.norm(v, axis=1).tolist() if v is not None else None,
         "timings": {"worker_start_unix": t_start, "first_update_unix": first_update},

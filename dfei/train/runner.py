@@ -124,6 +124,8 @@ def run_training(cfg: TrainConfig, log=print) -> dict[str, Any]:
         "dataset": {"name": spec.name, "uri": cfg.data, "domains": spec.domain_names},
         "best_epoch": out["best_epoch"] + 1,
         "epochs_run": out["epochs_run"],
+        "global_step": out["global_step"],
+        "resumed_from": out["resumed_from"],
         "stopped_early": out["stopped_early"],
         "history": history,
         "domain_feature_norms": out["domain_feature_norms"],
