@@ -79,3 +79,25 @@ def test_train_cli_rejects_a_bad_dataset_before_starting_ray(tmp_path):
     assert proc.returncode == 2
     assert "dataset.json: missing required key 'label'" in proc.stderr
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_predict_scores_every_row_with_the_trained_buffer(run, tmp_path):
+    import pyarrow.parquet as pq
+
+    from dfei.eval.metrics import auc
+    from dfei.train.predict import predict
+
+    cfg, metrics = run
+    out = tmp_path / "scores"
+    result = predict(metrics["checkpoint"], cfg.data, "test", str(out))
+    table = pq.read_table(str(out)).to_pandas()
+    ds = ParquetDataset(cfg.data)
+    assert result["rows"] == len(table) == sum(ds.rows("test"))
+    assert table["row_hash"].nunique() == len(table) and table["path"].str.endswith(".parquet").all()
+    assert ((table["score"] > 0) & (table["score"] < 1)).all()
+    per_domain = {d.name: auc(table.label[table.domain == d.id], table.score[table.domain == d.id])
+                  for d in ds.spec.domains}
+    for name, value in per_domain.items():
+        assert value == pytest.approx(metrics["splits"]["test"][name]["auc"], abs=1e-6), name
+    with pytest.raises(FileExistsError):
+        predict(metrics["checkpoint"], cfg.data, "test", str(out))
