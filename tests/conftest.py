@@ -1,23 +1,131 @@
-"""Session fixtures: one Ray for the whole test session, small synthetic datasets made here."""
+"""Session fixtures: one Ray cluster for the whole session, an S3-compatible endpoint on loopback,
+small synthetic datasets made here.
+
+The cluster is a real `ray start --head` (ephemeral ports, usage stats off, token authentication
+on, as Ray 2.60 defaults), so the same session serves in-process tests (`ray.init(address=...)`)
+and `ray job submit`. At the end only the processes this session started are stopped: `ray stop`
+would also kill any other Ray on the machine.
+"""
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 
 import pytest
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The S3 endpoint's address must be in the environment before the cluster starts, so Ray's
+# workers inherit it; the server itself starts only if an S3 test runs (fixture `s3_endpoint`).
+S3_PORT = free_port()
+os.environ.update({
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    "RAY_AUTH_MODE": "token",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
+})
+RAY_BIN = os.path.join(os.path.dirname(sys.executable), "ray")
+
+
+def _pids() -> set[int]:
+    return {int(p) for p in os.listdir("/proc") if p.isdigit()}
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid in _pids():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(pid)
+    out, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.add(pid)
+            todo.extend(children.get(pid, []))
+    return out
+
+
+def _kill(pids: set[int]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 10
+        while time.time() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_cluster():
+    """A head node started with `ray start --head`; yields its GCS and dashboard addresses."""
+    temp_dir = tempfile.mkdtemp(prefix="dfei-ray-", dir="/tmp")  # short: Ray's socket paths are limited
+    gcs, dashboard = free_port(), free_port()
+    cmd = [RAY_BIN, "start", "--head", "--disable-usage-stats", "--num-cpus=2", "--node-ip-address=127.0.0.1",
+           f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
+           f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+           f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+           f"--metrics-export-port={free_port()}", f"--object-store-memory={768 << 20}", f"--temp-dir={temp_dir}"]
+    before = _pids()
+    started: set[int] = set()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        started = _pids() - before
+        if proc.returncode != 0:
+            raise RuntimeError(f"ray start failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        yield {"address": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dashboard}", "temp_dir": temp_dir}
+    finally:
+        _kill(_descendants(started))
+
+
+@pytest.fixture(scope="session")
+def ray_session(ray_cluster):
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 << 20,
-                 log_to_driver=True, configure_logging=False)
+        ray.init(address=ray_cluster["address"], log_to_driver=True, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on 127.0.0.1 (never the internet); yields its URL."""
+    url = os.environ["AWS_ENDPOINT_URL"]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(S3_PORT)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", S3_PORT), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto S3 server did not start")
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

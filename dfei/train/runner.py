@@ -7,6 +7,7 @@ import os
 import time
 from typing import Any
 
+from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
 from dfei.eval.report import domain_table
 from dfei.train.config import TrainConfig
@@ -49,14 +50,14 @@ def build_trainer(cfg: TrainConfig, run_name: str):
 
     from dfei.train.loop import train_loop_per_worker
 
-    storage = _absolute(cfg.storage_path or os.path.join(cfg.out, "ray_results"))
+    storage, filesystem = _storage(cfg.storage_path or os.path.join(cfg.out, "ray_results"))
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=cfg.to_dict(),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": _cpus_per_worker(cfg)}),
         run_config=RunConfig(
-            name=run_name, storage_path=storage,
+            name=run_name, storage_path=storage, storage_filesystem=filesystem,
             # early stopping ends a run after `patience` epochs without improvement, so the last
             # patience+1 checkpoints always hold the best epoch and the latest one (for resuming)
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.patience + 1),
@@ -65,11 +66,21 @@ def build_trainer(cfg: TrainConfig, run_name: str):
     )
 
 
-def _best_checkpoint_path(result, best_epoch: int) -> str | None:
-    for ckpt, metrics in result.best_checkpoints or []:
-        if metrics.get("epoch") == best_epoch:
-            return ckpt.path
-    return result.checkpoint.path if result.checkpoint else None
+def _storage(uri: str):
+    """Ray Train storage: a local path as is; any fsspec URI (s3://, gs://, ...) through fsspec."""
+    if "://" not in uri:
+        return os.path.abspath(uri), None
+    filesystem, path = dfs.resolve(uri)
+    return path, filesystem
+
+
+def _best_checkpoint_path(result, best_epoch: int, storage_uri: str) -> str | None:
+    found = [c for c, m in result.best_checkpoints or [] if m.get("epoch") == best_epoch]
+    ckpt = found[0] if found else result.checkpoint
+    if ckpt is None:
+        return None
+    scheme = storage_uri.split("://", 1)[0] if "://" in storage_uri else None
+    return f"{scheme}://{ckpt.path}" if scheme else ckpt.path  # a URI the user can pass to predict.py
 
 
 def _absolute(path: str) -> str:
@@ -129,7 +140,7 @@ def run_training(cfg: TrainConfig, log=print) -> dict[str, Any]:
         "stopped_early": out["stopped_early"],
         "history": history,
         "domain_feature_norms": out["domain_feature_norms"],
-        "checkpoint": _best_checkpoint_path(result, out["best_epoch"]),
+        "checkpoint": _best_checkpoint_path(result, out["best_epoch"], cfg.storage_path or cfg.out),
         "config": {**cfg.to_dict(), "shared_lr_scale_resolved": resolve_shared_lr_scale(cfg.shared_lr_scale,
                                                                                           spec.num_domains)},
         "timings": {
