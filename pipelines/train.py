@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--exhaustion", choices=["exhaust", "cycle"],
                    help="exhaust: a domain that runs out is skipped for the rest of the epoch (default, as the "
                         "authors); cycle: small domains repeat until the largest is done")
+    p.add_argument("--ingest", choices=["arrow", "ray-data"],
+                   help="training ingest: arrow (default; pyarrow readers per rank, bounded memory at any scale) "
+                        "or ray-data (per-domain Ray Datasets split equally on the driver, held in the object store)")
     p.add_argument("--max-steps-per-epoch", type=int, help="cap Algorithm-1 steps per epoch (smoke runs)")
     p.add_argument("--max-failures", type=int, help="worker failures to recover from (default 0)")
     p.add_argument("--storage-path", help="Ray Train storage for checkpoints (default RUN_DIR/ray_results)")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MODES = ("sequential",)
-INGEST_BACKENDS = ("arrow",)
+INGEST_BACKENDS = ("arrow", "ray-data")
 
 
 @dataclass
@@ -33,7 +33,8 @@ class TrainConfig:
     mode: str = "sequential"
     exhaustion: str = "exhaust"  # exhaust (authors) | cycle
     patience: int = 1  # stop after this many epochs without a better mean valid AUC (authors: 1, max 10 epochs)
-    # ingest
+    # ingest (DESIGN §2): arrow streams Parquet per rank (any scale); ray-data holds equal
+    # per-domain shards in the object store
     ingest: str = "arrow"
     shuffle_rows: int = 1 << 16
     eval_batch_size: int = 8192

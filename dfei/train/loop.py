@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from dfei.data.dataset import ParquetDataset
 from dfei.data.ingest import DomainReader, algorithm1_order, prefetch, steps_per_epoch
+from dfei.data.ray_ingest import RayDataDomainReader
 from dfei.models import build_model
 from dfei.train.checkpoint import load_checkpoint, save_checkpoint
 from dfei.train.config import TrainConfig
@@ -69,7 +70,19 @@ def _quiet_report_lines(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(("Reporting training result", "Checkpoint successfully created"))
 
 
+def _train_readers(cfg: TrainConfig, dataset: ParquetDataset, rank: int, world: int,
+                   ray_data_rows: list[list[int]] | None) -> list:
+    n = dataset.spec.num_domains
+    if cfg.ingest == "ray-data":
+        return [RayDataDomainReader(dataset, "train", d, rank, ray_data_rows[d][rank], cfg.batch_size, shuffle=True,
+                                    seed=cfg.seed, shuffle_rows=cfg.shuffle_rows) for d in range(n)]
+    return [DomainReader(dataset, "train", d, rank, world, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                         shuffle_rows=cfg.shuffle_rows) for d in range(n)]
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    config = dict(config)
+    ray_data_rows = config.pop("ray_data_rows", None)  # set by the driver for the ray-data backend
     cfg = TrainConfig.from_dict(config)
     t_start = time.time()
     try:  # internal loggers (some named by file path); cosmetic, so never fatal
@@ -118,8 +131,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     stopped_early = False
     epoch = start_epoch - 1
     for epoch in range(start_epoch, cfg.epochs):
-        readers = [DomainReader(dataset, "train", d, rank, world, cfg.batch_size, shuffle=True,
-                                seed=cfg.seed, shuffle_rows=cfg.shuffle_rows) for d in range(spec.num_domains)]
+        readers = _train_readers(cfg, dataset, rank, world, ray_data_rows)
         n_steps = steps_per_epoch(readers) if cfg.max_steps_per_epoch is None else min(
             steps_per_epoch(readers), cfg.max_steps_per_epoch)
 
@@ -146,6 +158,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         else:
             bad_epochs += 1
         row = {"epoch": epoch, "train_loss": stats["loss"], "valid_avg_auc": valid["avg_auc"],
+               "samples": stats["samples"] * world,
                "train_seconds": stats["seconds"], "eval_seconds": eval_s,
                "samples_per_s": stats["samples_per_s"] * world, "steps": stats["steps"]}
         history.append(row)

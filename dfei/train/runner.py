@@ -44,16 +44,26 @@ def _cpus_per_worker(cfg: TrainConfig) -> float:
     return float(int(share)) if share >= 1 else max(0.25, share)
 
 
-def build_trainer(cfg: TrainConfig, run_name: str):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+def build_trainer(cfg: TrainConfig, run_name: str, dataset: ParquetDataset | None = None):
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from dfei.train.loop import train_loop_per_worker
 
+    loop_config, datasets = cfg.to_dict(), None
+    if cfg.ingest == "ray-data":
+        from dfei.data.ray_ingest import build_shards
+
+        datasets, rows = build_shards(dataset or ParquetDataset(cfg.data), "train", cfg.num_workers)
+        loop_config["ray_data_rows"] = rows
+
     storage, filesystem = _storage(cfg.storage_path or os.path.join(cfg.out, "ray_results"))
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=cfg.to_dict(),
+        train_loop_config=loop_config,
+        datasets=datasets,
+        # every (domain, rank) shard is already its rank's: no split coordinators (DESIGN §2)
+        dataset_config=DataConfig(datasets_to_split=[]),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": _cpus_per_worker(cfg)}),
         run_config=RunConfig(
@@ -119,7 +129,7 @@ def run_training(cfg: TrainConfig, log=print) -> dict[str, Any]:
     ray_mode = init_ray(log)
     t_ray = time.time()
     run_name = f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    trainer = build_trainer(cfg, run_name)
+    trainer = build_trainer(cfg, run_name, dataset)
     result = trainer.fit()
     t_end = time.time()
     out = result.return_value
@@ -132,6 +142,10 @@ def run_training(cfg: TrainConfig, log=print) -> dict[str, Any]:
         "avg_auc": {"valid": out["valid"]["avg_auc"], "test": out["test"]["avg_auc"]},
         "splits": {"valid": out["valid"]["domains"], "test": out["test"]["domains"]},
         "model": cfg.model,
+        "mode": cfg.mode,
+        "exhaustion": cfg.exhaustion,  # exhaust: a finished domain sits out the rest of the epoch
+        "ingest": cfg.ingest,
+        "num_workers": cfg.num_workers,
         "dataset": {"name": spec.name, "uri": cfg.data, "domains": spec.domain_names},
         "best_epoch": out["best_epoch"] + 1,
         "epochs_run": out["epochs_run"],
