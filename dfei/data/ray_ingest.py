@@ -25,7 +25,8 @@ def build_shards(dataset: ParquetDataset, split: str, world_size: int) -> tuple[
 
     shards, rows = {}, []
     for d, partition in enumerate(dataset.partitions[split]):
-        ds = ray.data.read_parquet([p.path for p in partition.parts], filesystem=dataset.fs, columns=dataset.columns)
+        ds = ray.data.read_parquet([p.path for p in partition.parts], filesystem=dataset.fs).select_columns(
+            dataset.columns)
         parts = ds.split(world_size, equal=True)
         rows.append([p.count() for p in parts])
         for rank, part in enumerate(parts):

@@ -92,8 +92,8 @@ def predict(checkpoint: str, data: str, split: str, out: str, batch_size: int = 
     log(f"[predict] {rows:,} rows of {data}/{split} with {checkpoint}")
     ds = ray.data.read_parquet(
         dfs.join(dataset.path, split), filesystem=dataset.fs,
-        partitioning=Partitioning("hive", field_types={"domain": int}),
-        columns=dataset.columns + ["domain"], include_paths=True, include_row_hash=True)
+        partitioning=Partitioning("hive", field_types={"domain": int}), include_paths=True, include_row_hash=True,
+    ).select_columns(dataset.columns + ["domain", "path", "row_hash"])
     scored = ds.map_batches(DomainScorer, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu},
                             batch_size=batch_size, batch_format="numpy", concurrency=num_workers,
                             num_gpus=1 if use_gpu else 0)
