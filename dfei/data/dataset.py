@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dfei.data import fs as dfs
@@ -35,6 +36,11 @@ class Partition:
         return sum(p.num_rows for p in self.parts)
 
 
+def _min_max(column: pa.ChunkedArray) -> tuple[int | None, int | None]:
+    mm = pc.min_max(column)
+    return mm["min"].as_py(), mm["max"].as_py()
+
+
 class ParquetDataset:
     """A validated dataset: `partitions[split][i]` is domain i (spec order) of that split."""
 
@@ -42,6 +48,7 @@ class ParquetDataset:
         self.uri = str(uri)
         self.spec: DatasetSpec = load_spec(self.uri)
         self.fs, self.path = dfs.resolve(self.uri)
+        self._first_columns: tuple[str, list[str]] | None = None  # (file, columns) every file must match
         self.partitions: dict[str, list[Partition]] = {s: self._scan_split(s) for s in splits}
 
     @property
@@ -84,6 +91,14 @@ class ParquetDataset:
         except (pa.ArrowInvalid, OSError) as err:
             raise DatasetError(f"{path}: not a readable Parquet file ({err})") from None
         schema = meta.schema.to_arrow_schema()
+        if self._first_columns is None:
+            self._first_columns = (path, sorted(schema.names))
+        elif sorted(schema.names) != self._first_columns[1]:
+            first, cols = self._first_columns
+            extra = sorted(set(schema.names) - set(cols))
+            lacking = sorted(set(cols) - set(schema.names))
+            raise DatasetError(f"{path}: column set differs from {first}'s (extra {extra}, lacking {lacking}); "
+                               f"every file must have the same columns")
         expected = self.columns
         missing = [c for c in expected if c not in schema.names]
         if missing:
@@ -101,14 +116,19 @@ class ParquetDataset:
             group = meta.row_group(rg)
             for name, (lo, hi) in bounds.items():
                 stats = group.column(index[name]).statistics
-                if stats is None:
-                    continue
-                if stats.null_count:
-                    raise DatasetError(f"{path}: column {name!r} has {stats.null_count} null value(s) (row group {rg})")
-                if not stats.has_min_max:
-                    continue
-                for value in (stats.min, stats.max):
-                    if not lo <= value <= hi:
+                if stats is not None and stats.has_min_max and stats.has_null_count:
+                    nulls, found = stats.null_count, (stats.min, stats.max)
+                else:  # no statistics in the footer: stream this column chunk once
+                    nulls, found = self._scan_column(path, rg, name)
+                if nulls:
+                    raise DatasetError(f"{path}: column {name!r} has {nulls} null value(s) (row group {rg})")
+                for value in found:
+                    if value is not None and not lo <= value <= hi:
                         what = "label values must be 0 or 1" if name == label else f"ids must be in [0, {hi}]"
                         raise DatasetError(f"{path}: column {name!r} has value {value}; {what}")
         return ParquetPart(path, tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups)))
+
+    def _scan_column(self, path: str, row_group: int, name: str) -> tuple[int, tuple[int | None, int | None]]:
+        with self.fs.open_input_file(path) as f:
+            column = pq.ParquetFile(f).read_row_group(row_group, columns=[name]).column(name)
+        return column.null_count, _min_max(column)

@@ -103,3 +103,40 @@ def test_shuffled_reader_yields_every_row_once_deterministically(public_tiny):
     assert np.array_equal(a, b) and not np.array_equal(a, c) and not np.array_equal(a, rows)
     key = lambda m: sorted(map(tuple, m.tolist()))  # noqa: E731
     assert key(a) == key(rows)
+
+
+def test_nulls_negative_ids_and_missing_split(copy):
+    part = _first_part(copy)
+    original = pq.read_table(part)
+    i = original.schema.get_field_index("hour")
+    values = original.column("hour").to_pylist()
+    pq.write_table(original.set_column(i, "hour", pa.array([None] + values[1:], type=pa.int32())), part)
+    with pytest.raises(DatasetError, match=r"column 'hour' has 1 null value\(s\)"):
+        ParquetDataset(str(copy))
+    pq.write_table(original.set_column(i, "hour", pa.array([-3] + values[1:], type=pa.int32())), part)
+    with pytest.raises(DatasetError, match=r"column 'hour' has value -3; ids must be in \[0, 24\]"):
+        ParquetDataset(str(copy))
+    pq.write_table(original, part)
+    shutil.rmtree(copy / "test")
+    with pytest.raises(DatasetError, match=r"test: split directory missing or empty"):
+        ParquetDataset(str(copy))
+
+
+def test_files_without_statistics_are_scanned(copy):
+    part = _first_part(copy)
+    original = pq.read_table(part)
+    i = original.schema.get_field_index("device")
+    bad = original.set_column(i, "device", pa.array([7] + original.column("device").to_pylist()[1:], type=pa.int32()))
+    pq.write_table(bad, part, write_statistics=False)
+    with pytest.raises(DatasetError, match=r"column 'device' has value 7; ids must be in \[0, 4\]"):
+        ParquetDataset(str(copy))
+    pq.write_table(original, part, write_statistics=False)
+    ParquetDataset(str(copy))  # a clean file without statistics passes
+
+
+def test_column_sets_must_match_across_files(copy):
+    part = _first_part(copy, "valid", 2)
+    table = pq.read_table(part)
+    pq.write_table(table.append_column("extra", pa.array([0] * table.num_rows)), part)
+    with pytest.raises(DatasetError, match=r"column set differs from .*extra \['extra'\]"):
+        ParquetDataset(str(copy))
