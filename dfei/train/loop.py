@@ -5,6 +5,7 @@ import copy
 import logging
 import math
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -192,5 +193,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         "global_step": global_step, "resumed_from": resumed_from,
         "stopped_early": stopped_early, "history": history,
         "domain_feature_norms": np.linalg.norm(v, axis=1).tolist() if v is not None else None,
-        "timings": {"worker_start_unix": t_start, "first_update_unix": first_update},
+        "timings": {"worker_start_unix": t_start, "first_update_unix": first_update,
+                    "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
     }

@@ -167,6 +167,7 @@ def run_training(cfg: TrainConfig, log=print) -> dict[str, Any]:
             "train_samples_per_s": (sum(h["samples_per_s"] * h["train_seconds"] for h in history)
                                     / max(sum(h["train_seconds"] for h in history), 1e-9)),
             "ray": ray_mode,
+            "worker_peak_rss_mb": timings.get("worker_peak_rss_mb"),  # rank 0's training process
         },
     }
     write_json_atomic(os.path.join(cfg.out, "metrics.json"), metrics)

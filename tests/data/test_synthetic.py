@@ -90,3 +90,21 @@ def test_labels_carry_domain_specific_learnable_signal(public_small):
     h1 = b1.groupby("hour").label.mean() - b1.label.mean()
     h2 = b2.groupby("hour").label.mean() - b2.label.mean()
     assert np.corrcoef(h1.reindex(h2.index).fillna(0), h2)[0, 1] < 0.9
+
+
+def test_large_shards_are_calibrated_split_into_files_and_identical_in_parallel(tmp_path, monkeypatch):
+    """The path taken at scale 1.0 (shards over EXACT_MAX_ROWS), on small numbers."""
+    from dfei.data import synthetic
+
+    for name, value in {"CHUNK_ROWS": 1000, "ROWS_PER_FILE": 4000, "EXACT_MAX_ROWS": 5000,
+                        "CALIBRATION_ROWS": 50_000, "ROW_GROUP_ROWS": 1000}.items():
+        monkeypatch.setattr(synthetic, name, value)
+    one = generate("public", 0.005, seed=1, out=str(tmp_path / "one"), workers=1, log=lambda *a: None)
+    two = generate("public", 0.005, seed=1, out=str(tmp_path / "two"), workers=2, log=lambda *a: None)
+    assert _digest(str(tmp_path / "one")) == _digest(str(tmp_path / "two"))
+    b2 = tmp_path / "one" / "train" / "domain=1"
+    assert len(os.listdir(b2)) == 4  # 13,075 rows in files of 4,000
+    assert one.row_counts["train"]["B2"] == PUBLIC[1].rows("train", 0.005)
+    ctr = one.meta["ctr"]["train"]["B2"] * 100
+    assert abs(ctr - PUBLIC[1].ctr_pct) / PUBLIC[1].ctr_pct < 0.05
+    assert two.row_counts == one.row_counts
