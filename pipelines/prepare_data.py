@@ -3,6 +3,7 @@
 Examples:
   python pipelines/prepare_data.py synthetic --profile public --scale 0.02 --seed 0 --out data/public-s0.02
   python pipelines/prepare_data.py synthetic --profile industrial --scale 0.01 --out data/industrial-s0.01
+  python pipelines/prepare_data.py kuairand --raw KuaiRand-1K/data --out data/kuairand-1k
   python pipelines/prepare_data.py csv --input logs.csv --domain-col domain --label-col rating \
       --user-col user_id --out data/douban
 
@@ -31,6 +32,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--out", required=True, help="output directory (local)")
     s.add_argument("--workers", type=int, default=None, help="generator processes (default: all cores)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+
+    k = sub.add_parser("kuairand", help="KuaiRand-1K from the official release files", description=(
+        "KuaiRand-1K (paper Table 2): domains tab 0,1,2,4,5,6 -> B1..B6, label is_click, split by date "
+        "(train 04-08..04-18, valid 04-19..04-21, test 04-22..05-08), 92 user/video side features."))
+    k.add_argument("--raw", required=True, help="directory holding the official *_1k.csv files")
+    k.add_argument("--out", required=True)
+    k.add_argument("--min-count", type=int, default=1, help="categorical values seen fewer times in train map to 0")
+    k.add_argument("--overwrite", action="store_true")
 
     c = sub.add_parser("csv", help="your own CSV/Parquet logs", description=(
         "Convert CSV or Parquet logs (one file or a glob) to the data contract. Vocabularies are fitted on "
@@ -66,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             from dfei.data.synthetic import generate
 
             generate(args.profile, args.scale, args.seed, args.out, args.workers, args.overwrite)
+        elif args.command == "kuairand":
+            from dfei.data.kuairand import convert_kuairand
+
+            convert_kuairand(args.raw, args.out, args.min_count, args.overwrite)
         else:
             from dfei.data.csv_converter import convert_csv
 

@@ -25,8 +25,14 @@ class Vocabulary:
     values: dict = field(default_factory=dict)  # raw value -> id (1..V)
 
     @classmethod
-    def fit(cls, column: pd.Series, min_count: int = 1) -> "Vocabulary":
-        counts = column.dropna().value_counts(sort=True)
+    def fit(cls, column: pd.Series, min_count: int = 1, weights: np.ndarray | None = None) -> "Vocabulary":
+        """weights: how often each entry occurs in train (entity tables joined to logs); default 1."""
+        if weights is None:
+            counts = column.dropna().value_counts(sort=True)
+        else:
+            frame = pd.DataFrame({"v": column.to_numpy(), "w": weights})
+            counts = frame.dropna().groupby("v")["w"].sum().sort_values(ascending=False, kind="stable")
+            counts = counts[counts > 0]
         kept = counts[counts >= min_count].index
         return cls({v: i + 1 for i, v in enumerate(kept)})
 
@@ -35,7 +41,7 @@ class Vocabulary:
         return len(self.values) + 1
 
     def encode(self, column: pd.Series) -> np.ndarray:
-        return column.map(self.values).fillna(0).to_numpy(dtype=np.int64)
+        return column.map(self.values).fillna(0).to_numpy(dtype=np.int32)
 
 
 @dataclass
@@ -43,10 +49,17 @@ class Buckets:
     edges: np.ndarray
 
     @classmethod
-    def fit(cls, column: pd.Series, bins: int = 10) -> "Buckets":
-        values = pd.to_numeric(column, errors="coerce").dropna().to_numpy(dtype=np.float64)
-        qs = np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]) if len(values) else np.array([])
-        return cls(np.unique(qs))
+    def fit(cls, column: pd.Series, bins: int = 10, weights: np.ndarray | None = None) -> "Buckets":
+        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+        w = np.ones(len(values)) if weights is None else np.asarray(weights, dtype=np.float64)
+        keep = ~np.isnan(values) & (w > 0)
+        values, w = values[keep], w[keep]
+        if not len(values):
+            return cls(np.array([]))
+        order = np.argsort(values, kind="stable")
+        cdf = np.cumsum(w[order]) / w.sum()  # weighted quantiles: the train rows' distribution
+        idx = np.searchsorted(cdf, np.linspace(0, 1, bins + 1)[1:-1])
+        return cls(np.unique(values[order][np.minimum(idx, len(values) - 1)]))
 
     @property
     def cardinality(self) -> int:
@@ -54,27 +67,25 @@ class Buckets:
 
     def encode(self, column: pd.Series) -> np.ndarray:
         values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
-        ids = np.searchsorted(self.edges, values, side="right") + 1
+        ids = (np.searchsorted(self.edges, values, side="right") + 1).astype(np.int32)
         ids[np.isnan(values)] = 0
         return ids
 
 
 def encode_features(splits: dict[str, pd.DataFrame], categorical: list[str], numeric: list[str],
-                    min_count: int = 1, bins: int = 10) -> tuple[dict[str, pd.DataFrame], list[Feature]]:
-    """Fit every encoder on splits["train"] only; return encoded frames and the feature specs."""
+                    min_count: int = 1, bins: int = 10) -> tuple[dict[str, dict[str, np.ndarray]], list[Feature]]:
+    """Fit every encoder on splits["train"] only; return encoded columns per split and the feature specs."""
     encoders = {c: Vocabulary.fit(splits["train"][c], min_count) for c in categorical}
     encoders.update({c: Buckets.fit(splits["train"][c], bins) for c in numeric})
     columns = categorical + numeric
-    out = {}
-    for name, frame in splits.items():
-        out[name] = pd.DataFrame({c: encoders[c].encode(frame[c]) for c in columns}, index=frame.index)
+    out = {name: {c: encoders[c].encode(frame[c]) for c in columns} for name, frame in splits.items()}
     return out, [Feature(c, encoders[c].cardinality) for c in columns]
 
 
-def write_dataset(out: str, name: str, frames: dict[str, pd.DataFrame], labels: dict[str, np.ndarray],
+def write_dataset(out: str, name: str, frames: dict[str, dict[str, np.ndarray]], labels: dict[str, np.ndarray],
                   domains: dict[str, np.ndarray], domain_list: list[Domain], features: list[Feature],
                   user_column: str | None, meta: dict, overwrite: bool = False, log=print) -> DatasetSpec:
-    """Write frames (encoded features) + labels + per-row domain ids as the contract, atomically."""
+    """Write encoded feature columns + labels + per-row domain ids as the contract, atomically."""
     out = os.path.abspath(out)
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
@@ -86,7 +97,7 @@ def write_dataset(out: str, name: str, frames: dict[str, pd.DataFrame], labels: 
         for split in SPLITS:
             for dom in domain_list:
                 mask = domains[split] == dom.id
-                table = pa.table({**{f.name: frames[split][f.name].to_numpy()[mask].astype(np.int32) for f in features},
+                table = pa.table({**{f.name: frames[split][f.name][mask].astype(np.int32) for f in features},
                                   "label": labels[split][mask].astype(np.int8)}, schema=schema)
                 directory = os.path.join(tmp, split, f"domain={dom.id}")
                 os.makedirs(directory)
