@@ -37,8 +37,8 @@ LATENT = 6
 N_BINS = 10  # bucket ids 1..10, 0 = missing
 MISSING_RATE = 0.02
 SIGNAL = 1.5
-CHUNK_ROWS = 1 << 18  # rows drawn at once (bounds a process's working memory)
-ROWS_PER_FILE = 1 << 20  # one Parquet file = 4 chunks = one parallel job of a large shard
+CHUNK_ROWS = 1 << 16  # rows drawn at once: bounds a process's working memory
+ROWS_PER_FILE = 1 << 20  # one Parquet file = 16 chunks = one parallel job of a large shard
 ROW_GROUP_ROWS = 1 << 16  # the unit the arrow ingest reads and shuffles
 EXACT_MAX_ROWS = 1 << 21  # shards up to this size get the table's CTR exactly (see shard_threshold)
 CALIBRATION_ROWS = 1 << 20

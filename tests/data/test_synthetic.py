@@ -108,3 +108,19 @@ def test_large_shards_are_calibrated_split_into_files_and_identical_in_parallel(
     ctr = one.meta["ctr"]["train"]["B2"] * 100
     assert abs(ctr - PUBLIC[1].ctr_pct) / PUBLIC[1].ctr_pct < 0.05
     assert two.row_counts == one.row_counts
+
+
+def test_generator_memory_does_not_grow_with_scale(tmp_path):
+    """Peak RSS of a single-process generation at 10x the rows stays within 1.3x (chunked draws)."""
+    import subprocess
+    import sys
+
+    code = ("import resource, sys; from dfei.data.synthetic import generate; "
+            "generate('industrial', float(sys.argv[1]), 0, sys.argv[2], workers=1, log=lambda *a: None); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    peaks = {}
+    for scale in (0.005, 0.05):  # 235k vs 2.35M rows; the largest shard 143k vs 1.43M rows
+        out = subprocess.run([sys.executable, "-c", code, str(scale), str(tmp_path / str(scale))],
+                             capture_output=True, text=True, check=True).stdout
+        peaks[scale] = int(out.split()[-1])
+    assert peaks[0.05] / peaks[0.005] <= 1.3, peaks
