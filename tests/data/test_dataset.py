@@ -76,6 +76,10 @@ def test_bad_columns_and_values(copy):
     pq.write_table(original.set_column(i, "u_age", pa.array(np.full(original.num_rows, 1.5))), part)
     with pytest.raises(DatasetError, match="feature column 'u_age' has type double"):
         ParquetDataset(str(copy))
+    j = original.schema.get_field_index("label")
+    pq.write_table(original.set_column(j, "label", pa.array(np.zeros(original.num_rows))), part)
+    with pytest.raises(DatasetError, match="label column 'label' has type double, expected an integer type"):
+        ParquetDataset(str(copy))
     part.write_bytes(b"PAR1 truncated")
     with pytest.raises(DatasetError, match="not a readable Parquet file"):
         ParquetDataset(str(copy))
