@@ -40,7 +40,9 @@ def _split(df: pd.DataFrame, how: str, time_col: str | None, user_col: str | Non
     if how == "time":
         if not time_col:
             raise ValueError("--split time needs --time-col")
-        t = pd.to_datetime(df[time_col], errors="coerce") if df[time_col].dtype == object else df[time_col]
+        t = df[time_col]
+        if not (pd.api.types.is_numeric_dtype(t) or pd.api.types.is_datetime64_any_dtype(t)):
+            t = pd.to_datetime(t, errors="coerce")  # date strings, whatever pandas' string dtype
         if pd.isna(t).any():
             raise DatasetError(f"column {time_col!r}: {int(pd.isna(t).sum())} value(s) are not times")
         rank = pd.Series(t).rank(method="first").to_numpy() / len(df)
@@ -73,12 +75,21 @@ def convert_csv(input: str, out: str, domain_col: str, label_col: str, features:
         features = [c for c in df.columns if c not in (domain_col, label_col, time_col)]
     if user_col and user_col not in features:
         features = [user_col] + features
+    clash = [c for c in features if c in (domain_col, label_col, "label")]
+    if clash:
+        raise DatasetError(f"{input}: column(s) {clash} cannot be features: the domain and label columns are not "
+                           f"inputs, and 'label' is the name of the written label column (rename it)")
     categorical = [c for c in features if c not in numeric]
     numeric = [c for c in features if c in numeric]
 
     raw_label = df[label_col]
     if label_threshold is not None:
-        label = (pd.to_numeric(raw_label, errors="coerce") >= label_threshold).to_numpy(dtype=np.int8)
+        numeric_label = pd.to_numeric(raw_label, errors="coerce")
+        if numeric_label.isna().any():
+            first = raw_label[numeric_label.isna()].iloc[0]
+            raise DatasetError(f"{input}: label column {label_col!r} has {int(numeric_label.isna().sum())} missing or "
+                               f"non-numeric value(s), e.g. {first!r}")
+        label = (numeric_label >= label_threshold).to_numpy(dtype=np.int8)
     else:
         bad = sorted({v.item() if hasattr(v, "item") else v for v in raw_label.dropna().unique()} - {0, 1}, key=str)
         if bad or raw_label.isna().any():

@@ -332,6 +332,8 @@ def generate(profile: str, scale: float, seed: int, out: str, workers: int | Non
             shutil.rmtree(out)
         os.replace(tmp, out)
     except BaseException:
+        if executor is not None:  # running jobs would otherwise recreate tmp after we delete it
+            executor.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:

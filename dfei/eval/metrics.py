@@ -17,13 +17,18 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def gauc(labels: np.ndarray, scores: np.ndarray, users: np.ndarray) -> float:
+def gauc(labels: np.ndarray, scores: np.ndarray, users: np.ndarray, ignore_user: int | None = 0) -> float:
     """Group AUC: per-user AUC weighted by the user's impressions, over users with both classes.
+
+    `ignore_user` (default 0, the contract's "missing/other" id: every user unseen in train) is left
+    out, since it is not one user.
 
     Vectorised with the rank-sum form of AUC (ties get average ranks, as roc_auc_score does).
     """
     df = pd.DataFrame({"u": np.asarray(users), "y": np.asarray(labels, dtype=np.float64),
                        "s": np.asarray(scores, dtype=np.float64)})
+    if ignore_user is not None:
+        df = df[df["u"] != ignore_user]
     df["rpos"] = df.groupby("u")["s"].rank(method="average") * df["y"]
     g = df.groupby("u").agg(n=("y", "size"), pos=("y", "sum"), rpos=("rpos", "sum"))
     g = g[(g["pos"] > 0) & (g["pos"] < g["n"])]

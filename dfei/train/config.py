@@ -55,6 +55,9 @@ class TrainConfig:
             (self.k >= 1, f"k must be >= 1, got {self.k}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
+            (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
+             f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}"),
             (self.exhaustion in ("exhaust", "cycle"), f"exhaustion must be exhaust or cycle, got {self.exhaustion!r}"),
@@ -71,11 +74,26 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        names = set(types)
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
-        return cls(**values)
+        return cls(**{k: _typed(k, v, types[k], where) for k, v in values.items()})
+
+
+def _typed(key: str, value: Any, annotation: str, where: str) -> Any:
+    """YAML reads `1e-3` as a string and `2` as an int: coerce numbers to the field's type."""
+    if value is None or isinstance(value, bool):
+        return value
+    for name, kind in (("float", float), ("int", int)):
+        if annotation.startswith(name) and not isinstance(value, (list, dict)):
+            try:
+                number = kind(float(value)) if kind is int and float(value).is_integer() else kind(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: {key} must be a number ({annotation}), got {value!r}") from None
+            return number
+    return value
 
 
 def load_config(path: str | None, overrides: dict[str, Any]) -> TrainConfig:

@@ -59,7 +59,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     return {
         "loss": float(loss_sum.sum() / max(total, 1)),
         "domain_loss": (loss_sum / np.maximum(samples, 1)).tolist(),
-        "samples": total, "batches": n_batches.tolist(), "steps": step + 1,
+        "samples": total, "batches": n_batches.tolist(),
+        "steps": step + 1 if max_steps is None else min(step + 1, max_steps),
         "seconds": seconds, "samples_per_s": total / seconds if seconds > 0 else 0.0,
         "first_update_unix": first_update,
     }

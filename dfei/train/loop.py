@@ -107,14 +107,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     device = ray.train.torch.get_device()
 
     start_epoch, best_auc, best_epoch, bad_epochs, history, global_step = 0, -math.inf, -1, 0, [], 0
-    best_state, resumed_from = None, None
+    best_state, resumed_from, optimizer_state = None, None, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
             ckpt = load_checkpoint(ckpt_dir)
         model.load_state_dict(ckpt["model"])
-        if ckpt["optimizer"] is not None:
-            optimizer.load_state_dict(ckpt["optimizer"])
+        optimizer_state = ckpt["optimizer"]
         st = ckpt["state"]
         start_epoch, best_auc, best_epoch = st["epoch"] + 1, st["best_auc"], st["best_epoch"]
         bad_epochs, history, global_step = st["bad_epochs"], st["history"], st["global_step"]
@@ -125,13 +124,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         log(f"[train] resumed after epoch {st['epoch'] + 1} at update {global_step} "
             f"(best valid avg AUC {best_auc:.4f} at epoch {best_epoch + 1})")
     model.to(device)
+    if optimizer_state is not None:  # after the move: Adam's moments follow their parameters' device
+        optimizer.load_state_dict(optimizer_state)
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs())
     torch.manual_seed(cfg.seed * 1009 + rank + 1)  # dropout streams differ per rank
 
     first_update = None
-    stopped_early = False
+    # a run restarted after it had already early-stopped (e.g. a failure during the final
+    # evaluation) must not train again
+    stopped_early = bad_epochs >= cfg.patience
     epoch = start_epoch - 1
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, cfg.epochs if not stopped_early else start_epoch):
         readers = _train_readers(cfg, dataset, rank, world, ray_data_rows)
         n_steps = steps_per_epoch(readers) if cfg.max_steps_per_epoch is None else min(
             steps_per_epoch(readers), cfg.max_steps_per_epoch)

@@ -60,3 +60,30 @@ def test_clear_errors(tmp_path):
     with pytest.raises(DatasetError, match="no such file"):
         convert_csv(str(tmp_path / "missing.csv"), str(tmp_path / "c"), "scenario", "rating", log=lambda *a: None)
     assert not (tmp_path / "b").exists()
+
+
+def test_time_split_parses_date_strings_in_time_order(tmp_path):
+    df = _logs(300)
+    days = pd.date_range("2022-04-01", periods=300, freq="h")
+    df["when"] = [f"{d.month}/{d.day}/{d.year} {d.hour}:00" for d in days]  # not ISO: text order != time order
+    df.to_csv(tmp_path / "logs.csv", index=False)
+    convert_csv(str(tmp_path / "logs.csv"), str(tmp_path / "ds"), "scenario", "rating", label_threshold=4,
+                features=["item"], time_col="when", split="time", log=lambda *a: None)
+    ds = ParquetDataset(str(tmp_path / "ds"))
+    assert sum(ds.rows("train")) == 240 and sum(ds.rows("test")) == 30
+    # the first 240 hours are train: their label rate matches the source rows, in time order
+    train = pd.concat(pq.read_table(str(tmp_path / "ds" / "train" / f"domain={d}")).to_pandas() for d in (0, 1))
+    assert abs(train["label"].mean() - (df.rating[:240] >= 4).mean()) < 1e-9
+
+
+def test_label_and_domain_cannot_be_features_and_threshold_needs_numbers(tmp_path):
+    df = _logs()
+    df.to_csv(tmp_path / "logs.csv", index=False)
+    with pytest.raises(DatasetError, match=r"column\(s\) \['rating'\] cannot be features"):
+        convert_csv(str(tmp_path / "logs.csv"), str(tmp_path / "a"), "scenario", "rating", features=["item", "rating"],
+                    label_threshold=4, log=lambda *a: None)
+    df.loc[3, "rating"] = None
+    df.to_csv(tmp_path / "gaps.csv", index=False)
+    with pytest.raises(DatasetError, match=r"label column 'rating' has 1 missing or non-numeric value"):
+        convert_csv(str(tmp_path / "gaps.csv"), str(tmp_path / "b"), "scenario", "rating", label_threshold=4,
+                    log=lambda *a: None)

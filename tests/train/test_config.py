@@ -21,3 +21,15 @@ def test_bad_config_values_are_named(tmp_path):
         TrainConfig(alpha=1.2)
     with pytest.raises(ValueError, match="exhaustion"):
         TrainConfig(exhaustion="loop")
+
+
+def test_yaml_numbers_written_without_a_dot_are_numbers(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("data: /d\nlr: 1e-3\nl2: 1e-6\nepochs: 2\n")  # YAML 1.1 reads 1e-3 as a string
+    cfg = load_config(str(f), {})
+    assert cfg.lr == 1e-3 and cfg.l2 == 1e-6 and cfg.epochs == 2
+    f.write_text("data: /d\nlr: fast\n")
+    with pytest.raises(ValueError, match=r"lr must be a number \(float\), got 'fast'"):
+        load_config(str(f), {})
+    with pytest.raises(ValueError, match="eval_batch_size"):
+        TrainConfig(eval_batch_size=0)
