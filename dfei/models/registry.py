@@ -6,9 +6,18 @@ from typing import Any
 
 from torch import nn
 
+from dfei.models.aitm import AITM
 from dfei.models.dfei import DFEI, DFEIConfig
+from dfei.models.hinet import HiNet
+from dfei.models.hmoe import HMoE
+from dfei.models.mlp import MLPModel
+from dfei.models.mmoe import MMoE
+from dfei.models.pepnet import PEPNet
+from dfei.models.ple import PLE
+from dfei.models.star import STAR
 
 ModelBuilder = Callable[..., nn.Module]
+DFEI_ONLY = ("alpha", "k", "tower_dims", "tower_dropouts", "use_dfe", "use_dfi", "head_dims")
 
 
 def _dfei(**overrides: Any) -> ModelBuilder:
@@ -18,11 +27,28 @@ def _dfei(**overrides: Any) -> ModelBuilder:
     return build
 
 
+def _baseline(cls) -> ModelBuilder:
+    def build(cardinalities: list[int], num_domains: int, **kwargs: Any) -> nn.Module:
+        # baselines use paper Table 4's sizes; DFEI's own knobs (alpha, k, ...) do not apply
+        return cls(cardinalities, num_domains, **{k: v for k, v in kwargs.items() if k not in DFEI_ONLY})
+
+    return build
+
+
 MODELS: dict[str, ModelBuilder] = {
+    "mlp": _baseline(MLPModel),
+    "mmoe": _baseline(MMoE),
+    "ple": _baseline(PLE),
+    "aitm": _baseline(AITM),
+    "hmoe": _baseline(HMoE),
+    "star": _baseline(STAR),
+    "pepnet": _baseline(PEPNet),
+    "hinet": _baseline(HiNet),
     "dfei": _dfei(),
     "dfei_wo_dfi": _dfei(use_dfi=False),  # paper Fig. 2a "w/o DFI"
     "dfei_wo_dfei": _dfei(use_dfe=False, use_dfi=False),  # paper Fig. 2a "w/o DFEI"
 }
+BASELINES = ("mlp", "mmoe", "ple", "aitm", "hmoe", "star", "pepnet", "hinet")
 
 
 def build_model(name: str, cardinalities: list[int], num_domains: int, **kwargs: Any) -> nn.Module:
