@@ -28,12 +28,15 @@ class AITM(MultiDomainModel):
         self.k = nn.ModuleList(nn.Linear(32, attention_dim) for _ in range(num_domains))
         self.v = nn.ModuleList(nn.Linear(32, attention_dim) for _ in range(num_domains))
         self.heads = nn.ModuleList(head(attention_dim) for _ in range(num_domains))
-        self.attention_dim = attention_dim
+        self.attention_dim = self.representation_dim = attention_dim
 
     def domain_modules(self, d: int) -> list[nn.Module]:
         return [self.towers[d], self.transfers[d], self.q[d], self.k[d], self.v[d], self.heads[d]]
 
-    def forward_domain(self, e: torch.Tensor, d: int) -> torch.Tensor:
+    def domain_head(self, d: int) -> nn.Module:
+        return self.heads[d]
+
+    def represent(self, e: torch.Tensor, d: int) -> torch.Tensor:
         q_d = self.towers[d](e)  # [batch, 32]
         if d == 0:
             z = self.v[d](q_d)
@@ -42,4 +45,4 @@ class AITM(MultiDomainModel):
             inputs = torch.stack([q_d, self.transfers[d](prev)], dim=1)  # [batch, 2, 32]
             scores = (self.q[d](inputs) * self.k[d](inputs)).sum(-1) / math.sqrt(self.attention_dim)  # [batch, 2]
             z = (torch.softmax(scores, dim=1).unsqueeze(-1) * self.v[d](inputs)).sum(1)  # [batch, h]
-        return self.heads[d](z).squeeze(1)
+        return z

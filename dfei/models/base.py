@@ -49,8 +49,18 @@ class MultiDomainModel(nn.Module):
         owned = {id(p) for d in range(self.num_domains) for p in self.domain_parameters(d)}
         return (p for p in self.parameters() if id(p) not in owned)
 
-    def forward_domain(self, e: torch.Tensor, d: int) -> torch.Tensor:
+    # Backbones with a per-domain representation (the tensor their head reads) expose it, so the
+    # DFEI plug-in (dfei/models/plugin.py) can use it as u_d.
+    representation_dim: int | None = None
+
+    def represent(self, e: torch.Tensor, d: int) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no per-domain representation")
+
+    def domain_head(self, d: int) -> nn.Module:
         raise NotImplementedError
+
+    def forward_domain(self, e: torch.Tensor, d: int) -> torch.Tensor:
+        return self.domain_head(d)(self.represent(e, d)).squeeze(1)  # [batch]
 
     def forward(self, x: torch.Tensor, domain: int | torch.Tensor) -> torch.Tensor:
         # x: [batch, n_features] -> logits [batch]

@@ -31,7 +31,12 @@ class HiNet(MultiDomainModel):
     def domain_modules(self, d: int) -> list[nn.Module]:
         return [self.specific_experts[d], self.gates[d], self.san[d], self.towers[d]]
 
-    def forward_domain(self, e: torch.Tensor, d: int) -> torch.Tensor:
+    representation_dim = 32
+
+    def domain_head(self, d: int) -> nn.Module:
+        return self.towers[d][1]
+
+    def represent(self, e: torch.Tensor, d: int) -> torch.Tensor:
         shared = mix([x(e) for x in self.shared_experts], self.gates[d](e))  # [batch, 32]
         specific = self.specific_experts[d](e)
         others = [self.specific_experts[j](e) for j in range(self.num_domains) if j != d]
@@ -40,4 +45,4 @@ class HiNet(MultiDomainModel):
             san = torch.einsum("n,nbd->bd", w, torch.stack(others))
         else:
             san = torch.zeros_like(specific)
-        return self.towers[d](torch.cat([shared, specific, san], dim=1)).squeeze(1)
+        return self.towers[d][0](torch.cat([shared, specific, san], dim=1))  # [batch, 32]

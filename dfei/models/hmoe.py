@@ -26,6 +26,12 @@ class HMoE(MultiDomainModel):
     def domain_modules(self, d: int) -> list[nn.Module]:
         return [self.gates[d], self.towers[d], self.label_gates[d]]
 
+    representation_dim = 32
+
+    def represent(self, e: torch.Tensor, d: int) -> torch.Tensor:
+        """Domain d's gated expert mix (its tower's input)."""
+        return mix([x(e) for x in self.experts], self.gates[d](e))  # [batch, 32]
+
     def forward_domain(self, e: torch.Tensor, d: int) -> torch.Tensor:
         outs = [x(e) for x in self.experts]
         logits = []

@@ -22,6 +22,10 @@ class MMoE(MultiDomainModel):
     def domain_modules(self, d: int) -> list[nn.Module]:
         return [self.gates[d], self.heads[d]]
 
-    def forward_domain(self, e: torch.Tensor, d: int) -> torch.Tensor:
-        mixed = mix([expert(e) for expert in self.experts], self.gates[d](e))  # [batch, 32]
-        return self.heads[d](mixed).squeeze(1)
+    representation_dim = 32
+
+    def represent(self, e: torch.Tensor, d: int) -> torch.Tensor:
+        return mix([expert(e) for expert in self.experts], self.gates[d](e))  # [batch, 32]
+
+    def domain_head(self, d: int) -> nn.Module:
+        return self.heads[d]

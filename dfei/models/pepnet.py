@@ -36,7 +36,7 @@ class PPTower(nn.Module):
     def forward(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         for layer, gate, drop in zip(self.layers, self.gates, self.dropouts):
             x = drop(torch.relu(layer(x)) * gate(prior))
-        return self.head(x).squeeze(1)
+        return x  # [batch, 32]
 
 
 class PEPNet(MultiDomainModel):
@@ -50,8 +50,13 @@ class PEPNet(MultiDomainModel):
     def domain_modules(self, d: int) -> list[nn.Module]:
         return [self.towers[d]]
 
-    def forward_domain(self, e: torch.Tensor, d: int) -> torch.Tensor:
+    representation_dim = TOWER[-1]
+
+    def represent(self, e: torch.Tensor, d: int) -> torch.Tensor:
         dom = self.domain_embedding.weight[d].expand(e.shape[0], -1)  # [batch, 16]
         prior = torch.cat([e.detach(), dom], dim=1)
         e_personal = e * self.epnet(prior)  # EPNet
-        return self.towers[d](e_personal, prior)  # PPNet
+        return self.towers[d](e_personal, prior)  # PPNet: [batch, 32]
+
+    def domain_head(self, d: int) -> nn.Module:
+        return self.towers[d].head

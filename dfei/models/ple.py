@@ -25,6 +25,11 @@ class PLE(MultiDomainModel):
     def domain_modules(self, d: int) -> list[nn.Module]:
         return [self.specific_experts[d], self.gates[d], self.heads[d]]
 
-    def forward_domain(self, e: torch.Tensor, d: int) -> torch.Tensor:
+    representation_dim = 32
+
+    def represent(self, e: torch.Tensor, d: int) -> torch.Tensor:
         outputs = [x(e) for x in self.specific_experts[d]] + [x(e) for x in self.shared_experts]
-        return self.heads[d](mix(outputs, self.gates[d](e))).squeeze(1)  # [batch]
+        return mix(outputs, self.gates[d](e))  # [batch, 32]
+
+    def domain_head(self, d: int) -> nn.Module:
+        return self.heads[d]

@@ -14,6 +14,7 @@ from dfei.models.mlp import MLPModel
 from dfei.models.mmoe import MMoE
 from dfei.models.pepnet import PEPNet
 from dfei.models.ple import PLE
+from dfei.models.plugin import DFEIPlugin
 from dfei.models.star import STAR
 
 ModelBuilder = Callable[..., nn.Module]
@@ -49,6 +50,20 @@ MODELS: dict[str, ModelBuilder] = {
     "dfei_wo_dfei": _dfei(use_dfe=False, use_dfi=False),  # paper Fig. 2a "w/o DFEI"
 }
 BASELINES = ("mlp", "mmoe", "ple", "aitm", "hmoe", "star", "pepnet", "hinet")
+
+
+def _plugin(cls) -> ModelBuilder:
+    def build(cardinalities: list[int], num_domains: int, **kwargs: Any) -> DFEIPlugin:
+        backbone = cls(cardinalities, num_domains, **{k: v for k, v in kwargs.items() if k not in DFEI_ONLY})
+        return DFEIPlugin(backbone, alpha=kwargs.get("alpha", 0.9), k=kwargs.get("k", 32))
+
+    return build
+
+
+# `<backbone>+dfei`: DFE + DFI on every backbone with a per-domain representation (not MLP)
+for _name, _cls in (("mmoe", MMoE), ("ple", PLE), ("aitm", AITM), ("hmoe", HMoE), ("star", STAR),
+                    ("pepnet", PEPNet), ("hinet", HiNet)):
+    MODELS[f"{_name}+dfei"] = _plugin(_cls)
 
 
 def build_model(name: str, cardinalities: list[int], num_domains: int, **kwargs: Any) -> nn.Module:

@@ -67,10 +67,16 @@ class STAR(MultiDomainModel):
         dom = self.domains[d]
         return (e - mean) / torch.sqrt(var + 1e-5) * (self.gamma * dom.gamma) + (self.beta + dom.beta)
 
-    def forward_domain(self, e: torch.Tensor, d: int) -> torch.Tensor:
+    representation_dim = TOWER[-1]
+
+    def represent(self, e: torch.Tensor, d: int) -> torch.Tensor:
+        """The star-topology FCN's output for domain d."""
         dom = self.domains[d]
         h = self._partitioned_norm(e, d)  # [batch, F * 16]
         for w, b, w_d, b_d, drop in zip(self.w, self.b, dom.w, dom.b, self.dropouts):
             h = drop(torch.relu(h @ (w * w_d) + b + b_d))  # star topology FCN
-        aux_in = torch.cat([dom.embedding.expand(e.shape[0], -1), e], dim=1)
-        return (self.head(h) + self.aux(aux_in)).squeeze(1)
+        return h  # [batch, 32]
+
+    def forward_domain(self, e: torch.Tensor, d: int) -> torch.Tensor:
+        aux_in = torch.cat([self.domains[d].embedding.expand(e.shape[0], -1), e], dim=1)
+        return (self.head(self.represent(e, d)) + self.aux(aux_in)).squeeze(1)

@@ -90,3 +90,21 @@ def test_baselines_are_registered():
     assert set(BASELINES) == {"mlp", "mmoe", "ple", "aitm", "hmoe", "star", "pepnet", "hinet"}
     for name in BASELINES:
         assert MODELS[name]  # every baseline has a builder and a file with its paper in the docstring
+
+
+@pytest.mark.parametrize("backbone", [b for b in BASELINES if b != "mlp"])
+def test_dfei_plugs_into_every_backbone_with_a_per_domain_representation(backbone):
+    torch.manual_seed(0)
+    model = build_model(f"{backbone}+dfei", CARDS, D, alpha=0.5)
+    model.train()
+    x, _ = _batch()
+    u_seen = []
+    model.backbone.represent = (lambda f: lambda e, d: u_seen.append(f(e, d)) or u_seen[-1])(model.backbone.represent)
+    model(x, 1)
+    torch.testing.assert_close(model.dfe.v[1], u_seen[0].detach().mean(0))  # v_1^0 = mean of the backbone's u_1
+    assert model.dfe.initialized.tolist() == [False, True, False]
+    assert model.embedding is model.backbone.embedding
+    with pytest.raises(ValueError, match="no per-domain representation"):
+        from dfei.models.mlp import MLPModel
+        from dfei.models.plugin import DFEIPlugin
+        DFEIPlugin(MLPModel(CARDS, D))
