@@ -1,0 +1,153 @@
+"""The paper's comparison report from finished runs (Tables 3/5, Fig. 2a, Fig. 4).
+
+Input: metrics.json of every (model, seed) run. Output in `out`:
+- runs.csv     per-seed test AUC per domain and avg (the numbers every test below uses)
+- table.md/csv mean over seeds; rows = models, columns = domains + avg; best baseline per column
+               underlined, best overall bold; DFEI's cells marked * / ** when a paired t-test over
+               seeds against that column's best baseline gives p < 0.05 / 0.01 and DFEI is higher
+- ablation.png grouped bars per domain: DFEI, w/o DFI, w/o DFEI (when those runs exist)
+- domain_features_tsne.png  t-SNE of the final v_d of a DFEI run, coloured by domain CTR vs median
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+
+import numpy as np
+from scipy.stats import ttest_rel
+
+BASELINE_NAMES = ("mlp", "mmoe", "ple", "aitm", "hmoe", "star", "pepnet", "hinet")
+
+
+def per_seed(results: dict[str, dict[int, dict]], domains: list[str]) -> dict[str, dict[str, list[float]]]:
+    """model -> column (domain names + "avg") -> test AUC per seed (seed order)."""
+    out = {}
+    for model, by_seed in results.items():
+        seeds = sorted(by_seed)
+        cols = {d: [by_seed[s]["splits"]["test"][d]["auc"] for s in seeds] for d in domains}
+        cols["avg"] = [by_seed[s]["avg_auc"]["test"] for s in seeds]
+        out[model] = cols
+    return out
+
+
+def significance(values: dict[str, dict[str, list[float]]], columns: list[str], model: str = "dfei") -> dict:
+    """column -> {"baseline", "p", "mark"} for `model` against the column's best baseline."""
+    baselines = [m for m in values if m in BASELINE_NAMES]
+    out = {}
+    if model not in values or not baselines:
+        return out
+    for col in columns:
+        means = {m: _mean(values[m][col]) for m in baselines}
+        best = max(means, key=lambda m: -math.inf if math.isnan(means[m]) else means[m])
+        a, b = np.asarray(values[model][col], float), np.asarray(values[best][col], float)
+        p = float(ttest_rel(a, b).pvalue) if len(a) >= 2 and len(a) == len(b) and np.any(a != b) else float("nan")
+        better = _mean(a) > _mean(b)
+        mark = "**" if better and p < 0.01 else "*" if better and p < 0.05 else ""
+        out[col] = {"baseline": best, "p": p, "mark": mark}
+    return out
+
+
+def _mean(values) -> float:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def write_tables(values: dict[str, dict[str, list[float]]], domains: list[str], out: str) -> dict:
+    columns = domains + ["avg"]
+    sig = significance(values, columns)
+    means = {m: {c: _mean(values[m][c]) for c in columns} for m in values}
+    baselines = [m for m in values if m in BASELINE_NAMES]
+    best_base = {c: max(baselines, key=lambda m: means[m][c]) for c in columns} if baselines else {}
+    best_all = {c: max(values, key=lambda m: means[m][c]) for c in columns}
+    seeds = len(next(iter(values.values()))["avg"])
+    lines = [f"Test AUC, mean over {seeds} seed(s). Underlined: best baseline per column; bold: best overall; "
+             "* / **: DFEI better than that column's best baseline with paired t-test p < 0.05 / 0.01.", "",
+             "| Model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for m in values:
+        cells = []
+        for c in columns:
+            text = f"{means[m][c]:.4f}"
+            if m == "dfei" and c in sig:
+                text += sig[c]["mark"]
+            if best_base.get(c) == m:
+                text = f"<u>{text}</u>"
+            if best_all[c] == m:
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if sig:
+        lines += ["", "| paired t-test (dfei vs best baseline) | " + " | ".join(columns) + " |",
+                  "|---|" + "---|" * len(columns),
+                  "| best baseline | " + " | ".join(sig[c]["baseline"] for c in columns) + " |",
+                  "| p-value | " + " | ".join(f"{sig[c]['p']:.4f}" for c in columns) + " |"]
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out, "table.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model"] + columns)
+        for m in values:
+            w.writerow([m] + [f"{means[m][c]:.6f}" for c in columns])
+        if sig:
+            w.writerow(["p_dfei_vs_best_baseline"] + [f"{sig[c]['p']:.6g}" for c in columns])
+    with open(os.path.join(out, "runs.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "seed"] + columns)
+        for m in values:
+            for i in range(seeds):
+                w.writerow([m, i] + [f"{values[m][c][i]:.6f}" for c in columns])
+    return {"means": means, "significance": sig}
+
+
+def ablation_plot(values: dict[str, dict[str, list[float]]], domains: list[str], out: str) -> str | None:
+    variants = [("dfei", "DFEI"), ("dfei_wo_dfi", "w/o DFI"), ("dfei_wo_dfei", "w/o DFEI")]
+    present = [(m, label) for m, label in variants if m in values]
+    if len(present) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = domains + ["avg"]
+    x = np.arange(len(cols))
+    width = 0.8 / len(present)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(cols)), 4))
+    for i, (m, label) in enumerate(present):
+        ax.bar(x + i * width, [_mean(values[m][c]) for c in cols], width, label=label)
+    ax.set_xticks(x + width * (len(present) - 1) / 2, cols)
+    lo = min(_mean(values[m][c]) for m, _ in present for c in cols)
+    ax.set_ylim(max(0.0, lo - 0.05), None)
+    ax.set_ylabel("test AUC")
+    ax.set_title("Ablation of the DFEI modules (paper Fig. 2a)")
+    ax.legend()
+    fig.tight_layout()
+    path = os.path.join(out, "ablation.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def tsne_plot(v: np.ndarray, names: list[str], ctr: list[float], out: str, seed: int = 0) -> str:
+    """Fig. 4: the final domain features, labelled, coloured by CTR below/above the median."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    perplexity = float(max(1, min(5, len(v) - 1)))
+    xy = TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="random").fit_transform(v)
+    high = np.asarray(ctr) > np.median(ctr)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.scatter(xy[~high, 0], xy[~high, 1], c="tab:blue", label="CTR <= median")
+    ax.scatter(xy[high, 0], xy[high, 1], c="tab:red", label="CTR > median")
+    for (px, py), name in zip(xy, names):
+        ax.annotate(name, (px, py), textcoords="offset points", xytext=(4, 4))
+    ax.set_title("t-SNE of the final domain features v_d (paper Fig. 4)")
+    ax.legend()
+    fig.tight_layout()
+    path = os.path.join(out, "domain_features_tsne.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
