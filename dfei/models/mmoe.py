@@ -2,7 +2,8 @@
 Multi-gate Mixture-of-Experts", KDD 2018. https://doi.org/10.1145/3219819.3220007
 
 Adapted to multi-domain as the DFEI paper §4.4 says: domains are tasks. Shared experts
-(n_experts = 4; MLP [128, 64, 32]); per-domain softmax gate over the experts and per-domain head.
+(n_experts = 4, our setting; MLP [128, 64, 32] as Table 4); per-domain softmax gate over the
+experts and per-domain head.
 """
 from __future__ import annotations
 

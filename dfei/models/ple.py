@@ -1,9 +1,9 @@
 """PLE: Tang, Liu, Zhao, Gong. "Progressive Layered Extraction (PLE): A Novel Multi-Task Learning
 (MTL) Model for Personalized Recommendations", RecSys 2020. https://doi.org/10.1145/3383313.3412236
 
-Domains as tasks, one CGC extraction level (the torch-rechub default): n_shared = 1 shared expert
-and n_specific = 1 expert per domain (MLP [128, 64, 32]); domain d's gate mixes its own experts
-with the shared ones; per-domain head.
+Domains as tasks, one CGC extraction level with n_shared = 1 shared expert and n_specific = 1
+expert per domain (MLP [128, 64, 32]; our setting, kept small because industrial data has 21
+domains); domain d's gate mixes its own experts with the shared ones; per-domain head.
 """
 from __future__ import annotations
 
