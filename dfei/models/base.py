@@ -25,7 +25,20 @@ def head(input_dim: int) -> nn.Sequential:
     return nn.Sequential(mlp, nn.Linear(mlp.output_dim, 1))
 
 
-class MultiDomainModel(nn.Module):
+class PredictProba:
+    """`predict_proba(x, domain)`: CTR in (0, 1) in eval mode (DFE buffers frozen), mode restored."""
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor, domain: int | torch.Tensor) -> torch.Tensor:
+        was_training = self.training
+        self.eval()
+        try:
+            return torch.sigmoid(self(x, domain))
+        finally:
+            self.train(was_training)
+
+
+class MultiDomainModel(PredictProba, nn.Module):
     def __init__(self, cardinalities: Sequence[int], num_domains: int, embed_dim: int = 16,
                  embed_init_std: float = 0.01):
         super().__init__()
@@ -74,15 +87,6 @@ class MultiDomainModel(nn.Module):
             idx = (domain == d).nonzero(as_tuple=True)[0]
             out = out.index_copy(0, idx, self.forward_domain(e.index_select(0, idx), d))
         return out
-
-    @torch.no_grad()
-    def predict_proba(self, x: torch.Tensor, domain: int | torch.Tensor) -> torch.Tensor:
-        was_training = self.training
-        self.eval()
-        try:
-            return torch.sigmoid(self(x, domain))
-        finally:
-            self.train(was_training)
 
 
 def experts(n: int, input_dim: int) -> nn.ModuleList:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from dfei.models.base import PredictProba
 from dfei.models.layers import MLP, FeatureEmbedding
 
 # (sum [D, dim], count [D]) on this worker -> (sum, count) over all workers.
@@ -116,7 +117,7 @@ class DomainFeatureIntegration(nn.Module):
         return w @ values, w
 
 
-class DFEI(nn.Module):
+class DFEI(PredictProba, nn.Module):
     """The full model. `forward(x, domain)` returns logits [batch].
 
     `domain` is either an int (a single-domain batch, Algorithm 1's sequential step) or a
@@ -195,13 +196,3 @@ class DFEI(nn.Module):
         if single:
             return self.heads[domain](h).squeeze(1)
         return self._per_domain(self.heads, h, dom, 1).squeeze(1)
-
-    @torch.no_grad()
-    def predict_proba(self, x: torch.Tensor, domain: int | torch.Tensor) -> torch.Tensor:
-        """CTR in [0, 1] (Eq. 7's sigmoid), eval mode, v frozen."""
-        was_training = self.training
-        self.eval()
-        try:
-            return torch.sigmoid(self(x, domain))
-        finally:
-            self.train(was_training)
