@@ -99,16 +99,21 @@ def write_tables(values: dict[str, dict[str, list[float]]], domains: list[str], 
     return {"means": means, "significance": sig}
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def ablation_plot(values: dict[str, dict[str, list[float]]], domains: list[str], out: str) -> str | None:
     variants = [("dfei", "DFEI"), ("dfei_wo_dfi", "w/o DFI"), ("dfei_wo_dfei", "w/o DFEI")]
     present = [(m, label) for m, label in variants if m in values]
     if len(present) < 2:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     cols = domains + ["avg"]
     x = np.arange(len(cols))
     width = 0.8 / len(present)
@@ -130,11 +135,9 @@ def ablation_plot(values: dict[str, dict[str, list[float]]], domains: list[str],
 
 def tsne_plot(v: np.ndarray, names: list[str], ctr: list[float], out: str, seed: int = 0) -> str:
     """Fig. 4: the final domain features, labelled, coloured by CTR below/above the median."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
+
+    plt = _pyplot()
 
     perplexity = float(max(1, min(5, len(v) - 1)))
     xy = TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="random").fit_transform(v)

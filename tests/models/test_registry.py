@@ -87,9 +87,7 @@ def test_parameter_split(name):
 
 
 def test_baselines_are_registered():
-    assert set(BASELINES) == {"mlp", "mmoe", "ple", "aitm", "hmoe", "star", "pepnet", "hinet"}
-    for name in BASELINES:
-        assert MODELS[name]  # every baseline has a builder and a file with its paper in the docstring
+    assert set(BASELINES) == {"mlp", "mmoe", "ple", "aitm", "hmoe", "star", "pepnet", "hinet"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("backbone", [b for b in BASELINES if b != "mlp"])
