@@ -9,6 +9,7 @@ would also kill any other Ray on the machine.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -32,6 +33,9 @@ os.environ.update({
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
     "RAY_AUTH_MODE": "token",
+    # this session's own token: `ray start` refuses token mode without one, and the user's
+    # ~/.ray/auth_token (if any) is neither needed nor touched
+    "RAY_AUTH_TOKEN": secrets.token_hex(32),
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
