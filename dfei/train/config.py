@@ -97,7 +97,10 @@ def _typed(key: str, value: Any, annotation: str, where: str) -> Any:
 
 
 def load_config(path: str | None, overrides: dict[str, Any]) -> TrainConfig:
-    """YAML file values, then every override that is not None (CLI flags given by the user)."""
+    """YAML file values, then every override that is not None (CLI flags given by the user).
+
+    The file is a mapping of TrainConfig keys, or a tune sweep's best.json (its `train_config`).
+    """
     values: dict[str, Any] = {}
     if path:
         import yaml
@@ -106,6 +109,8 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> TrainConfig:
             loaded = yaml.safe_load(f) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
+        if isinstance(loaded.get("train_config"), dict):  # a sweep's best.json: its best trial's settings
+            loaded = loaded["train_config"]
         values.update({k.replace("-", "_"): v for k, v in loaded.items()})
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig.from_dict(values, where=path or "config")

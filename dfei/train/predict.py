@@ -34,20 +34,41 @@ def _load(checkpoint: str) -> dict[str, Any]:
         return load_checkpoint(local)
 
 
+def load_model(checkpoint: str, best: bool = False) -> tuple[torch.nn.Module, DatasetSpec, TrainConfig]:
+    """The model of a checkpoint (its epoch's weights, or with best=True the run's best epoch so far),
+    in eval mode on the CPU, with the dataset spec and config it was trained with."""
+    from dfei.train.loop import model_kwargs
+
+    ckpt = _load(checkpoint)
+    state = ckpt["state"]
+    cfg = TrainConfig.from_dict(state["config"])
+    spec = DatasetSpec.from_json(state["dataset"])
+    model = build_model(cfg.model, spec.cardinalities, spec.num_domains, **model_kwargs(cfg))
+    model.load_state_dict(ckpt["best_model" if best else "model"])
+    return model.eval(), spec, cfg
+
+
+def evaluate_checkpoint(checkpoint: str, data: str, splits: tuple[str, ...] = ("valid", "test"),
+                        best: bool = True) -> dict[str, dict]:
+    """Per-domain metrics of a checkpoint's (best) weights on whole splits, in this process."""
+    from dfei.train.engine import predict_split, score_split
+
+    model, trained, _ = load_model(checkpoint, best=best)
+    dataset = ParquetDataset(data, splits=splits)
+    check_compatible(trained, dataset.spec, dfs.join(data, "dataset.json"))
+    if dataset.spec.domains != trained.domains:  # predict_split addresses domains by position
+        raise DatasetError(f"{data}: domains {dataset.spec.domain_names} differ from the checkpoint's "
+                           f"{trained.domain_names}")
+    return {split: score_split(dataset, predict_split(model, dataset, split, torch.device("cpu"))) for split in splits}
+
+
 class DomainScorer:
     """Ray Data actor: holds one model; scores mixed-domain batches."""
 
     def __init__(self, checkpoint: str, use_gpu: bool = False):
-        ckpt = _load(checkpoint)
-        state = ckpt["state"]
-        cfg = TrainConfig.from_dict(state["config"])
-        self.spec = DatasetSpec.from_json(state["dataset"])
-        from dfei.train.loop import model_kwargs
-
+        self.model, self.spec, _ = load_model(checkpoint)
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self.model = build_model(cfg.model, self.spec.cardinalities, self.spec.num_domains, **model_kwargs(cfg))
-        self.model.load_state_dict(ckpt["model"])
-        self.model.to(self.device).eval()
+        self.model.to(self.device)
         ids = [d.id for d in self.spec.domains]
         self.index_of = np.full(max(ids) + 1, -1, dtype=np.int64)
         self.index_of[ids] = np.arange(len(ids))

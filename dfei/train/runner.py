@@ -44,7 +44,8 @@ def _cpus_per_worker(cfg: TrainConfig) -> float:
     return float(int(share)) if share >= 1 else max(0.25, share)
 
 
-def build_trainer(cfg: TrainConfig, run_name: str, dataset: ParquetDataset | None = None):
+def build_trainer(cfg: TrainConfig, run_name: str, dataset: ParquetDataset | None = None,
+                  callbacks: list | None = None):
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -72,6 +73,7 @@ def build_trainer(cfg: TrainConfig, run_name: str, dataset: ParquetDataset | Non
             # patience+1 checkpoints always hold the best epoch and the latest one (for resuming)
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.patience + 1),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
+            callbacks=callbacks,  # e.g. Tune's TuneReportCallback: every epoch's report reaches the sweep
         ),
     )
 
@@ -84,13 +86,16 @@ def _storage(uri: str):
     return path, filesystem
 
 
+def checkpoint_uri(path: str, storage_uri: str) -> str:
+    """A checkpoint's path inside the storage filesystem -> a URI the user can pass to predict.py."""
+    scheme = storage_uri.split("://", 1)[0] if "://" in storage_uri else None
+    return f"{scheme}://{path}" if scheme and "://" not in path else path
+
+
 def _best_checkpoint_path(result, best_epoch: int, storage_uri: str) -> str | None:
     found = [c for c, m in result.best_checkpoints or [] if m.get("epoch") == best_epoch]
     ckpt = found[0] if found else result.checkpoint
-    if ckpt is None:
-        return None
-    scheme = storage_uri.split("://", 1)[0] if "://" in storage_uri else None
-    return f"{scheme}://{ckpt.path}" if scheme else ckpt.path  # a URI the user can pass to predict.py
+    return None if ckpt is None else checkpoint_uri(ckpt.path, storage_uri)
 
 
 def _absolute(path: str) -> str:
@@ -115,8 +120,13 @@ def write_json_atomic(path: str, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def run_training(cfg: TrainConfig, log=print) -> dict[str, Any]:
-    """Validate the data, train on Ray, write <out>/metrics.json, print the per-domain table."""
+def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
+                 callbacks: list | None = None) -> dict[str, Any]:
+    """Validate the data, train on Ray, write <out>/metrics.json, print the per-domain table.
+
+    `run_name` names the Ray Train run under the storage path (default: model, time and pid);
+    `callbacks` are Ray Train callbacks (Tune passes its report callback here).
+    """
     t0 = time.time()
     # workers do not share the driver's working directory: hand them absolute local paths
     cfg = dataclasses.replace(cfg, data=_absolute(cfg.data), out=_absolute(cfg.out))
@@ -128,8 +138,8 @@ def run_training(cfg: TrainConfig, log=print) -> dict[str, Any]:
     os.makedirs(cfg.out, exist_ok=True)
     ray_mode = init_ray(log)
     t_ray = time.time()
-    run_name = f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    trainer = build_trainer(cfg, run_name, dataset)
+    run_name = run_name or f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    trainer = build_trainer(cfg, run_name, dataset, callbacks)
     result = trainer.fit()
     t_end = time.time()
     out = result.return_value

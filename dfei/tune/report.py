@@ -1,0 +1,185 @@
+"""A finished sweep's outputs: results.csv, results.md, alpha_curve.png (paper Fig. 3) and best.json.
+
+One row per trial: its alpha, k and seed, the other training settings, the best mean valid AUC and
+its epoch, and the mean test AUC of that best epoch's weights. A trial that the scheduler (ASHA)
+stopped never reached its own final evaluation: its test AUC is computed here from its latest
+checkpoint, which carries the trial's best weights so far (best_model.pt).
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from dfei.eval.comparison import _pyplot
+from dfei.train.config import TrainConfig
+from dfei.train.runner import write_json_atomic
+
+METRIC = "valid_avg_auc"
+FIELDS = ["trial_id", "alpha", "k", "seed", "status", "best_valid_avg_auc", "best_epoch", "epochs_run",
+          "test_avg_auc", "seconds", "model", "epochs", "patience", "lr", "shared_lr_scale", "batch_size",
+          "embed_dim", "workers", "checkpoint"]
+# settings a trial inherits but that do not define the model it trains
+NOT_TRAINING_SETTINGS = ("out", "storage_path", "fail_once_at", "log_every_s", "max_failures")
+
+
+def _history(result) -> list[dict]:
+    df = result.metrics_dataframe
+    if df is None or df.empty or METRIC not in df:
+        return []
+    if "final" in df:
+        df = df[df["final"] != True]  # noqa: E712 (a column of True/NaN)
+    return df.to_dict("records")
+
+
+def collect_rows(grid, base: TrainConfig, to_uri: Callable[[str], str], log=print) -> list[dict[str, Any]]:
+    """One dict per trial of a Tune ResultGrid, sorted by best valid avg AUC (best first)."""
+    from dfei.train.predict import evaluate_checkpoint
+
+    rows = []
+    for result in grid:
+        cfg, last = result.config or {}, result.metrics or {}
+        history = _history(result)
+        row = {"trial_id": last.get("trial_id") or os.path.basename(result.path), "alpha": cfg.get("alpha"),
+               "k": cfg.get("k"), "seed": cfg.get("seed"), "model": base.model, "epochs": base.epochs,
+               "patience": base.patience, "lr": base.lr, "shared_lr_scale": base.shared_lr_scale,
+               "batch_size": base.batch_size, "embed_dim": base.embed_dim, "workers": base.num_workers,
+               "seconds": last.get("time_total_s"), "best_valid_avg_auc": math.nan, "best_epoch": None,
+               "epochs_run": len(history), "test_avg_auc": math.nan, "checkpoint": None}
+        if last.get("final"):
+            row.update(status="early-stopped" if last.get("stopped_early") else "completed",
+                       best_valid_avg_auc=last[METRIC], best_epoch=last["best_epoch"],
+                       epochs_run=last["epochs_run"], test_avg_auc=last["test_avg_auc"], checkpoint=last["checkpoint"])
+        elif history:
+            best = max(range(len(history)), key=lambda i: history[i][METRIC])
+            latest = history[-1].get("checkpoint_path")
+            row.update(status="error" if result.error else "stopped by scheduler",
+                       best_valid_avg_auc=history[best][METRIC], best_epoch=best + 1)
+            if latest and isinstance(latest, str):
+                row["checkpoint"] = to_uri(latest)
+                log(f"[tune] scoring the test split for trial {row['trial_id']} (it ended before its own final "
+                    "evaluation) from its latest checkpoint's best weights")
+                row["test_avg_auc"] = evaluate_checkpoint(row["checkpoint"], base.data, ("test",))["test"]["avg_auc"]
+        else:
+            row["status"] = "error" if result.error else "no result"
+        if result.error:
+            row["status"] = "error"
+            log(f"[tune] trial {row['trial_id']} failed: {str(result.error).strip().splitlines()[-1][:300]}")
+        rows.append(row)
+    return sorted(rows, key=lambda r: -_num(r["best_valid_avg_auc"]))
+
+
+def _num(value) -> float:
+    return -math.inf if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def write_reports(rows: list[dict[str, Any]], base: TrainConfig, out: str, log=print) -> dict[str, Any]:
+    _write_csv(rows, os.path.join(out, "results.csv"))
+    table = _markdown(rows)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(table)
+    curve = alpha_curve(rows, out)
+    scored = [r for r in rows if _num(r["best_valid_avg_auc"]) > -math.inf]
+    best = scored[0] if scored else None
+    if best is not None:
+        train_config = {k: v for k, v in base.to_dict().items() if k not in NOT_TRAINING_SETTINGS}
+        train_config.update(alpha=float(best["alpha"]), k=int(best["k"]), seed=int(best["seed"]))
+        write_json_atomic(os.path.join(out, "best.json"), {
+            "trial_id": best["trial_id"], "alpha": best["alpha"], "k": best["k"], "seed": best["seed"],
+            "best_valid_avg_auc": best["best_valid_avg_auc"], "best_epoch": best["best_epoch"],
+            "test_avg_auc": best["test_avg_auc"], "checkpoint": best["checkpoint"],
+            # what `train.py --config best.json` reads: the full training settings of the best trial
+            "train_config": train_config})
+    log("\n" + table)
+    if best is not None:
+        log(f"[tune] best: alpha={best['alpha']:g} k={best['k']} (trial {best['trial_id']}): valid avg AUC "
+            f"{best['best_valid_avg_auc']:.4f}, test avg AUC {_fmt(best['test_avg_auc'])}; "
+            f"retrain with: python pipelines/train.py --config {os.path.join(out, 'best.json')} --out RUN_DIR")
+    else:
+        log("[tune] no trial produced a result; see the errors above")
+    log(f"[tune] results: {out}/results.csv, results.md, {os.path.basename(curve) if curve else '(no plot)'}, best.json")
+    return {"rows": rows, "best": best, "plot": curve}
+
+
+def _write_csv(rows: list[dict[str, Any]], path: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in FIELDS})
+    os.replace(tmp, path)
+
+
+def _by_alpha(rows: list[dict[str, Any]]) -> dict[Any, dict[float, dict[str, list[float]]]]:
+    """k -> alpha -> {"valid": [...], "test": [...]} over the trials (seeds) at that point."""
+    out: dict[Any, dict[float, dict[str, list[float]]]] = {}
+    for r in rows:
+        if _num(r["best_valid_avg_auc"]) == -math.inf:
+            continue
+        cell = out.setdefault(r["k"], {}).setdefault(float(r["alpha"]), {"valid": [], "test": []})
+        cell["valid"].append(float(r["best_valid_avg_auc"]))
+        if _num(r["test_avg_auc"]) > -math.inf:
+            cell["test"].append(float(r["test_avg_auc"]))
+    return out
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["Trials sorted by best mean valid AUC (the objective); test AUC is that best epoch's.", "",
+             "| rank | alpha | k | seed | best valid avg AUC | best epoch | epochs run | test avg AUC | status | trial |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows, 1):
+        lines.append(f"| {i} | {r['alpha']:g} | {r['k']} | {r['seed']} | {_fmt(r['best_valid_avg_auc'])} | "
+                     f"{_fmt(r['best_epoch'])} | {r['epochs_run']} | {_fmt(r['test_avg_auc'])} | {r['status']} | "
+                     f"{r['trial_id']} |")
+    curves = _by_alpha(rows)
+    if curves:
+        lines += ["", "Mean over seeds per alpha (paper Fig. 3), valid / test avg AUC:", "",
+                  "| alpha | " + " | ".join(f"k={k}" for k in sorted(curves)) + " |",
+                  "|---|" + "---|" * len(curves)]
+        for alpha in sorted({a for c in curves.values() for a in c}):
+            cells = []
+            for k in sorted(curves):
+                cell = curves[k].get(alpha)
+                cells.append("-" if cell is None else
+                             f"{np.mean(cell['valid']):.4f} / {_fmt(float(np.mean(cell['test'])) if cell['test'] else None)}")
+            lines.append(f"| {alpha:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def alpha_curve(rows: list[dict[str, Any]], out: str) -> str | None:
+    """Mean valid (solid) and test (dashed) avg AUC against alpha, one colour per k (paper Fig. 3)."""
+    curves = _by_alpha(rows)
+    if not curves:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, k in enumerate(sorted(curves)):
+        alphas = sorted(curves[k])
+        color = f"C{i}"
+        ax.plot(alphas, [np.mean(curves[k][a]["valid"]) for a in alphas], "o-", color=color, label=f"valid, k={k}")
+        tested = [a for a in alphas if curves[k][a]["test"]]
+        if tested:
+            ax.plot(tested, [np.mean(curves[k][a]["test"]) for a in tested], "s--", color=color, label=f"test, k={k}")
+    ax.set_xlabel("alpha (DFE decay)")
+    ax.set_ylabel("avg AUC over domains")
+    ax.set_title("Mean avg AUC vs alpha (paper Fig. 3)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(out, "alpha_curve.png")
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+    plt.close(fig)
+    return path

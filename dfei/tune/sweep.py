@@ -1,0 +1,208 @@
+"""A Ray Tune sweep over alpha and k whose trials run train.py's own training (run_training).
+
+Under Ray Train V2 a Tuner cannot wrap a TorchTrainer directly: each trial is a function trainable
+that fits a TorchTrainer (the same one train.py builds) with Tune's TuneReportCallback, so every
+epoch's report (valid avg AUC, checkpoint path) reaches Tune, where ASHA can stop a weak trial.
+After the fit the trial reports once more (`final`: test AUC of its best epoch, checkpoint path).
+
+Layout of OUT:
+    sweep.json          the sweep's settings (what --resume continues)
+    tune/               Tune's experiment state (Tuner.restore reads it)
+    trials/<trial_id>/  each trial's metrics.json and, unless --storage-path, its Ray Train checkpoints
+    results.csv/.md, alpha_curve.png, best.json   written by dfei.tune.report at the end
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+from dfei.data import fs as dfs
+from dfei.data.dataset import ParquetDataset
+from dfei.train.config import TrainConfig
+from dfei.train.runner import checkpoint_uri, init_ray, write_json_atomic
+from dfei.tune.space import TRIAL_DRIVER_CPU, ResourcePlan, SearchSpec, Values, plan_resources
+
+METRIC = "valid_avg_auc"  # the objective: mean valid AUC over domains, reported every epoch
+EXPERIMENT = "tune"
+
+
+def _trial_storage(storage: str | None, trial_id: str) -> str | None:
+    return dfs.join(storage, "trials", trial_id) if storage else None
+
+
+def run_trial(config: dict[str, Any], base: dict[str, Any], out: str, cpus_per_worker: float) -> None:
+    """Tune function trainable: one training run of train.py's loop with this trial's alpha, k, seed."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from dfei.train.runner import run_training
+
+    trial_id = tune.get_context().get_trial_id()
+    cfg = TrainConfig.from_dict({
+        **base, "alpha": float(config["alpha"]), "k": int(config["k"]), "seed": int(config["seed"]),
+        "cpus_per_worker": cpus_per_worker, "out": os.path.join(out, "trials", trial_id),
+        "storage_path": _trial_storage(base.get("storage_path"), trial_id)})
+    done = os.path.join(cfg.out, "metrics.json")
+    if os.path.exists(done):  # finished before an interruption that Tune's saved state missed: no retraining
+        with open(done) as f:
+            metrics = json.load(f)
+    else:
+        # the run name is the trial id: a trial restarted by --resume continues its own Ray Train run
+        # from its latest epoch checkpoint
+        metrics = run_training(cfg, log=lambda *a: None, run_name=f"trial-{trial_id}",
+                               callbacks=[TuneReportCallback()])
+    tune.report({
+        "final": True, METRIC: metrics["avg_auc"]["valid"], "test_avg_auc": metrics["avg_auc"]["test"],
+        "best_epoch": metrics["best_epoch"], "epochs_run": metrics["epochs_run"],
+        "stopped_early": metrics["stopped_early"], "checkpoint": metrics["checkpoint"],
+        "train_samples_per_s": metrics["timings"]["train_samples_per_s"]})
+
+
+class ProgressLines(Callback):
+    """A line per finished trial (params and score), printed on the driver as Tune reports it."""
+
+    def __init__(self, total: int, log=print):
+        self.total, self.log, self.t0 = total, log, time.time()
+
+    def __getstate__(self):  # Tune pickles its run config with the sweep state; the printer stays here
+        return {"total": self.total, "t0": self.t0}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, log=print)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._line(trials, trial, failed=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._line(trials, trial, failed=True)
+
+    def _line(self, trials, trial, failed: bool) -> None:
+        ended = ("TERMINATED", "ERROR")
+        done = sum(t.status in ended for t in trials) + (trial.status not in ended)  # this one may not be marked yet
+        last = trial.last_result or {}
+        params = f"alpha={trial.config['alpha']:g} k={trial.config['k']} seed={trial.config['seed']}"
+        if failed:
+            text = f"FAILED (error log: {trial.error_file or 'see the Tune logs'})"
+        elif last.get("final"):
+            text = (f"best valid avg AUC {last[METRIC]:.4f} (epoch {last['best_epoch']} of {last['epochs_run']}), "
+                    f"test avg AUC {last['test_avg_auc']:.4f}")
+        else:
+            text = (f"stopped by the scheduler after {last.get('training_iteration', 0)} epoch(s), last valid avg "
+                    f"AUC {last.get(METRIC, math.nan):.4f}, best {last.get('best_valid_avg_auc', math.nan):.4f}")
+        self.log(f"[tune] trial {done}/{self.total} {trial.trial_id} {params}: {text} "
+                 f"({last.get('time_total_s', 0):.0f}s; sweep {time.time() - self.t0:.0f}s)")
+
+
+def _settings_path(out: str) -> str:
+    return os.path.join(out, "sweep.json")
+
+
+def _load_settings(out: str) -> tuple[TrainConfig, SearchSpec, ResourcePlan]:
+    path = _settings_path(out)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--resume: {path} does not exist; no sweep to continue in {out}")
+    with open(path) as f:
+        saved = json.load(f)
+    base = TrainConfig.from_dict(saved["base_config"], where=path)
+
+    def values(name: str, kind: type) -> Values:
+        v = saved["search"][name]
+        return Values(name, low=v["range"][0], high=v["range"][1]) if isinstance(v, dict) else \
+            Values(name, choices=tuple(kind(x) for x in v))
+
+    s = saved["search"]
+    spec = SearchSpec(values("alpha", float), values("k", int), s["search"], s["scheduler"], s["num_samples"])
+    return base, spec, ResourcePlan(**saved["resources"])
+
+
+def _scheduler(spec: SearchSpec, epochs: int):
+    if spec.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    # rungs at 1, 2, 4, ... epochs; a trial below the top half of its rung stops there. ASHA stops
+    # every trial at max_t: the trial's last report is its final one (epochs + 1), not its last epoch
+    return ASHAScheduler(time_attr="training_iteration", max_t=epochs + 1, grace_period=1, reduction_factor=2)
+
+
+def _check_model(model: str) -> None:
+    if not (model in ("dfei", "dfei_wo_dfi") or model.endswith("+dfei")):
+        raise ValueError(f"--model {model!r} has no alpha/k to tune; use dfei, dfei_wo_dfi (alpha only) or "
+                         "<backbone>+dfei")
+
+
+def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, workers_per_trial: int = 1,
+              max_concurrent: int | None = None, resume: bool = False, log=print) -> dict[str, Any]:
+    """Run a sweep, or with resume=True continue the one in `out` with its saved settings (base and
+    spec are then ignored); write results.csv/.md, alpha_curve.png and best.json."""
+    from ray import tune
+
+    from dfei.tune.report import collect_rows, write_reports
+
+    out = os.path.abspath(out)
+    if resume:
+        base, spec, plan = _load_settings(out)
+        log(f"[tune] resuming the sweep in {out} (its saved settings: {spec.to_json()})")
+    elif os.path.exists(_settings_path(out)) or os.path.exists(os.path.join(out, EXPERIMENT)):
+        raise FileExistsError(f"{out} already holds a sweep; pass --resume to continue it, or choose another --out")
+    _check_model(base.model)
+    base = dataclasses.replace(base, data=base.data if "://" in base.data else os.path.abspath(base.data))
+    if base.storage_path and "://" not in base.storage_path:
+        base = dataclasses.replace(base, storage_path=os.path.abspath(base.storage_path))
+    dataset = ParquetDataset(base.data)  # fail fast, before Ray starts
+    os.makedirs(out, exist_ok=True)
+    init_ray(log)
+    import ray
+
+    if not resume:
+        resources = ray.cluster_resources()
+        plan = plan_resources(resources.get("CPU", 0.0), resources.get("GPU", 0.0), spec.num_trials,
+                              workers_per_trial, base.use_gpu, max_concurrent, base.cpus_per_worker,
+                              reserve_cpus=1.0 if base.ingest == "ray-data" else 0.0)
+        base = dataclasses.replace(base, num_workers=workers_per_trial)
+        write_json_atomic(_settings_path(out), {"base_config": base.to_dict(), "search": spec.to_json(),
+                                                "resources": dataclasses.asdict(plan)})
+    log(f"[tune] {spec.num_trials} trial(s) ({spec.search} search, scheduler {spec.scheduler}) of up to "
+        f"{base.epochs} epoch(s) on {dataset.spec.name}; {plan.concurrency} at a time, {plan.workers_per_trial} "
+        f"worker(s) per trial with {plan.cpus_per_worker:g} CPU{' + 1 GPU' if plan.use_gpu else ''} each")
+
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=base.to_dict(), out=out, cpus_per_worker=plan.cpus_per_worker),
+        {"CPU": TRIAL_DRIVER_CPU})
+    storage_uri = base.storage_path or out
+    storage, filesystem = _tune_storage(storage_uri)
+    # Tune saves the sweep state at most this often: an interrupted sweep loses at most ~1 s of it
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    progress = ProgressLines(spec.num_trials, log)
+    t0 = time.time()
+    if resume:
+        tuner = tune.Tuner.restore(dfs.join(storage_uri, EXPERIMENT), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True, storage_filesystem=filesystem)
+        # the saved run config holds the first session's callback (its clock and printer): use this one
+        tuner._local_tuner.get_run_config().callbacks = [progress]
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space=spec.param_space(base.seed),
+            tune_config=tune.TuneConfig(metric=METRIC, mode="max", num_samples=1 if spec.search == "grid" else
+                                        spec.num_samples, max_concurrent_trials=plan.concurrency,
+                                        scheduler=_scheduler(spec, base.epochs)),
+            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=storage, storage_filesystem=filesystem,
+                                      callbacks=[progress], verbose=0))
+    grid = tuner.fit()
+    rows = collect_rows(grid, base, lambda path: checkpoint_uri(path, storage_uri), log)
+    summary = write_reports(rows, base, out, log)
+    summary["seconds"] = time.time() - t0
+    return summary
+
+
+def _tune_storage(uri: str):
+    if "://" not in uri:
+        return os.path.abspath(uri), None
+    filesystem, path = dfs.resolve(uri)
+    return path, filesystem
