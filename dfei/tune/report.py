@@ -89,8 +89,7 @@ def write_reports(rows: list[dict[str, Any]], base: TrainConfig, out: str, log=p
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(table)
     curve = alpha_curve(rows, out)
-    scored = [r for r in rows if _num(r["best_valid_avg_auc"]) > -math.inf]
-    best = scored[0] if scored else None
+    best, group = best_trial(rows)
     if best is not None:
         train_config = {k: v for k, v in base.to_dict().items() if k not in NOT_TRAINING_SETTINGS}
         train_config.update(alpha=float(best["alpha"]), k=int(best["k"]), seed=int(best["seed"]))
@@ -98,17 +97,40 @@ def write_reports(rows: list[dict[str, Any]], base: TrainConfig, out: str, log=p
             "trial_id": best["trial_id"], "alpha": best["alpha"], "k": best["k"], "seed": best["seed"],
             "best_valid_avg_auc": best["best_valid_avg_auc"], "best_epoch": best["best_epoch"],
             "test_avg_auc": best["test_avg_auc"], "checkpoint": best["checkpoint"],
+            # the setting is chosen on its mean over seeds; the trial is its best seed
+            "mean_valid_avg_auc": float(np.mean([r["best_valid_avg_auc"] for r in group])),
+            "mean_test_avg_auc": _mean_or_nan([r["test_avg_auc"] for r in group]),
+            "seeds": [r["seed"] for r in group],
             # what `train.py --config best.json` reads: the full training settings of the best trial
             "train_config": train_config})
     log("\n" + table)
     if best is not None:
-        log(f"[tune] best: alpha={best['alpha']:g} k={best['k']} (trial {best['trial_id']}): valid avg AUC "
-            f"{best['best_valid_avg_auc']:.4f}, test avg AUC {_fmt(best['test_avg_auc'])}; "
+        log(f"[tune] best: alpha={best['alpha']:g} k={best['k']}, mean valid avg AUC "
+            f"{np.mean([r['best_valid_avg_auc'] for r in group]):.4f} over {len(group)} seed(s); its best trial "
+            f"{best['trial_id']}: valid {best['best_valid_avg_auc']:.4f}, test {_fmt(best['test_avg_auc'])}; "
             f"retrain with: python pipelines/train.py --config {os.path.join(out, 'best.json')} --out RUN_DIR")
     else:
         log("[tune] no trial produced a result; see the errors above")
     log(f"[tune] results: {out}/results.csv, results.md, {os.path.basename(curve) if curve else '(no plot)'}, best.json")
     return {"rows": rows, "best": best, "plot": curve}
+
+
+def best_trial(rows: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The best (alpha, k) by mean best valid AUC over its seeds, and its best trial: with several
+    seeds per point a single lucky seed does not pick the setting."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        if _num(r["best_valid_avg_auc"]) > -math.inf:
+            groups.setdefault((float(r["alpha"]), int(r["k"])), []).append(r)
+    if not groups:
+        return None, []
+    group = max(groups.values(), key=lambda g: float(np.mean([r["best_valid_avg_auc"] for r in g])))
+    return max(group, key=lambda r: r["best_valid_avg_auc"]), group
+
+
+def _mean_or_nan(values) -> float:
+    values = [v for v in values if _num(v) > -math.inf]
+    return float(np.mean(values)) if values else math.nan
 
 
 def _write_csv(rows: list[dict[str, Any]], path: str) -> None:
