@@ -38,6 +38,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, help="learning rate of domain parameters (default 1e-3)")
     p.add_argument("--shared-lr-scale", type=float, help="shared lr = lr * scale (default 1/D; 1.0 turns it off)")
     p.add_argument("--batch-size", type=int, help="mini-batch per domain (default 512)")
+    p.add_argument("--mode", choices=["sequential", "fused"],
+                   help="sequential (default): Algorithm 1 as written, one update per domain batch; fused: one "
+                        "update per step over all domains' batches (one forward/backward, one collective per step)")
+    p.add_argument("--embedding-update", choices=["lazy", "dense"],
+                   help="lazy (default): only the embedding rows in the batch are updated (step cost independent "
+                        "of the table size); dense: every row every step, as the authors' TF Adam")
     p.add_argument("--exhaustion", choices=["exhaust", "cycle"],
                    help="exhaust: a domain that runs out is skipped for the rest of the epoch (default, as the "
                         "authors); cycle: small domains repeat until the largest is done")

@@ -36,6 +36,7 @@ os.environ.update({
     # this session's own token: `ray start` refuses token mode without one, and the user's
     # ~/.ray/auth_token (if any) is neither needed nor touched
     "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",  # as dfei.train.runner.init_ray sets: runs end sooner
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",

@@ -81,36 +81,39 @@ class DomainReader:
     def num_batches(self) -> int:
         return -(-self.num_rows // self.batch_size)
 
-    def _read(self, unit: ReadUnit, files: dict) -> dict[str, np.ndarray]:
+    def _read(self, unit: ReadUnit, files: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of one read unit as (features [n, F] in the file's integer type, labels float32 [n])."""
         if unit.path not in files:
             handle = self.dataset.fs.open_input_file(unit.path)
             files[unit.path] = (handle, pq.ParquetFile(handle))
         f = files[unit.path][1]
-        cols = self.features + [self.label]
-        table = f.read_row_group(unit.row_group, columns=cols).slice(unit.lo, unit.hi - unit.lo)
-        return {c: table.column(c).to_numpy() for c in cols}
-
-    def _to_batch(self, cols: dict[str, np.ndarray], idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = np.stack([cols[c][idx] for c in self.features], axis=1).astype(np.int64, copy=False)
-        return x, cols[self.label][idx].astype(np.float32)
+        table = f.read_row_group(unit.row_group, columns=self.features + [self.label]).slice(unit.lo, unit.hi - unit.lo)
+        # one [n, F] matrix per row group, so a batch is a slice, not F column gathers. (numpy, not
+        # torch: torch ops here would share the training thread's intra-op thread pool; measured 2x slower)
+        x = np.stack([table.column(c).to_numpy() for c in self.features], axis=1)
+        return x, table.column(self.label).to_numpy().astype(np.float32)
 
     def batches(self, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One pass over this rank's rows: ceil(rows / batch_size) batches, the last maybe short."""
+        """One pass over this rank's rows: ceil(rows / batch_size) batches, the last maybe short.
+
+        Features come as the files' integer type (the model widens them on its device)."""
         rng = np.random.default_rng(self.seed_seq + [epoch])
         units = [self.units[i] for i in rng.permutation(len(self.units))] if self.shuffle else self.units
         files: dict = {}
-        buffer: list[dict[str, np.ndarray]] = []
+        buffer: list[tuple[np.ndarray, np.ndarray]] = []
         buffered = 0
 
         def drain(final: bool):
-            cols = {c: np.concatenate([b[c] for b in buffer]) for c in buffer[0]}
-            n = len(cols[self.label])
-            order = rng.permutation(n) if self.shuffle else np.arange(n)
+            x = _cat([b[0] for b in buffer])
+            y = _cat([b[1] for b in buffer])
+            n = len(y)
             keep = n if final else n - n % self.batch_size
+            if self.shuffle:  # one gather of the whole buffer; the batches are then slices of it
+                order = rng.permutation(n)
+                x, y = x[order], y[order]
             for start in range(0, keep, self.batch_size):
-                yield self._to_batch(cols, order[start:start + self.batch_size])
-            rest = {c: v[order[keep:]] for c, v in cols.items()}
-            return rest, n - keep
+                yield x[start:start + self.batch_size], y[start:start + self.batch_size]
+            return (x[keep:], y[keep:]), n - keep
 
         try:
             for unit in units:
@@ -125,6 +128,10 @@ class DomainReader:
             for handle, parquet in files.values():
                 parquet.close()
                 handle.close()
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def steps_per_epoch(readers: list[DomainReader]) -> int:
@@ -155,6 +162,24 @@ def algorithm1_order(readers: list[DomainReader], epoch: int, exhaustion: str = 
                 iters[i] = None
                 continue
             yield (step, reader.domain_index, *batch)
+
+
+def fused_steps(order: Iterator[tuple]) -> Iterator[tuple]:
+    """Group Algorithm 1's (step, d, x, y) items by step: (step, domains [rows], x, y), rows grouped
+    by domain in domain order. The fused mode's one update per step reads these."""
+    pending: list[tuple] = []
+
+    def merge() -> tuple:
+        domains = np.concatenate([np.full(len(p[3]), p[1], dtype=np.int64) for p in pending])
+        return pending[0][0], domains, _cat([p[2] for p in pending]), _cat([p[3] for p in pending])
+
+    for item in order:
+        if pending and item[0] != pending[0][0]:
+            yield merge()
+            pending = []
+        pending.append(item)
+    if pending:
+        yield merge()
 
 
 def prefetch(iterator: Iterator, depth: int = 32) -> Iterator:

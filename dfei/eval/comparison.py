@@ -95,7 +95,7 @@ def write_tables(values: dict[str, dict[str, list[float]]], domains: list[str], 
         w.writerow(["model", "seed"] + columns)
         for m in values:
             for i in range(seeds):
-                w.writerow([m, i] + [f"{values[m][c][i]:.6f}" for c in columns])
+                w.writerow([m, i] + [f"{values[m][c][i]:.10f}" for c in columns])  # the t-test inputs, unrounded enough to recompute it
     return {"means": means, "significance": sig}
 
 

@@ -56,6 +56,16 @@ class DFEIConfig:
             raise ValueError("use_dfi=True needs use_dfe=True: DFI integrates the DFE domain features")
 
 
+def domain_segments(domain: torch.Tensor) -> list[tuple[int, int, int]] | None:
+    """[(d, start, end)] when the rows of each domain are contiguous (as in fused steps), else None."""
+    values, counts = torch.unique_consecutive(domain, return_counts=True)
+    values = values.tolist()
+    if len(set(values)) != len(values):
+        return None
+    ends = counts.cumsum(0).tolist()
+    return [(d, end - n, end) for d, n, end in zip(values, counts.tolist(), ends)]
+
+
 class DomainFeatureExtraction(nn.Module):
     """DFE (Eq. 4): v_d^t = alpha * v_d^{t-1} + (1 - alpha) * mean(u_d^t), v_d^0 = mean(u_d^0).
 
@@ -164,8 +174,11 @@ class DFEI(PredictProba, nn.Module):
         yield from self.domain_towers[d].parameters()
         yield from self.heads[d].parameters()
 
-    def _per_domain(self, modules: Sequence[nn.Module], h: torch.Tensor, domain: torch.Tensor, out_dim: int):
+    def _per_domain(self, modules: Sequence[nn.Module], h: torch.Tensor, domain: torch.Tensor, out_dim: int,
+                    segments: list[tuple[int, int, int]] | None):
         # Apply modules[d] to the rows of each present domain d; loops over domains, not rows.
+        if segments is not None:  # rows grouped by domain (fused steps): slices, no gathers
+            return torch.cat([modules[d](h[a:b]) for d, a, b in segments])
         out = h.new_empty(h.shape[0], out_dim)
         for d in torch.unique(domain).tolist():
             idx = (domain == d).nonzero(as_tuple=True)[0]
@@ -181,10 +194,11 @@ class DFEI(PredictProba, nn.Module):
         e = self.embedding(x)  # [batch, F * embed_dim]
         s = self.shared_tower(e)  # [batch, 32]
         dom = torch.full((batch,), domain, dtype=torch.long, device=x.device) if single else domain
+        segments = None if single else domain_segments(dom)
         if single:
             u = self.domain_towers[domain](e)  # [batch, 32]
         else:
-            u = self._per_domain(self.domain_towers, e, dom, s.shape[1])
+            u = self._per_domain(self.domain_towers, e, dom, s.shape[1], segments)
         parts = [s, u]
         if self.dfe is not None:
             v = self.dfe(u, dom)  # [D, 32]
@@ -195,4 +209,4 @@ class DFEI(PredictProba, nn.Module):
         h = torch.cat(parts, dim=1)
         if single:
             return self.heads[domain](h).squeeze(1)
-        return self._per_domain(self.heads, h, dom, 1).squeeze(1)
+        return self._per_domain(self.heads, h, dom, 1, segments).squeeze(1)

@@ -4,13 +4,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 class FeatureEmbedding(nn.Module):
     """One embedding table per feature, outputs concatenated: e = E(x) (paper Eq. 2).
 
-    Tables are initialised N(0, init_std^2) like the authors' code (std 0.01).
+    The F tables are stored as one [sum(cardinalities), dim] matrix with a row offset per feature,
+    so a batch is one gather (not F lookups and a concat) and the optimizer sees one parameter.
+    Rows are initialised N(0, init_std^2) like the authors' code (std 0.01).
+
+    `sparse=True` makes the backward produce a row-sparse gradient (only the rows in the batch),
+    which the lazy Adam of dfei.train.optim updates without touching the rest of the table: the
+    cost of a step then does not grow with the table. The trainer sets it; it is not model state.
     """
 
     def __init__(self, cardinalities: Sequence[int], dim: int = 16, init_std: float = 0.01):
@@ -20,17 +27,25 @@ class FeatureEmbedding(nn.Module):
         if any(int(c) < 1 for c in cardinalities):
             raise ValueError(f"every cardinality must be >= 1, got {list(cardinalities)}")
         self.dim = dim
-        self.tables = nn.ModuleList(nn.Embedding(int(c), dim) for c in cardinalities)
-        for table in self.tables:
-            nn.init.normal_(table.weight, std=init_std)
+        self.cardinalities = [int(c) for c in cardinalities]
+        self.weight = nn.Parameter(torch.empty(sum(self.cardinalities), dim))
+        nn.init.normal_(self.weight, std=init_std)
+        starts = torch.tensor([0] + self.cardinalities[:-1], dtype=torch.long).cumsum(0)
+        self.register_buffer("offsets", starts, persistent=False)  # [F] first row of each feature's table
+        self.sparse = False
+
+    @property
+    def num_features(self) -> int:
+        return len(self.cardinalities)
 
     @property
     def output_dim(self) -> int:
-        return self.dim * len(self.tables)
+        return self.dim * self.num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [batch, n_features] integer ids -> [batch, n_features * dim]
-        return torch.cat([table(x[:, j]) for j, table in enumerate(self.tables)], dim=1)
+        rows = x.long() + self.offsets  # [batch, F] rows of the fused table
+        return F.embedding(rows, self.weight, sparse=self.sparse).flatten(1)
 
 
 class MLP(nn.Sequential):

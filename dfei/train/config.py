@@ -5,7 +5,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-MODES = ("sequential",)
+MODES = ("sequential", "fused")
+EMBEDDING_UPDATES = ("lazy", "dense")
 INGEST_BACKENDS = ("arrow", "ray-data")
 
 
@@ -30,7 +31,12 @@ class TrainConfig:
     l2: float = 1e-6  # weight decay on the embedding tables only, as the authors
     shared_lr_scale: float | None = None  # None: 1/D (Algorithm 1); 1.0 turns it off
     batch_size: int = 512
+    # sequential: Algorithm 1 as written, one update per domain batch; fused: one update per step
+    # over all domains' batches (dfei/train/engine.py)
     mode: str = "sequential"
+    # lazy: only the embedding rows in the batch are updated (sparse gradients; step cost independent
+    # of the table size); dense: every row every step, as the authors' TF Adam (dfei/train/optim.py)
+    embedding_update: str = "lazy"
     exhaustion: str = "exhaust"  # exhaust (authors) | cycle
     patience: int = 1  # stop after this many epochs without a better mean valid AUC (authors: 1, max 10 epochs)
     # ingest (DESIGN §2): arrow streams Parquet per rank (any scale); ray-data holds equal
@@ -60,6 +66,8 @@ class TrainConfig:
              f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}"),
+            (self.embedding_update in EMBEDDING_UPDATES,
+             f"embedding_update must be one of {EMBEDDING_UPDATES}, got {self.embedding_update!r}"),
             (self.exhaustion in ("exhaust", "cycle"), f"exhaustion must be exhaust or cycle, got {self.exhaustion!r}"),
             (self.ingest in INGEST_BACKENDS, f"ingest must be one of {INGEST_BACKENDS}, got {self.ingest!r}"),
             (self.shared_lr_scale is None or self.shared_lr_scale > 0,

@@ -1,4 +1,5 @@
-"""DDP wiring for DFEI: the domain-feature statistics all-reduce and DDP's settings.
+"""DDP wiring for DFEI: the domain-feature statistics all-reduce, DDP's settings, and the
+all-reduce of the embedding table's row-sparse gradient.
 
 DESIGN §3: after every step every worker holds the same v. The batch mean that updates v_d is the
 global mean over all workers, computed by one all-reduce of every domain's [sum, count]. The
@@ -14,12 +15,31 @@ import torch
 from torch import nn
 
 
-def allreduce_domain_stats(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def allreduce_domain_stats(sums: torch.Tensor, counts: torch.Tensor, group=None) -> tuple[torch.Tensor, torch.Tensor]:
     """[D, dim] sums and [D] counts of this rank -> the global ones, in one collective."""
+    import warnings
+
+    import torch.distributed as dist
     from torch.distributed.nn.functional import all_reduce
 
-    buf = all_reduce(torch.cat([sums, counts.unsqueeze(1)], dim=1))
+    with warnings.catch_warnings():  # deprecated for the functional collectives, whose autograd differs
+        warnings.simplefilter("ignore", FutureWarning)
+        buf = all_reduce(torch.cat([sums, counts.unsqueeze(1)], dim=1), group=group or dist.group.WORLD)
     return buf[:, :-1], buf[:, -1]
+
+
+class StatsReducer:
+    """allreduce_domain_stats on its own process group. On DDP's group, its backward all-reduce
+    would queue behind DDP's gradient buckets (a process group runs its collectives in order) and
+    stall the backward pass until they are done, losing DDP's overlap of communication and compute."""
+
+    def __init__(self, own_group: bool = True):
+        import torch.distributed as dist
+
+        self.group = dist.new_group() if own_group else None  # every rank must create it, in the same order
+
+    def __call__(self, sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return allreduce_domain_stats(sums, counts, self.group)
 
 
 def ddp_kwargs() -> dict[str, Any]:
@@ -36,6 +56,66 @@ def ddp_kwargs() -> dict[str, Any]:
     return {sync: False, "find_unused_parameters": True}
 
 
-def attach_reducer(model: nn.Module, world_size: int) -> None:
+def attach_reducer(model: nn.Module, world_size: int, own_group: bool = True) -> None:
     if world_size > 1 and getattr(model, "dfe", None) is not None:
-        model.dfe.reducer = allreduce_domain_stats
+        model.dfe.reducer = StatsReducer(own_group)
+
+
+def embedding_parameter_name(model: nn.Module) -> str:
+    """The fully qualified name DDP knows the embedding table by (a plug-in shares its backbone's)."""
+    return next(n for n, p in model.named_parameters() if p is model.embedding.weight)
+
+
+def exclude_sparse_embedding_from_ddp(model: nn.Module) -> bool:
+    """With lazy embedding updates the table's gradient is row-sparse, which DDP can reduce on gloo
+    only (NCCL has no sparse all-reduce): DDP leaves it alone and `allreduce_sparse_grad` does it,
+    with dense collectives that every backend has. Call before wrapping the model in DDP."""
+    if not getattr(model.embedding, "sparse", False):
+        return False
+    from torch.nn.parallel import DistributedDataParallel
+
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, [embedding_parameter_name(model)])
+    return True
+
+
+def allreduce_sparse_grad(param: torch.Tensor, world_size: int) -> None:
+    """Average a row-sparse gradient over the ranks, as DDP averages dense ones: all-gather every
+    rank's (rows, values), padded to the largest row count, then sum duplicates and divide by N."""
+    import torch.distributed as dist
+
+    grad = param.grad.coalesce() if param.grad is not None else torch.sparse_coo_tensor(
+        torch.zeros(1, 0, dtype=torch.long, device=param.device), param.new_zeros(0, param.shape[1]), param.shape,
+        check_invariants=False)
+    rows, values = grad.indices()[0], grad.values()  # [n], [n, dim]
+    n = torch.tensor([rows.numel()], device=rows.device)
+    sizes = [torch.zeros_like(n) for _ in range(world_size)]
+    dist.all_gather(sizes, n)
+    sizes = [int(s) for s in sizes]
+    cap = max(sizes)
+    padded_rows = torch.zeros(cap, dtype=rows.dtype, device=rows.device)
+    padded_rows[:rows.numel()] = rows
+    padded_values = values.new_zeros(cap, values.shape[1])
+    padded_values[:rows.numel()] = values
+    all_rows = [torch.empty_like(padded_rows) for _ in range(world_size)]
+    all_values = [torch.empty_like(padded_values) for _ in range(world_size)]
+    dist.all_gather(all_rows, padded_rows)
+    dist.all_gather(all_values, padded_values)
+    rows = torch.cat([r[:k] for r, k in zip(all_rows, sizes)])
+    values = torch.cat([v[:k] for v, k in zip(all_values, sizes)]) / world_size
+    param.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), values, param.shape, check_invariants=False).coalesce()
+
+
+def prepare_distributed(model: nn.Module, world_size: int, own_stats_group: bool = True):
+    """Everything DFEI needs before DDP wraps the model on `world_size` ranks: the statistics
+    reducer, and for a row-sparse embedding its exclusion from DDP. Returns the hook to run between
+    backward and the optimizer step (None when there is nothing to do). Call after build_optimizer,
+    which decides whether the embedding's gradient is sparse."""
+    attach_reducer(model, world_size, own_stats_group)
+    if world_size > 1 and exclude_sparse_embedding_from_ddp(model):
+        table = model.embedding.weight
+
+        def after_backward() -> None:
+            allreduce_sparse_grad(table, world_size)
+
+        return after_backward
+    return None

@@ -15,6 +15,7 @@ from torch import nn
 from dfei.data.dataset import ParquetDataset
 from dfei.data.ingest import DomainReader
 from dfei.eval.metrics import split_metrics
+from dfei.train.optim import shared_groups
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -24,17 +25,28 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[tuple],
                 device: torch.device, num_domains: int, max_steps: int | None = None,
-                on_progress: Callable[[dict], None] | None = None, progress_every_s: float = 30.0) -> dict:
-    """Sequential Algorithm 1: for every (step, d, x, y) one forward, one backward, one update.
+                on_progress: Callable[[dict], None] | None = None, progress_every_s: float = 30.0,
+                after_backward: Callable[[], None] | None = None) -> dict:
+    """One epoch of Algorithm 1; every item of `batches` is one update.
 
-    Returns per-domain mean loss, samples, batches, seconds and the wall time of the first update.
+    sequential items (step, d, x, y): one domain's batch, its loss, one backward, one update.
+    fused items (step, domains, x, y) with `domains` an int array [rows]: all domains' batches of a
+    step at once (rows grouped by domain); the loss is the sum over the present domains of each
+    domain's mean loss, so every domain's tower and head get the gradient a sequential step would
+    give them, and the shared parameters their sum, in one update whose shared lr is scaled by the
+    number of present domains (sequential steps them once per domain).
+    `after_backward` runs between backward and the update (the sparse-gradient all-reduce).
+
+    Returns per-domain mean loss, samples, batches, seconds, the wall time of the first update and
+    the steady-state rate (samples after the first update / time since it).
     """
     model.train()
-    loss_sum = np.zeros(num_domains)
+    loss_sum = torch.zeros(num_domains, dtype=torch.float64, device=device)  # read once per log line, not per step
     samples = np.zeros(num_domains, dtype=np.int64)
     n_batches = np.zeros(num_domains, dtype=np.int64)
     t0 = last_log = time.time()
     first_update = None
+    first_samples = 0
     step = -1
     for step, d, x, y in batches:
         if max_steps is not None and step >= max_steps:
@@ -42,28 +54,63 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         xb = torch.from_numpy(x).to(device, non_blocking=True)
         yb = torch.from_numpy(y).to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)  # other domains' parameters keep grad None: Adam skips them
-        loss = F.binary_cross_entropy_with_logits(model(xb, d), yb)
+        fused = not isinstance(d, (int, np.integer))
+        if not fused:
+            loss = F.binary_cross_entropy_with_logits(model(xb, int(d)), yb)
+            loss_sum[int(d)] += loss.detach() * len(y)
+            samples[d] += len(y)
+            n_batches[d] += 1
+        else:
+            counts = np.bincount(d, minlength=num_domains)
+            db = torch.from_numpy(d).to(device, non_blocking=True)
+            per_row = F.binary_cross_entropy_with_logits(model(xb, db), yb, reduction="none")
+            sums = torch.zeros(num_domains, dtype=per_row.dtype, device=device).index_add(0, db, per_row)
+            count_t = torch.from_numpy(counts).to(device, per_row.dtype)
+            loss = (sums / count_t.clamp(min=1)).sum()  # absent domains contribute 0
+            loss_sum += sums.detach()
+            samples += counts
+            n_batches += counts > 0
         loss.backward()
-        optimizer.step()
-        loss_sum[d] += loss.item() * len(y)
-        samples[d] += len(y)
-        n_batches[d] += 1
+        if after_backward is not None:
+            after_backward()
+        if fused:
+            _fused_update(optimizer, int((counts > 0).sum()))
+        else:
+            optimizer.step()
         if first_update is None:
-            first_update = time.time()
+            first_update, first_samples = time.time(), int(samples.sum())
         if on_progress is not None and time.time() - last_log >= progress_every_s:
             last_log = time.time()
             on_progress({"step": step, "samples": int(samples.sum()), "seconds": last_log - t0,
-                         "loss": float(loss_sum.sum() / max(samples.sum(), 1))})
-    seconds = time.time() - t0
+                         "loss": float(loss_sum.sum()) / max(int(samples.sum()), 1)})
+    domain_loss = loss_sum.cpu().numpy()  # waits for the device's last kernels: the clock below is honest
+    t_end = time.time()
+    seconds = t_end - t0
     total = int(samples.sum())
+    steady_s = t_end - first_update if first_update else 0.0
     return {
-        "loss": float(loss_sum.sum() / max(total, 1)),
-        "domain_loss": (loss_sum / np.maximum(samples, 1)).tolist(),
+        "loss": float(domain_loss.sum() / max(total, 1)),
+        "domain_loss": (domain_loss / np.maximum(samples, 1)).tolist(),
         "samples": total, "batches": n_batches.tolist(),
         "steps": step + 1 if max_steps is None else min(step + 1, max_steps),
         "seconds": seconds, "samples_per_s": total / seconds if seconds > 0 else 0.0,
+        "steady_samples_per_s": (total - first_samples) / steady_s if steady_s > 0 else 0.0,
         "first_update_unix": first_update,
     }
+
+
+def _fused_update(optimizer: torch.optim.Optimizer, present: int) -> None:
+    """One update for a fused step of `present` domains: the shared parameters' lr is multiplied by
+    `present` for it, as sequential would step them that many times (dfei/train/optim.py)."""
+    groups = shared_groups(optimizer)
+    base = [g["lr"] for g in groups]
+    for g in groups:
+        g["lr"] *= present
+    try:
+        optimizer.step()
+    finally:
+        for g, lr in zip(groups, base):
+            g["lr"] = lr
 
 
 @torch.no_grad()

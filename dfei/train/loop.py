@@ -19,12 +19,12 @@ import torch
 import torch.distributed as dist
 
 from dfei.data.dataset import ParquetDataset
-from dfei.data.ingest import DomainReader, algorithm1_order, prefetch, steps_per_epoch
+from dfei.data.ingest import DomainReader, algorithm1_order, fused_steps, prefetch, steps_per_epoch
 from dfei.data.ray_ingest import RayDataDomainReader
 from dfei.models import build_model
 from dfei.train.checkpoint import load_checkpoint, save_checkpoint
 from dfei.train.config import TrainConfig
-from dfei.train.distributed import attach_reducer, ddp_kwargs
+from dfei.train.distributed import ddp_kwargs, prepare_distributed
 from dfei.train.engine import merge_parts, predict_split, score_split, train_epoch, unwrap
 from dfei.train.optim import build_optimizer
 
@@ -71,7 +71,7 @@ def _quiet_report_lines(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(("Reporting training result", "Checkpoint successfully created"))
 
 
-def _train_readers(cfg: TrainConfig, dataset: ParquetDataset, rank: int, world: int,
+def train_readers(cfg: TrainConfig, dataset: ParquetDataset, rank: int, world: int,
                    ray_data_rows: list[list[int]] | None) -> list:
     n = dataset.spec.num_domains
     if cfg.ingest == "ray-data":
@@ -102,8 +102,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     spec = dataset.spec
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_model(cfg.model, spec.cardinalities, spec.num_domains, **model_kwargs(cfg))
-    attach_reducer(model, world)
-    optimizer = build_optimizer(model, cfg.lr, cfg.l2, cfg.shared_lr_scale)
+    optimizer = build_optimizer(model, cfg.lr, cfg.l2, cfg.shared_lr_scale,
+                                lazy_embeddings=cfg.embedding_update == "lazy")
+    after_backward = prepare_distributed(model, world)
     device = ray.train.torch.get_device()
 
     start_epoch, best_auc, best_epoch, bad_epochs, history, global_step = 0, -math.inf, -1, 0, [], 0
@@ -127,6 +128,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     if optimizer_state is not None:  # after the move: Adam's moments follow their parameters' device
         optimizer.load_state_dict(optimizer_state)
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs())
+    t_ready = time.time()  # model built, checkpoint loaded, DDP set up
     torch.manual_seed(cfg.seed * 1009 + rank + 1)  # dropout streams differ per rank
 
     first_update = None
@@ -135,7 +137,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     stopped_early = bad_epochs >= cfg.patience
     epoch = start_epoch - 1
     for epoch in range(start_epoch, cfg.epochs if not stopped_early else start_epoch):
-        readers = _train_readers(cfg, dataset, rank, world, ray_data_rows)
+        readers = train_readers(cfg, dataset, rank, world, ray_data_rows)
         n_steps = steps_per_epoch(readers) if cfg.max_steps_per_epoch is None else min(
             steps_per_epoch(readers), cfg.max_steps_per_epoch)
 
@@ -144,10 +146,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                 f"({(p['step'] + 1) / max(n_steps, 1):.0%}), {p['samples'] / p['seconds']:,.0f} samples/s/worker, "
                 f"loss {p['loss']:.4f}")
 
-        stream = prefetch(algorithm1_order(readers, epoch, cfg.exhaustion))
+        order = algorithm1_order(readers, epoch, cfg.exhaustion)
+        stream = prefetch(fused_steps(order) if cfg.mode == "fused" else order)
         try:
             stats = train_epoch(model, optimizer, _fail_once(stream, epoch, cfg.fail_once_at, rank), device,
-                                spec.num_domains, cfg.max_steps_per_epoch, progress, cfg.log_every_s)
+                                spec.num_domains, cfg.max_steps_per_epoch, progress, cfg.log_every_s,
+                                after_backward)
         finally:
             stream.close()
         first_update = first_update or stats["first_update_unix"]
@@ -164,7 +168,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         row = {"epoch": epoch, "train_loss": stats["loss"], "valid_avg_auc": valid["avg_auc"],
                "samples": stats["samples"] * world,
                "train_seconds": stats["seconds"], "eval_seconds": eval_s,
-               "samples_per_s": stats["samples_per_s"] * world, "steps": stats["steps"]}
+               "samples_per_s": stats["samples_per_s"] * world,
+               "steady_samples_per_s": stats["steady_samples_per_s"] * world, "steps": stats["steps"]}
         history.append(row)
         log(f"[train] epoch {epoch + 1}/{cfg.epochs}: loss {stats['loss']:.4f}, valid avg AUC {valid['avg_auc']:.4f}"
             f"{' (best)' if improved else ''}, {stats['samples'] * world:,} samples in {stats['seconds']:.1f}s "
@@ -196,6 +201,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         "global_step": global_step, "resumed_from": resumed_from,
         "stopped_early": stopped_early, "history": history,
         "domain_feature_norms": np.linalg.norm(v, axis=1).tolist() if v is not None else None,
-        "timings": {"worker_start_unix": t_start, "first_update_unix": first_update,
+        "timings": {"worker_start_unix": t_start, "worker_ready_unix": t_ready, "first_update_unix": first_update,
                     "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
     }

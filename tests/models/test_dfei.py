@@ -156,7 +156,7 @@ def test_paper_sizes():
     assert [l.out_features for l in linears] == [128, 64, 32]
     drops = [mod.p for mod in m.shared_tower if isinstance(mod, torch.nn.Dropout)]
     assert drops == [0.1, 0.2, 0.3]
-    assert all(t.embedding_dim == 16 for t in m.embedding.tables) and len(m.embedding.tables) == len(CARDS)
+    assert m.embedding.weight.shape == (sum(CARDS), 16) and m.embedding.output_dim == 16 * len(CARDS)
     assert m.config.k == 32 and m.config.alpha == 0.9
 
 
@@ -164,3 +164,18 @@ def test_models_package_imports_no_ray():
     code = "import sys, dfei.models; bad = [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]; " \
            "sys.exit(1 if bad else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_the_fused_table_looks_up_each_features_own_rows():
+    from dfei.models.layers import FeatureEmbedding
+
+    emb = FeatureEmbedding([3, 5, 2], dim=4)
+    x = torch.tensor([[2, 0, 1], [0, 4, 0]])
+    e = emb(x).view(2, 3, 4)
+    w = emb.weight.detach()
+    assert torch.equal(e[0, 0], w[2]) and torch.equal(e[0, 1], w[3 + 0]) and torch.equal(e[0, 2], w[3 + 5 + 1])
+    assert torch.equal(e[1, 1], w[3 + 4]) and torch.equal(e[1, 2], w[8])
+    emb.sparse = True
+    emb(x).sum().backward()
+    grad = emb.weight.grad.coalesce()
+    assert emb.weight.grad.is_sparse and sorted(grad.indices()[0].tolist()) == [0, 2, 3, 7, 8, 9]

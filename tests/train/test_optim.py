@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dfei.data.ingest import algorithm1_order
+from dfei.data.ingest import algorithm1_order, fused_steps
 from dfei.models import build_model
 from dfei.train.engine import train_epoch
 from dfei.train.optim import build_optimizer
@@ -90,3 +90,65 @@ def test_algorithm1_order_feeds_one_batch_of_every_domain_per_step():
     assert cyc == [(0, 0, 0), (0, 1, 0), (1, 0, 1), (1, 1, 0), (2, 0, 2), (2, 1, 0)]
     with pytest.raises(ValueError, match="exhaustion"):
         list(algorithm1_order([_Reader(0, 1)], 0, "bogus"))
+
+
+def test_a_fused_step_updates_once_with_the_shared_lr_times_the_present_domains():
+    m = model()
+    for mod in m.modules():  # no dropout: Adam's first step is then exactly lr * sign(grad)
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+    opt = build_optimizer(m, lr=1e-3)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    present = [0, 1, 3]  # domain 2 is exhausted in this step
+    train_epoch(m, opt, fused_steps(b for b in _batches(1, [1, 1, 0, 1])), torch.device("cpu"), D)
+    moved = {n: (p.detach() - before[n]).abs() for n, p in m.named_parameters()}
+
+    def step_size(name):  # Adam's first step is lr * g / (|g| + eps): the largest |g| shows lr
+        return float(moved[name].max())
+
+    assert step_size("shared_tower.0.weight") == pytest.approx(len(present) * 1e-3 / D, rel=1e-3)
+    assert step_size("embedding.weight") == pytest.approx(len(present) * 1e-3 / D, rel=1e-3)
+    for d in present:
+        assert step_size(f"domain_towers.{d}.0.weight") == pytest.approx(1e-3, rel=1e-3)
+    assert float(moved["domain_towers.2.0.weight"].max()) == 0.0
+    assert {g["name"]: g["lr"] for g in opt.param_groups}["shared"] == pytest.approx(1e-3 / D)  # restored
+    steps = {id(p): int(opt.state[p]["step"]) for p in m.parameters() if p in opt.state}
+    assert steps[id(m.embedding.weight)] == 1 and steps[id(next(iter(m.shared_tower.parameters())))] == 1
+
+
+def test_lazy_updates_touch_only_the_rows_in_the_batch_and_dense_updates_every_row():
+    x = torch.from_numpy(np.stack([np.arange(16) % 5 for _ in CARDS], axis=1))  # ids 0..4 of every feature
+    seen = torch.zeros(sum(CARDS), dtype=torch.bool)
+    seen[(x + torch.tensor([0, CARDS[0], CARDS[0] + CARDS[1]])).flatten()] = True
+    for lazy in (True, False):
+        m = model()
+        opt = build_optimizer(m, lazy_embeddings=lazy)
+        for _ in range(2):  # the second step: dense Adam's moments move rows that had a gradient before
+            opt.zero_grad(set_to_none=True)
+            F.binary_cross_entropy_with_logits(m(x, 1), torch.ones(16)).backward()
+            before = m.embedding.weight.detach().clone()
+            opt.step()
+        changed = (m.embedding.weight.detach() != before).any(dim=1)
+        assert m.embedding.weight.grad.is_sparse == lazy
+        assert bool(changed[seen].all())
+        assert bool(changed[~seen].any()) != lazy  # dense: L2 decay moves every row; lazy: none of the others
+
+
+def test_lazy_adam_matches_adam_on_rows_that_get_a_gradient_every_step():
+    # with every row in every batch and no L2, lazy Adam is Adam
+    torch.manual_seed(0)
+    cards = [4, 3]
+    x = torch.tensor([[i % 4, i % 3] for i in range(12)])
+    y = torch.tensor([float(i % 2) for i in range(12)])
+    a, b = build_model("dfei", cards, 2), build_model("dfei", cards, 2)
+    b.load_state_dict(a.state_dict())
+    for mod in list(a.modules()) + list(b.modules()):
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+    opt_a, opt_b = build_optimizer(a, l2=0.0, lazy_embeddings=True), build_optimizer(b, l2=0.0, lazy_embeddings=False)
+    for _ in range(5):
+        for m, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad(set_to_none=True)
+            F.binary_cross_entropy_with_logits(m(x, 0), y).backward()
+            opt.step()
+    torch.testing.assert_close(a.embedding.weight, b.embedding.weight, rtol=1e-5, atol=1e-6)

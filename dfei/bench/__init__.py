@@ -1,0 +1,1 @@
+"""Performance benchmarks: in-process limits and Ray pipeline measurements (pipelines/benchmark.py)."""

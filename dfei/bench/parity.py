@@ -1,0 +1,72 @@
+"""Do two training settings reach the same quality? Test avg AUC per seed, paired t-test.
+
+Used to decide whether a faster setting may be recommended (fused vs sequential Algorithm 1, lazy
+vs dense embedding updates): every variant is trained with the same data and seeds by train.py's
+own run_training; a variant "matches" the reference when the mean difference is small and the
+paired t-test over seeds finds no significant difference.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+from scipy.stats import ttest_rel
+
+from dfei.train.config import TrainConfig
+
+
+def parse_variant(text: str) -> dict[str, Any]:
+    """`mode=fused` or `mode=fused+embedding_update=dense` -> TrainConfig overrides (checked)."""
+    overrides: dict[str, Any] = {}
+    for part in text.split("+"):
+        if "=" not in part:
+            raise ValueError(f"variant {text!r}: expected key=value[+key=value], got {part!r}")
+        key, value = part.split("=", 1)
+        overrides[key.strip()] = value.strip()
+    TrainConfig.from_dict({"data": "x", **overrides}, where=f"variant {text!r}")  # unknown keys / bad values fail here
+    return overrides
+
+
+def run_parity(base: TrainConfig, variants: list[str], seeds: int, out: str, log=print) -> dict[str, Any]:
+    from dfei.train.runner import init_ray, run_training, write_json_atomic
+
+    parsed = {v: parse_variant(v) for v in variants}
+    os.makedirs(out, exist_ok=True)
+    init_ray(log)
+    auc: dict[str, list[float]] = {v: [] for v in variants}
+    speed: dict[str, list[float]] = {v: [] for v in variants}
+    for seed in range(seeds):
+        for v, overrides in parsed.items():
+            run_dir = os.path.join(out, "runs", v.replace("=", "-").replace("+", "_"), f"seed{seed}")
+            path = os.path.join(run_dir, "metrics.json")
+            if not os.path.exists(path):  # resumable
+                cfg = TrainConfig.from_dict({**base.to_dict(), **overrides, "seed": seed, "out": run_dir})
+                run_training(cfg, log=lambda *a: None)
+            with open(path) as f:
+                m = json.load(f)
+            auc[v].append(m["avg_auc"]["test"])
+            speed[v].append(m["timings"]["train_samples_per_s"])
+            log(f"[parity] seed {seed} {v}: test avg AUC {auc[v][-1]:.4f}, {speed[v][-1]:,.0f} samples/s, "
+                f"best epoch {m['best_epoch']} of {m['epochs_run']}")
+    ref = variants[0]
+    rows = []
+    for v in variants:
+        diff = np.asarray(auc[v]) - np.asarray(auc[ref])
+        p = float(ttest_rel(auc[v], auc[ref]).pvalue) if v != ref and seeds >= 2 and np.any(diff) else math.nan
+        rows.append({"variant": v, "test_avg_auc": auc[v], "mean": float(np.mean(auc[v])),
+                     "sd": float(np.std(auc[v], ddof=1)) if seeds > 1 else math.nan,
+                     "mean_diff_vs_ref": float(diff.mean()), "p_vs_ref": p,
+                     "samples_per_s": float(np.mean(speed[v]))})
+    lines = [f"Test avg AUC over {seeds} seed(s); difference and paired t-test against {ref}.", "",
+             "| variant | mean | sd | diff vs ref | p | samples/s |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['variant']} | {r['mean']:.4f} | {r['sd']:.4f} | {r['mean_diff_vs_ref']:+.4f} | "
+              f"{r['p_vs_ref']:.3f} | {r['samples_per_s']:,.0f} |" for r in rows]
+    table = "\n".join(lines)
+    write_json_atomic(os.path.join(out, "parity.json"), {"base": base.to_dict(), "seeds": seeds, "variants": rows})
+    with open(os.path.join(out, "parity.md"), "w") as f:
+        f.write(table + "\n")
+    log("\n" + table)
+    return {"rows": rows, "table": table}

@@ -1,0 +1,238 @@
+"""The performance benchmark (pipelines/benchmark.py): every comparison measured in the same run.
+
+train       DFEI, Algorithm 1, industrial profile (21 domains): a plain in-memory PyTorch loop (the
+            limit), the full Ray pipeline on 1 and 2 workers streaming Parquet; the FLOP/s it
+            reaches as a fraction of this machine's matmul peak (measured here)
+ingest      each ingest backend alone (no model) vs the training rate
+sync        2-worker step time with and without the EMA statistics all-reduce
+embeddings  step time with 10^6-row id tables vs 10^4-row ones (lazy and dense updates)
+startup     Ray start-up and time to the first training step
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from dfei.bench import measure
+from dfei.data.dataset import ParquetDataset
+from dfei.train.config import TrainConfig
+
+MODES = ("sequential", "fused")
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    out: str = "runs/benchmark"
+    scale: float = 0.02
+    modes: tuple[str, ...] = MODES
+    headline_mode: str = "fused"  # the mode the train.* / ingest.* / sync.* headline keys report
+    epochs: int = 2  # per 2-worker run (the median of its epochs' steady rates counts)
+    repeats: int = 3  # rounds of (1-worker Ray run, plain epoch) after a first plain epoch, per mode
+    use_gpu: bool = False
+    two_workers: bool = True
+    quick: bool = False  # Ray runs in the headline mode only, shorter sync blocks
+    seed: int = 0
+
+
+def _data(cfg: BenchConfig, log) -> str:
+    from dfei.data.synthetic import generate
+
+    path = os.path.join(cfg.out, "data", f"industrial-s{cfg.scale:g}-seed{cfg.seed}")
+    if not os.path.exists(os.path.join(path, "dataset.json")):
+        log(f"[bench] generating the industrial profile at scale {cfg.scale:g} into {path}")
+        generate("industrial", cfg.scale, seed=cfg.seed, out=path, log=lambda *a: None)
+    return os.path.abspath(path)
+
+
+def run(cfg: BenchConfig, log=print) -> dict[str, Any]:
+    from dfei.bench import ray_measure
+    from dfei.train.runner import init_ray, write_json_atomic
+
+    t_all = time.time()
+    os.makedirs(cfg.out, exist_ok=True)
+    device = torch.device("cuda" if cfg.use_gpu else "cpu")
+    data = _data(cfg, log)
+    dataset = ParquetDataset(data)
+    spec = dataset.spec
+    cards, domains = spec.cardinalities, spec.num_domains
+    res: dict[str, Any] = {"machine": _machine(), "config": dataclasses.asdict(cfg),
+                           "data": {"uri": data, "train_rows": sum(dataset.rows("train")), "domains": domains,
+                                    "features": len(cards), "id_table_rows": max(cards)}}
+    log(f"[bench] {spec.name}: {res['data']['train_rows']:,} train rows, {domains} domains, {len(cards)} features; "
+        f"device {device}, torch threads {torch.get_num_threads()}")
+
+    # --- in-process: FLOPs, peak, embeddings, the first plain round ----------------------------------------
+    peak = measure.matmul_peak_flops(device=device)
+    flops = measure.flops_per_sample(cards, domains)
+    emb = {}
+    for lazy in (True, False):
+        t = measure.embedding_step_times(lazy, device=device, steps=20 if cfg.quick else 40,
+                                         rounds=2 if cfg.quick else 3)
+        emb["lazy" if lazy else "dense"] = {"step_s_1e4": t[10**4], "step_s_1e6": t[10**6], "ratio": t[10**6] / t[10**4]}
+    plain: dict[str, list[float]] = {}  # mode -> one rate per plain round (rounds + 1 of them)
+
+    def plain_round() -> None:
+        rates = measure.plain_rates_in_fresh_process(data, cfg.modes, 1, cfg.seed, device.type,
+                                                     streaming=not cfg.quick)
+        for m, values in rates.items():
+            plain.setdefault(m, []).extend(values)
+
+    plain_round()
+    log("[bench] plain loop: " + ", ".join(f"{m} {v[0]:,.0f}/s" for m, v in plain.items())
+        + f"; embeddings 1e6/1e4 lazy {emb['lazy']['ratio']:.2f}, dense {emb['dense']['ratio']:.2f}")
+
+    # --- Ray: 1-worker runs and plain rounds alternate (ABAB), so each run is compared with the plain
+    # loop measured just before and after it: the machine's load drifts by +-20 % over minutes here
+    t0 = time.time()
+    ray_mode = init_ray(log)
+    ray_init_s = time.time() - t0
+    base = TrainConfig(data=data, epochs=1, patience=1, seed=cfg.seed, use_gpu=cfg.use_gpu,
+                       log_every_s=3600.0, out=os.path.join(cfg.out, "runs"))
+    h = cfg.headline_mode
+    ray_modes = (h,) if cfg.quick else cfg.modes
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in ray_modes}
+    for r in range(cfg.repeats):
+        for m in ray_modes:
+            run_cfg = dataclasses.replace(base, mode=m, out=os.path.join(cfg.out, "runs", f"{m}-1w-{r}"))
+            runs[m].append(ray_measure.pipeline_rate(run_cfg))
+        plain_round()
+        log(f"[bench] round {r + 1}/{cfg.repeats}: ray 1 worker " + ", ".join(
+            f"{m} {runs[m][-1]['samples_per_s']:,.0f}/s" for m in ray_modes) + "; plain " + ", ".join(
+            f"{m} {plain[m][-1]:,.0f}/s" for m in cfg.modes))
+    two: dict[str, dict[str, Any]] = {}
+    if cfg.two_workers:
+        for m in ray_modes:
+            two[m] = ray_measure.pipeline_rate(dataclasses.replace(
+                base, mode=m, num_workers=2, epochs=cfg.epochs, patience=cfg.epochs,
+                out=os.path.join(cfg.out, "runs", f"{m}-2w")))
+            log(f"[bench] ray {m}, 2 workers: {two[m]['samples_per_s']:,.0f} samples/s")
+    # quick: the default backend only (ray-data starts one Ray Data execution per domain: ~40 s here)
+    ingest = ray_measure.ingest_rates(dataclasses.replace(base, mode=h),
+                                      backends=("arrow",) if cfg.quick else ("arrow", "ray-data"))
+    log("[bench] ingest: " + ", ".join(f"{b} {v['rows_per_s']:,.0f} rows/s" for b, v in ingest.items()))
+    sync = {}
+    if cfg.two_workers:
+        sync = ray_measure.sync_overhead(cards, domains, cfg.out, modes=ray_modes, use_gpu=cfg.use_gpu,
+                                         steps=4 if cfg.quick else 30)
+        log("[bench] EMA sync at 2 workers: " + ", ".join(f"{m} {v['overhead_frac']:.1%}" for m, v in sync.items()))
+
+    def summary(m: str) -> dict[str, Any]:
+        ray = [run["samples_per_s"] for run in runs[m]]
+        paired = [ray[r] / ((plain[m][r] + plain[m][r + 1]) / 2) for r in range(len(ray))]
+        out = {"plain_sps": float(np.median(plain[m])), "ray_1w_sps": float(np.median(ray)),
+               "ratio_1w": float(np.median(paired)), "ratio_1w_paired": paired, "ray_1w_runs": ray,
+               "plain_runs": plain[m]}
+        if f"{m}+arrow" in plain:  # the plain loop fed by the arrow ingest, no Ray
+            out["stream_sps"] = float(np.median(plain[f"{m}+arrow"]))
+            out["stream_runs"] = plain[f"{m}+arrow"]
+        if m in two:
+            out["ray_2w_sps"] = two[m]["samples_per_s"]
+        return out
+
+    modes = {m: summary(m) for m in ray_modes}
+    t = modes[h]
+    ray_1w, ray_2w = t["ray_1w_sps"], t.get("ray_2w_sps")
+    res["train"] = {
+        "mode": h, "plain_sps": t["plain_sps"], "ray_1w_sps": ray_1w, "ray_2w_sps": ray_2w,
+        "ratio_1w": t["ratio_1w"], "ratio_2w_to_1w": ray_2w / ray_1w if ray_2w else None,
+        "stream_sps": t.get("stream_sps"),
+        "flops_per_sample": flops, "peak_flops": peak, "peak_fraction": flops * ray_1w / peak,
+        "modes": modes, "pipeline_runs": {**{f"{m}_1w": rs for m, rs in runs.items()},
+                                          **{f"{m}_2w": v for m, v in two.items()}},
+    }
+    res["ingest"] = {"backend": "arrow", "rows_per_s": ingest["arrow"]["rows_per_s"],
+                     "ratio_to_train": ingest["arrow"]["rows_per_s"] / ray_1w,
+                     "backends": {b: {**v, "ratio_to_train": v["rows_per_s"] / ray_1w} for b, v in ingest.items()}}
+    res["sync"] = {"mode": h, "overhead_frac": sync[h]["overhead_frac"] if sync else None, "modes": sync}
+    res["embeddings"] = {"ratio": emb["lazy"]["ratio"], "update": "lazy", "variants": emb}
+    first = runs[h][0]
+    res["startup_s"] = ray_init_s + first["fit_to_first_step_s"]
+    res["startup"] = {"ray": ray_mode, "ray_init_s": ray_init_s,
+                      **{k: first[k] for k in ("fit_to_first_step_s", "fit_to_worker_start_s", "worker_setup_s",
+                                               "ready_to_first_step_s")}}
+    res["seconds"] = time.time() - t_all
+    write_json_atomic(os.path.join(cfg.out, "benchmark.json"), res)
+    log("\n" + table(res))
+    log(f"[bench] {res['seconds']:.0f}s; figures in {os.path.join(cfg.out, 'benchmark.json')}")
+    return res
+
+
+def _machine() -> dict[str, Any]:
+    import platform
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "gpu": gpu, "platform": platform.platform()}
+
+
+def _f(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def table(res: dict[str, Any]) -> str:
+    t, i, s, e = res["train"], res["ingest"], res["sync"], res["embeddings"]
+    hm = t["modes"][t["mode"]]
+    rows = [
+        ("train: plain in-memory loop (the limit)", f"{t['plain_sps']:,.0f} samples/s",
+         f"mode {t['mode']}; median of {len(hm['plain_runs'])} epochs, range "
+         f"{min(hm['plain_runs']):,.0f}-{max(hm['plain_runs']):,.0f}"),
+        ("train: plain loop + arrow ingest, no Ray", f"{_f(t['stream_sps'], ',.0f')} samples/s",
+         f"{_f(t['stream_sps'] and t['stream_sps'] / t['plain_sps'], '.2f')}x plain"),
+        ("train: Ray pipeline, 1 worker", f"{t['ray_1w_sps']:,.0f} samples/s",
+         f"{t['ratio_1w']:.2f}x plain (target >= 0.9): median of the runs' ratios to the plain epochs "
+         f"around them ({', '.join(f'{x:.2f}' for x in hm['ratio_1w_paired'])})"),
+        ("train: Ray pipeline, 2 workers", f"{_f(t['ray_2w_sps'], ',.0f')} samples/s",
+         f"{_f(t['ratio_2w_to_1w'], '.2f')}x 1 worker"),
+        ("train: model FLOP/s / matmul peak", f"{t['peak_fraction']:.1%}",
+         f"{t['flops_per_sample'] / 1e3:,.0f} kFLOP/sample, peak {t['peak_flops'] / 1e9:,.0f} GFLOP/s"),
+        ("ingest: arrow alone", f"{i['rows_per_s']:,.0f} rows/s", f"{i['ratio_to_train']:.1f}x training (target >= 3)"),
+    ]
+    if "ray-data" in i["backends"]:
+        b = i["backends"]["ray-data"]
+        rows.append(("ingest: ray-data alone", f"{b['rows_per_s']:,.0f} rows/s", f"{b['ratio_to_train']:.1f}x training"))
+    for m, v in s["modes"].items():
+        rows.append((f"sync: EMA all-reduce, 2 workers, {m}",
+                     f"{v['overhead_frac']:.1%} +- {v['overhead_frac_ci95']:.1%} of a step",
+                     f"{v['step_s_with_sync'] * 1e3:.1f} vs {v['step_s_without_sync'] * 1e3:.1f} ms (target <= 2%); "
+                     f"the collective alone {v['collective_s'] * 1e3:.2f} ms x {v['collectives_per_step']} = "
+                     f"{v['intrinsic_frac']:.1%}"))
+    for name, v in e["variants"].items():
+        rows.append((f"embeddings: 10^6 / 10^4 rows, {name}", f"{v['ratio']:.2f}x step time",
+                     f"{v['step_s_1e6'] * 1e3:.1f} vs {v['step_s_1e4'] * 1e3:.1f} ms" +
+                     (" (target <= 1.2)" if name == e["update"] else "")))
+    for m, v in t["modes"].items():
+        rows.append((f"train: {m} mode", f"plain {v['plain_sps']:,.0f}/s" + (
+                     f", +arrow {v['stream_sps']:,.0f}/s" if v.get("stream_sps") else ""),
+                     f"ray 1w {v['ray_1w_sps']:,.0f}/s ({v['ratio_1w']:.2f}x plain)" + (
+                         f"; 2w {v['ray_2w_sps']:,.0f}/s" if v.get("ray_2w_sps") else "")))
+    st = res["startup"]
+    rows.append(("startup: Ray init + fit to first step", f"{res['startup_s']:.1f} s",
+                 f"init {st['ray_init_s']:.1f} s; fit: Ray Train starts the worker {st['fit_to_worker_start_s']:.1f} s, "
+                 f"our set-up {st['worker_setup_s']:.1f} s, first batch + update {st['ready_to_first_step_s']:.1f} s"))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"| {'measure'.ljust(width)} | value | compared |", f"|{'-' * (width + 2)}|---|---|"]
+    lines += [f"| {a.ljust(width)} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def dotted(res: dict[str, Any], key: str):
+    """benchmark.json's value at a dotted key such as "train.ratio_1w"."""
+    value: Any = res
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+REQUIRED_KEYS = ("train.plain_sps", "train.ray_1w_sps", "train.ray_2w_sps", "train.ratio_1w", "train.peak_fraction",
+                 "ingest.rows_per_s", "ingest.ratio_to_train", "sync.overhead_frac", "embeddings.ratio", "startup_s")
+
+
+def load(path: str) -> dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)

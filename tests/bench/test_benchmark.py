@@ -1,0 +1,48 @@
+"""pipelines/benchmark.py --quick runs end to end (a smoke check: figures are not asserted against
+targets, only that every comparison was measured and is a sane number)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dfei.bench.suite import REQUIRED_KEYS, dotted
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_quick_benchmark_writes_every_figure(ray_cluster, tmp_path):
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster["address"]}
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "pipelines", "benchmark.py"), "--quick", "--scale",
+                           "0.001", "--repeats", "1", "--out", str(out)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.load(open(out / "benchmark.json"))
+    for key in REQUIRED_KEYS:
+        value = dotted(res, key)
+        assert isinstance(value, (int, float)) and math.isfinite(value), (key, value)
+    for key in ("train.plain_sps", "train.ray_1w_sps", "train.ray_2w_sps", "ingest.rows_per_s", "startup_s"):
+        assert dotted(res, key) > 0, key
+    assert 0 < res["train"]["peak_fraction"] < 1  # model FLOP/s below the measured matmul peak
+    assert res["embeddings"]["variants"]["dense"]["ratio"] > res["embeddings"]["ratio"]  # what lazy updates buy
+    assert set(res["ingest"]["backends"]) == {"arrow"}  # --quick: the default backend only
+    assert "| train: Ray pipeline, 1 worker" in proc.stdout  # the printed table
+    # the ratios are quotients of figures measured in this run: each Ray run against the plain epochs
+    # measured just before and after it
+    fused = res["train"]["modes"]["fused"]
+    ray, plain = fused["ray_1w_runs"], fused["plain_runs"]
+    assert len(ray) == 1 and len(plain) == 2
+    assert dotted(res, "train.ratio_1w") == pytest.approx(ray[0] / ((plain[0] + plain[1]) / 2))
+    assert dotted(res, "ingest.ratio_to_train") == res["ingest"]["rows_per_s"] / res["train"]["ray_1w_sps"]
+
+
+def test_bad_arguments_fail_fast(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "pipelines", "benchmark.py"), "--modes", "fused",
+                           "--headline-mode", "sequential", "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "--modes must be among" in proc.stderr
