@@ -35,13 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patience", type=int)
     p.add_argument("--num-workers", type=int)
     p.add_argument("--cpus-per-worker", type=float)
+    p.add_argument("--mlflow", metavar="URI", help="log every run as an MLflow run to this tracking store")
+    p.add_argument("--mlflow-experiment", help="MLflow experiment name (default compare-<OUT's name>)")
     args = p.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.ablation:
         models += [m for m in ("dfei_wo_dfi", "dfei_wo_dfei") if m not in models]
     try:
-        base = load_config(args.config, {"data": args.data, "epochs": args.epochs, "patience": args.patience,
-                                         "num_workers": args.num_workers, "cpus_per_worker": args.cpus_per_worker})
+        base = load_config(args.config, {
+            "data": args.data, "epochs": args.epochs, "patience": args.patience, "num_workers": args.num_workers,
+            "cpus_per_worker": args.cpus_per_worker, "mlflow": args.mlflow,
+            "mlflow_experiment": args.mlflow_experiment or (f"compare-{os.path.basename(os.path.abspath(args.out))}"
+                                                            if args.mlflow else None)})
         from dfei.train.compare import compare
 
         compare(base, models, args.seeds, args.out)

@@ -32,6 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--out", required=True, help="output directory (local)")
     s.add_argument("--workers", type=int, default=None, help="generator processes (default: all cores)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    s.add_argument("--day", type=int, default=0, help="another day's logs of the same world (default 0): new rows, "
+                                                      "same users, items and domains; for incremental training")
+    s.add_argument("--domains", help="comma-separated domain names to keep (default all), e.g. B1,B2,B3")
 
     k = sub.add_parser("kuairand", help="KuaiRand-1K from the official release files", description=(
         "KuaiRand-1K (paper Table 2): domains tab 0,1,2,4,5,6 -> B1..B6, label is_click, split by date "
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "synthetic":
             from dfei.data.synthetic import generate
 
-            generate(args.profile, args.scale, args.seed, args.out, args.workers, args.overwrite)
+            generate(args.profile, args.scale, args.seed, args.out, args.workers, args.overwrite, day=args.day,
+                     domains=_list(args.domains))
         elif args.command == "kuairand":
             from dfei.data.kuairand import convert_kuairand
 

@@ -54,6 +54,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-failures", type=int, help="worker failures to recover from (default 0)")
     p.add_argument("--storage-path", help="Ray Train storage for checkpoints (default RUN_DIR/ray_results)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--init-from", metavar="CKPT",
+                   help="incremental training: start from this checkpoint's weights, domain features (their EMA "
+                        "continues) and optimizer state; new domains get fresh towers")
+    p.add_argument("--reset-optimizer", action="store_true", default=None,
+                   help="with --init-from: start Adam from scratch (weights and v still carried over)")
+    p.add_argument("--drop-missing-domains", action="store_true", default=None,
+                   help="with --init-from: allow data without some of the checkpoint's domains (their towers are "
+                        "not carried over)")
+    p.add_argument("--mlflow", metavar="URI", help="also log params, per-epoch metrics and the best checkpoint to this "
+                                                   "MLflow tracking store (sqlite:///path/mlflow.db, http://host:5000)")
+    p.add_argument("--mlflow-experiment", help="MLflow experiment name (default dfei)")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None,
+                   help="do not write TensorBoard event files (default: RUN_DIR/tensorboard)")
     return p.parse_args(argv)
 
 

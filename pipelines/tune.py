@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ingest", choices=["arrow", "ray-data"], help="training ingest (default arrow)")
     p.add_argument("--max-steps-per-epoch", type=int, help="cap Algorithm-1 steps per epoch (smoke runs)")
     p.add_argument("--storage-path", help="URI or path for Tune state and checkpoints (default OUT)")
+    p.add_argument("--mlflow", metavar="URI", help="log every trial as an MLflow run (params, per-epoch metrics, "
+                                                   "checkpoint) to this tracking store")
+    p.add_argument("--mlflow-experiment", help="MLflow experiment name (default tune-<OUT's name>)")
     return p.parse_args(argv)
 
 
@@ -81,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             "data": args.data, "model": args.model, "epochs": args.epochs, "patience": args.patience,
             "seed": args.seed, "use_gpu": args.use_gpu, "cpus_per_worker": args.cpus_per_worker,
             "ingest": args.ingest, "max_steps_per_epoch": args.max_steps_per_epoch,
-            "storage_path": args.storage_path})
+            "storage_path": args.storage_path, "mlflow": args.mlflow,
+            "mlflow_experiment": args.mlflow_experiment or (f"tune-{os.path.basename(os.path.abspath(args.out))}"
+                                                            if args.mlflow else None)})
         if not base.data:
             raise ValueError("--data is required (or `data:` in --config)")
         run_sweep(base, spec, args.out, args.workers_per_trial, args.max_concurrent)

@@ -49,6 +49,14 @@ def _pids() -> set[int]:
     return {int(p) for p in os.listdir("/proc") if p.isdigit()}
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _descendants(roots: set[int]) -> set[int]:
     children: dict[int, list[int]] = {}
     for pid in _pids():
@@ -93,7 +101,9 @@ def ray_cluster():
     started: set[int] = set()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-        started = _pids() - before
+        # this cluster's processes: new since `ray start` and naming its temp dir (another Ray on the
+        # machine may have started processes meanwhile; they are not ours to stop)
+        started = {pid for pid in _pids() - before if temp_dir in _cmdline(pid)}
         if proc.returncode != 0:
             raise RuntimeError(f"ray start failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         yield {"address": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dashboard}", "temp_dir": temp_dir}
@@ -151,3 +161,32 @@ def public_tiny(tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("data") / "public-s0.002")
     generate("public", 0.002, seed=0, out=out, workers=1, log=lambda *a: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def daily_data(tmp_path_factory) -> dict[str, str]:
+    """Two days of the `public` world at scale 0.002: day 0 without domain B6, day 1 with all six."""
+    from dfei.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("daily")
+    day0 = str(root / "day0")
+    day1 = str(root / "day1")
+    generate("public", 0.002, seed=0, out=day0, workers=1, log=lambda *a: None,
+             domains=["B1", "B2", "B3", "B4", "B5"])
+    generate("public", 0.002, seed=0, out=day1, workers=1, log=lambda *a: None, day=1)
+    return {"day0": day0, "day1": day1}
+
+
+@pytest.fixture(scope="session")
+def tracked_run(ray_session, daily_data, tmp_path_factory) -> dict:
+    """A 2-epoch run on day 0 with TensorBoard and an MLflow sqlite store: the tracking, export and
+    incremental-training tests all start from it."""
+    from dfei.train.config import TrainConfig
+    from dfei.train.runner import run_training
+
+    root = tmp_path_factory.mktemp("tracked")
+    uri = f"sqlite:///{root}/mlflow.db"
+    cfg = TrainConfig(data=daily_data["day0"], out=str(root / "run"), epochs=2, patience=2, seed=0,
+                      mlflow=uri, mlflow_experiment="tests")
+    metrics = run_training(cfg, log=lambda *a: None)
+    return {"cfg": cfg, "metrics": metrics, "mlflow": uri}

@@ -104,7 +104,7 @@ def sync_loop(config: dict[str, Any]) -> dict[str, Any]:
         torch.manual_seed(0)
         model = build_model("dfei", cards, domains)
         optimizer = build_optimizer(model)
-        after_backward = prepare_distributed(model, world, own_stats_group=own_group)
+        hooks = prepare_distributed(model, world, own_stats_group=own_group)
         model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs())
         dfe = unwrap(model).dfe
         reducer = dfe.reducer
@@ -115,7 +115,7 @@ def sync_loop(config: dict[str, Any]) -> dict[str, Any]:
             dfe.reducer = reducer if name == "with" else None
             step = iter(items[(i % steps) * domains:(i % steps + 1) * domains])
             stats = train_epoch(model, optimizer, fused_steps(step) if mode == "fused" else step, device, domains,
-                                after_backward=after_backward)
+                                after_backward=hooks.after_backward, gather=hooks.gather)
             if i >= 2:  # the first pair warms up
                 times[name].append(stats["seconds"])
         dfe.reducer = reducer

@@ -206,7 +206,12 @@ def _shard_chunks(n: int) -> list[int]:
     return [min(CHUNK_ROWS, n - start) for start in range(0, n, CHUNK_ROWS)]
 
 
-def shard_threshold(world: World, split: str, d: int, n: int) -> float:
+def _seq(world: World, split: str, d: int, day: int) -> list[int]:
+    """A shard's random stream; another day draws new rows from the same world (day 0 = no suffix)."""
+    return [world.seed, SPLITS.index(split), d] + ([day] if day else [])
+
+
+def shard_threshold(world: World, split: str, d: int, n: int, day: int = 0) -> float:
     """The score threshold that gives domain d's table CTR.
 
     Shards up to EXACT_MAX_ROWS: exact, from every row's score (4 bytes a row, one extra pass).
@@ -214,7 +219,7 @@ def shard_threshold(world: World, split: str, d: int, n: int) -> float:
     CTR error ~0.4 % at 1M rows), so memory stays bounded whatever the scale.
     """
     ctr = world.domains[d].ctr_pct / 100
-    seq = [world.seed, SPLITS.index(split), d]
+    seq = _seq(world, split, d, day)
     if n <= EXACT_MAX_ROWS:
         scores = np.concatenate([_draw_chunk(world, d, c, np.random.default_rng(seq + [i]))[1]
                                  for i, c in enumerate(_shard_chunks(n))])
@@ -226,9 +231,10 @@ def shard_threshold(world: World, split: str, d: int, n: int) -> float:
     return float(np.quantile(sample, 1.0 - ctr))
 
 
-def write_file(world: World, split: str, d: int, n: int, file_index: int, tau: float, out_dir: str) -> tuple[int, int]:
+def write_file(world: World, split: str, d: int, n: int, file_index: int, tau: float, out_dir: str,
+               day: int = 0) -> tuple[int, int]:
     """Write part-<file_index>.parquet of a shard: its ROWS_PER_FILE rows; returns (rows, positives)."""
-    seq = [world.seed, SPLITS.index(split), d]
+    seq = _seq(world, split, d, day)
     chunks = _shard_chunks(n)
     per_file = ROWS_PER_FILE // CHUNK_ROWS
     schema = pa.schema([(f, pa.int32()) for f in FEATURES] + [("label", pa.int8())])
@@ -261,39 +267,50 @@ def _world(profile: str, scale: float, seed: int) -> World:
 
 def _job(args: tuple) -> tuple[str, int, int, int]:
     """One shard (small: threshold computed here, all its files) or one file of a large shard."""
-    profile, scale, seed, split, d, n, files, tau, out_dir = args
+    profile, scale, seed, split, d, n, files, tau, out_dir, day = args
     world = _world(profile, scale, seed)
     if tau is None:
-        tau = shard_threshold(world, split, d, n)
+        tau = shard_threshold(world, split, d, n, day)
     rows = positives = 0
     for f in files:
-        r, p = write_file(world, split, d, n, f, tau, out_dir)
+        r, p = write_file(world, split, d, n, f, tau, out_dir, day)
         rows, positives = rows + r, positives + p
     return split, d, rows, positives
 
 
 def generate(profile: str, scale: float, seed: int, out: str, workers: int | None = None,
-             overwrite: bool = False, log=print) -> DatasetSpec:
-    """Write a complete dataset (spec + Parquet) to the local directory `out`, atomically."""
+             overwrite: bool = False, log=print, day: int = 0, domains: list[str] | None = None) -> DatasetSpec:
+    """Write a complete dataset (spec + Parquet) to the local directory `out`, atomically.
+
+    `day` > 0 draws another sample of the same world (users, items, domain behaviour): the logs of
+    another day, for incremental training. `domains` keeps only those domains (by name, ids kept).
+    """
     out = os.path.abspath(out)
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     t0 = time.time()
     world = _world(profile, scale, seed)  # cached before the pool forks: workers inherit it
+    names = [dom.name for dom in world.domains]
+    unknown = sorted(set(domains or []) - set(names))
+    if unknown:
+        raise ValueError(f"--domains: {unknown} not in the {profile} profile's domains {names}")
+    if day < 0:
+        raise ValueError(f"--day must be >= 0, got {day}")
+    keep = [d for d, name in enumerate(names) if not domains or name in domains]
     tmp = f"{out}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     jobs = []
     for split in SPLITS:
-        for d, dom in enumerate(world.domains):
-            n = dom.rows(split, scale)
+        for d in keep:
+            n = world.domains[d].rows(split, scale)
             common = (profile, scale, seed, split, d, n)
             if n <= EXACT_MAX_ROWS:
-                jobs.append((*common, list(range(num_files(n))), None, domain_dir(tmp, split, d)))
+                jobs.append((*common, list(range(num_files(n))), None, domain_dir(tmp, split, d), day))
             else:  # one job per file, all with the shard's calibrated threshold
-                tau = shard_threshold(world, split, d, n)
-                jobs += [(*common, [f], tau, domain_dir(tmp, split, d)) for f in range(num_files(n))]
+                tau = shard_threshold(world, split, d, n, day)
+                jobs += [(*common, [f], tau, domain_dir(tmp, split, d), day) for f in range(num_files(n))]
     jobs.sort(key=lambda j: -min(j[5], ROWS_PER_FILE * len(j[6])))  # largest first for load balance
-    total = sum(dom.rows(split, scale) for split in SPLITS for dom in world.domains)
+    total = sum(world.domains[d].rows(split, scale) for split in SPLITS for d in keep)
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     log(f"[generate] {profile} x{scale}: {len(world.domains)} domains, {total:,} rows, "
         f"{len(world.p):,} users, {len(world.q):,} items, {len(jobs)} jobs on {workers} process(es)")
@@ -319,11 +336,13 @@ def generate(profile: str, scale: float, seed: int, out: str, workers: int | Non
         stats = {s: {world.domains[d].name: {"rows": r, "ctr": p / r}
                      for d, (r, p) in sorted(counts[s].items())} for s in SPLITS}
         spec = DatasetSpec(
-            name=f"{profile}-s{scale:g}-seed{seed}", label="label", user_column="user_id",
-            domains=[Domain(d, dom.name) for d, dom in enumerate(world.domains)],
+            name=f"{profile}-s{scale:g}-seed{seed}" + (f"-day{day}" if day else "")
+                 + (f"-{len(keep)}of{len(names)}domains" if len(keep) < len(names) else ""),
+            label="label", user_column="user_id",
+            domains=[Domain(d, names[d]) for d in keep],
             features=[Feature(name, card) for name, card in world.cardinalities.items()],
             row_counts={s: {name: int(v["rows"]) for name, v in stats[s].items()} for s in SPLITS},
-            meta={"generator": "dfei.data.synthetic", "profile": profile, "scale": scale, "seed": seed,
+            meta={"generator": "dfei.data.synthetic", "profile": profile, "scale": scale, "seed": seed, "day": day,
                   "ctr": {s: {name: round(v["ctr"], 6) for name, v in stats[s].items()} for s in SPLITS}},
         )
         with open(os.path.join(tmp, "dataset.json"), "w") as f:

@@ -45,6 +45,15 @@ class TrainConfig:
     shuffle_rows: int = 1 << 16
     eval_batch_size: int = 8192
     max_steps_per_epoch: int | None = None  # cap for smoke tests; None = the whole epoch
+    # incremental training (dfei/train/warm_start.py): start from a previous run's checkpoint
+    init_from: str | None = None
+    reset_optimizer: bool = False
+    drop_missing_domains: bool = False
+    # tracking (dfei/train/tracking.py): TensorBoard events under <out>/tensorboard; MLflow when a
+    # tracking URI is given (sqlite:///path/mlflow.db, http://server:5000, ...)
+    tensorboard: bool = True
+    mlflow: str | None = None
+    mlflow_experiment: str = "dfei"
     # Ray
     max_failures: int = 0
     storage_path: str | None = None  # None: <out>/ray_results
@@ -68,6 +77,8 @@ class TrainConfig:
             (self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}"),
             (self.embedding_update in EMBEDDING_UPDATES,
              f"embedding_update must be one of {EMBEDDING_UPDATES}, got {self.embedding_update!r}"),
+            (self.mode != "fused" or self.embedding_update == "lazy",
+             "mode fused needs embedding_update lazy (its learning rates are per embedding row)"),
             (self.exhaustion in ("exhaust", "cycle"), f"exhaustion must be exhaust or cycle, got {self.exhaustion!r}"),
             (self.ingest in INGEST_BACKENDS, f"ingest must be one of {INGEST_BACKENDS}, got {self.ingest!r}"),
             (self.shared_lr_scale is None or self.shared_lr_scale > 0,

@@ -9,6 +9,8 @@ towers get the gradient of the *global* loss through v, exactly as one worker on
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -78,44 +80,55 @@ def exclude_sparse_embedding_from_ddp(model: nn.Module) -> bool:
     return True
 
 
-def allreduce_sparse_grad(param: torch.Tensor, world_size: int) -> None:
-    """Average a row-sparse gradient over the ranks, as DDP averages dense ones: all-gather every
-    rank's (rows, values), padded to the largest row count, then sum duplicates and divide by N."""
+def all_gather_varlen(t: torch.Tensor, world_size: int) -> list[torch.Tensor]:
+    """Every rank's tensor (same trailing shape, any length): gather the lengths, pad to the
+    longest, all-gather, cut. Dense collectives only, so any backend (gloo, NCCL) does it."""
     import torch.distributed as dist
 
+    n = torch.tensor([t.shape[0]], device=t.device)
+    sizes = [torch.zeros_like(n) for _ in range(world_size)]
+    dist.all_gather(sizes, n)
+    sizes = [int(x) for x in sizes]
+    padded = t.new_zeros((max(sizes), *t.shape[1:]))
+    padded[:t.shape[0]] = t
+    parts = [torch.empty_like(padded) for _ in range(world_size)]
+    dist.all_gather(parts, padded)
+    return [part[:k] for part, k in zip(parts, sizes)]
+
+
+def allreduce_sparse_grad(param: torch.Tensor, world_size: int) -> None:
+    """Average a row-sparse gradient over the ranks, as DDP averages dense ones: all-gather every
+    rank's (rows, values), then sum duplicate rows and divide by N."""
     grad = param.grad.coalesce() if param.grad is not None else torch.sparse_coo_tensor(
         torch.zeros(1, 0, dtype=torch.long, device=param.device), param.new_zeros(0, param.shape[1]), param.shape,
         check_invariants=False)
-    rows, values = grad.indices()[0], grad.values()  # [n], [n, dim]
-    n = torch.tensor([rows.numel()], device=rows.device)
-    sizes = [torch.zeros_like(n) for _ in range(world_size)]
-    dist.all_gather(sizes, n)
-    sizes = [int(s) for s in sizes]
-    cap = max(sizes)
-    padded_rows = torch.zeros(cap, dtype=rows.dtype, device=rows.device)
-    padded_rows[:rows.numel()] = rows
-    padded_values = values.new_zeros(cap, values.shape[1])
-    padded_values[:rows.numel()] = values
-    all_rows = [torch.empty_like(padded_rows) for _ in range(world_size)]
-    all_values = [torch.empty_like(padded_values) for _ in range(world_size)]
-    dist.all_gather(all_rows, padded_rows)
-    dist.all_gather(all_values, padded_values)
-    rows = torch.cat([r[:k] for r, k in zip(all_rows, sizes)])
-    values = torch.cat([v[:k] for v, k in zip(all_values, sizes)]) / world_size
+    rows = torch.cat(all_gather_varlen(grad.indices()[0], world_size))
+    values = torch.cat(all_gather_varlen(grad.values(), world_size)) / world_size
     param.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), values, param.shape, check_invariants=False).coalesce()
 
 
-def prepare_distributed(model: nn.Module, world_size: int, own_stats_group: bool = True):
+@dataclass
+class DistributedHooks:
+    """What the engine calls on N > 1 ranks: between backward and update (the embedding's sparse
+    gradient), and to join a 1-D tensor over the ranks (the fused mode's per-row counts)."""
+
+    after_backward: Callable[[], None] | None = None
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+def prepare_distributed(model: nn.Module, world_size: int, own_stats_group: bool = True) -> DistributedHooks:
     """Everything DFEI needs before DDP wraps the model on `world_size` ranks: the statistics
-    reducer, and for a row-sparse embedding its exclusion from DDP. Returns the hook to run between
-    backward and the optimizer step (None when there is nothing to do). Call after build_optimizer,
-    which decides whether the embedding's gradient is sparse."""
+    reducer, and for a row-sparse embedding its exclusion from DDP. Returns the engine's hooks.
+    Call after build_optimizer, which decides whether the embedding's gradient is sparse."""
     attach_reducer(model, world_size, own_stats_group)
-    if world_size > 1 and exclude_sparse_embedding_from_ddp(model):
+    if world_size <= 1:
+        return DistributedHooks()
+    hooks = DistributedHooks(gather=lambda t: torch.cat(all_gather_varlen(t, world_size)))
+    if exclude_sparse_embedding_from_ddp(model):
         table = model.embedding.weight
 
         def after_backward() -> None:
             allreduce_sparse_grad(table, world_size)
 
-        return after_backward
-    return None
+        hooks.after_backward = after_backward
+    return hooks

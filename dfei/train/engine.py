@@ -26,7 +26,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[tuple],
                 device: torch.device, num_domains: int, max_steps: int | None = None,
                 on_progress: Callable[[dict], None] | None = None, progress_every_s: float = 30.0,
-                after_backward: Callable[[], None] | None = None) -> dict:
+                after_backward: Callable[[], None] | None = None,
+                gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
     """One epoch of Algorithm 1; every item of `batches` is one update.
 
     sequential items (step, d, x, y): one domain's batch, its loss, one backward, one update.
@@ -35,7 +36,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     domain's mean loss, so every domain's tower and head get the gradient a sequential step would
     give them, and the shared parameters their sum, in one update whose shared lr is scaled by the
     number of present domains (sequential steps them once per domain).
-    `after_backward` runs between backward and the update (the sparse-gradient all-reduce).
+    `after_backward` runs between backward and the update (the sparse-gradient all-reduce);
+    `gather` concatenates a 1-D tensor over the ranks (the fused mode's per-row counts).
 
     Returns per-domain mean loss, samples, batches, seconds, the wall time of the first update and
     the steady-state rate (samples after the first update / time since it).
@@ -74,7 +76,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         if after_backward is not None:
             after_backward()
         if fused:
-            _fused_update(optimizer, int((counts > 0).sum()))
+            _fused_update(optimizer, int((counts > 0).sum()), model, xb, db, num_domains, gather)
         else:
             optimizer.step()
         if first_update is None:
@@ -99,10 +101,29 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     }
 
 
-def _fused_update(optimizer: torch.optim.Optimizer, present: int) -> None:
-    """One update for a fused step of `present` domains: the shared parameters' lr is multiplied by
-    `present` for it, as sequential would step them that many times (dfei/train/optim.py)."""
-    groups = shared_groups(optimizer)
+def embedding_row_domains(model: nn.Module, x: torch.Tensor, domains: torch.Tensor, num_domains: int,
+                          gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    """(sorted embedding rows of the batch, number of domains whose rows hold each): an id in the
+    batches of k domains would get k updates in a sequential step. `gather` joins the ranks' keys."""
+    emb = unwrap(model).embedding
+    keys = ((x.long() + emb.offsets) * num_domains + domains.unsqueeze(1)).flatten().unique()  # (row, domain)
+    if gather is not None:
+        keys = gather(keys).unique()
+    rows, counts = torch.unique_consecutive(keys // num_domains, return_counts=True)
+    return rows, counts.to(emb.weight.dtype)
+
+
+def _fused_update(optimizer: torch.optim.Optimizer, present: int, model: nn.Module, x: torch.Tensor,
+                  domains: torch.Tensor, num_domains: int, gather) -> None:
+    """One update for a fused step of `present` domains, with the lr sequential would spread over
+    several updates (dfei/train/optim.py): the dense shared parameters' lr times `present`, each
+    embedding row's lr times the number of domains whose batch holds it."""
+    table = unwrap(model).embedding.weight
+    if table.grad is None or not table.grad.is_sparse or not hasattr(optimizer, "row_scale"):
+        raise ValueError("the fused mode needs lazy embedding updates (embedding_update=lazy): its learning "
+                         "rates are per embedding row")
+    optimizer.row_scale[table] = embedding_row_domains(model, x, domains, num_domains, gather)
+    groups = [g for g in shared_groups(optimizer) if not any(q is table for q in g["params"])]
     base = [g["lr"] for g in groups]
     for g in groups:
         g["lr"] *= present

@@ -22,11 +22,13 @@ from dfei.data.dataset import ParquetDataset
 from dfei.data.ingest import DomainReader, algorithm1_order, fused_steps, prefetch, steps_per_epoch
 from dfei.data.ray_ingest import RayDataDomainReader
 from dfei.models import build_model
+from dfei.train import warm_start
 from dfei.train.checkpoint import load_checkpoint, save_checkpoint
 from dfei.train.config import TrainConfig
 from dfei.train.distributed import ddp_kwargs, prepare_distributed
 from dfei.train.engine import merge_parts, predict_split, score_split, train_epoch, unwrap
 from dfei.train.optim import build_optimizer
+from dfei.train.predict import load_any_checkpoint
 
 
 def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
@@ -46,6 +48,20 @@ def _evaluate(model, dataset, split, device, rank, world, batch_size) -> dict:
 def _flat(prefix: str, split: dict) -> dict[str, float]:
     out = {f"{prefix}_avg_auc": split["avg_auc"]}
     out.update({f"{prefix}_auc/{name}": m["auc"] for name, m in split["domains"].items()})
+    return out
+
+
+def _tracked(model, optimizer, names: list[str], stats: dict) -> dict[str, float]:
+    """What tracking shows besides AUC: learning rates, per-domain train loss, the norm of each v_d."""
+    out = {}
+    for group in optimizer.param_groups:
+        kind = "shared" if str(group.get("name", "")).startswith("shared") else "domain"
+        out[f"lr/{kind}"] = group["lr"]
+    out.update({f"train_loss/{n}": loss for n, loss, b in zip(names, stats["domain_loss"], stats["batches"]) if b})
+    dfe = getattr(model, "dfe", None)
+    if dfe is not None:
+        norms = dfe.v.detach().norm(dim=1).cpu().tolist()
+        out.update({f"v_norm/{n}": float(x) for n, x in zip(names, norms)})
     return out
 
 
@@ -104,11 +120,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     model = build_model(cfg.model, spec.cardinalities, spec.num_domains, **model_kwargs(cfg))
     optimizer = build_optimizer(model, cfg.lr, cfg.l2, cfg.shared_lr_scale,
                                 lazy_embeddings=cfg.embedding_update == "lazy")
-    after_backward = prepare_distributed(model, world)
+    hooks = prepare_distributed(model, world)
     device = ray.train.torch.get_device()
 
     start_epoch, best_auc, best_epoch, bad_epochs, history, global_step = 0, -math.inf, -1, 0, [], 0
-    best_state, resumed_from, optimizer_state = None, None, None
+    best_state, resumed_from, optimizer_state, warm = None, None, None, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
@@ -124,6 +140,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                         "v": dfe.v.tolist() if dfe is not None else None}
         log(f"[train] resumed after epoch {st['epoch'] + 1} at update {global_step} "
             f"(best valid avg AUC {best_auc:.4f} at epoch {best_epoch + 1})")
+    elif cfg.init_from:  # incremental training: a previous run's weights, v (EMA continues) and Adam state
+        ckpt = load_any_checkpoint(cfg.init_from)
+        matching = warm_start.plan(cfg, spec, ckpt, cfg.init_from)
+        model.load_state_dict(warm_start.model_state(model, ckpt["model"], matching))
+        restore = not cfg.reset_optimizer and ckpt["optimizer"] is not None
+        if restore:
+            optimizer_state = warm_start.optimizer_state(model, optimizer, ckpt["optimizer"], matching)
+        warm = warm_start.describe(matching, cfg.init_from, "restored" if restore else "reset")
+        log(f"[train] initialised from {cfg.init_from}: continuing {matching['continued']} (their v_d continue "
+            f"their EMA), new {matching['new'] or 'none'}, optimizer state {warm['optimizer']}")
     model.to(device)
     if optimizer_state is not None:  # after the move: Adam's moments follow their parameters' device
         optimizer.load_state_dict(optimizer_state)
@@ -151,7 +177,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         try:
             stats = train_epoch(model, optimizer, _fail_once(stream, epoch, cfg.fail_once_at, rank), device,
                                 spec.num_domains, cfg.max_steps_per_epoch, progress, cfg.log_every_s,
-                                after_backward)
+                                hooks.after_backward, hooks.gather)
         finally:
             stream.close()
         first_update = first_update or stats["first_update_unix"]
@@ -177,7 +203,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         stop = bad_epochs >= cfg.patience
         state = {"epoch": epoch, "global_step": global_step, "best_auc": best_auc, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                  "history": history, "config": cfg.to_dict(), "dataset": spec.to_json()}
-        metrics = {**row, "best_valid_avg_auc": best_auc, "best_epoch": best_epoch, **_flat("valid", valid)}
+        metrics = {**row, "best_valid_avg_auc": best_auc, "best_epoch": best_epoch, **_flat("valid", valid),
+                   **_tracked(unwrap(model), optimizer, spec.domain_names, stats)}
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -198,7 +225,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     v = unwrap(model).dfe.v.detach().cpu().numpy() if getattr(unwrap(model), "dfe", None) is not None else None
     return {
         "valid": valid, "test": test, "best_epoch": best_epoch, "epochs_run": epoch + 1,
-        "global_step": global_step, "resumed_from": resumed_from,
+        "global_step": global_step, "resumed_from": resumed_from, "init_from": warm,
         "stopped_early": stopped_early, "history": history,
         "domain_feature_norms": np.linalg.norm(v, axis=1).tolist() if v is not None else None,
         "timings": {"worker_start_unix": t_start, "worker_ready_unix": t_ready, "first_update_unix": first_update,

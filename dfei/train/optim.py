@@ -6,9 +6,12 @@ domain parameters move once per step and shared parameters D times, each at lr /
 (The authors' TF code keeps a separate Adam state for the shared weights per domain; one state
 stepped D times is Algorithm 1 as written, with D times less optimiser memory for the embeddings.)
 In the fused mode one step sums the present domains' losses and updates every parameter once:
-the shared parameters then take one step of n * lr * shared_lr_scale where sequential takes n
-steps of lr * shared_lr_scale (n = domains present in the step; Adam's step size is about its lr,
-so the distance they move per step matches), and domain parameters one step at lr, as in sequential.
+a shared parameter then takes one step of n * lr * shared_lr_scale where sequential takes n steps
+of lr * shared_lr_scale, n being the number of domains whose batch reaches it (Adam's step size is
+about its lr, so the distance it moves per step matches): every present domain for the dense
+shared parameters, and for an embedding row the domains whose batch holds that id (one for most
+user ids, all of them for a 10-bin feature). Domain parameters take one step at lr, as in
+sequential. The per-row multipliers need lazy (row-sparse) embedding updates.
 
 L2 (lambda ||W||^2 / 2, lambda = 1e-6) applies to the embedding tables only, as the authors do;
 Adam's weight_decay adds exactly its gradient lambda * W.
@@ -60,6 +63,12 @@ class LazyAdam(torch.optim.Adam):
     State keys are Adam's ("step", "exp_avg", "exp_avg_sq"), so state dicts load either way.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # {parameter: (sorted rows, multiplier)}: per-row learning-rate multipliers for the next step
+        # of a sparse parameter (the fused mode's rows; see dfei/train/engine.py), cleared by step()
+        self.row_scale: dict[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] = {}
+
     @torch.no_grad()
     def step(self, closure=None):
         sparse = []
@@ -74,10 +83,12 @@ class LazyAdam(torch.optim.Adam):
             for _, p, grad in sparse:
                 p.grad = grad
         for group, p, grad in sparse:
-            self._lazy_update(group, p, grad)
+            self._lazy_update(group, p, grad, self.row_scale.get(p))
+        self.row_scale.clear()
         return loss
 
-    def _lazy_update(self, group: dict, p: torch.Tensor, grad: torch.Tensor) -> None:
+    def _lazy_update(self, group: dict, p: torch.Tensor, grad: torch.Tensor,
+                     row_scale: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         grad = grad.coalesce()
         rows, values = grad.indices()[0], grad.values()  # [n], [n, dim]
         if rows.numel() == 0:
@@ -97,7 +108,13 @@ class LazyAdam(torch.optim.Adam):
         state["exp_avg"].index_copy_(0, rows, m)
         state["exp_avg_sq"].index_copy_(0, rows, v)
         denom = v.div_(1 - beta2 ** step).sqrt_().add_(group["eps"])
-        p.index_add_(0, rows, m.div_(denom), alpha=-group["lr"] / (1 - beta1 ** step))
+        update = m.div_(denom)
+        if row_scale is not None:
+            scaled_rows, multiplier = row_scale
+            at = torch.searchsorted(scaled_rows, rows).clamp(max=len(scaled_rows) - 1)
+            found = scaled_rows[at] == rows
+            update.mul_(torch.where(found, multiplier[at], torch.ones_like(multiplier[at])).unsqueeze(1))
+        p.index_add_(0, rows, update, alpha=-group["lr"] / (1 - beta1 ** step))
 
 
 def build_optimizer(model: nn.Module, lr: float = 1e-3, l2: float = 1e-6, shared_lr_scale: float | None = None,

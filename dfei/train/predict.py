@@ -23,7 +23,7 @@ from dfei.train.checkpoint import load_checkpoint
 from dfei.train.config import TrainConfig
 
 
-def _load(checkpoint: str) -> dict[str, Any]:
+def load_any_checkpoint(checkpoint: str) -> dict[str, Any]:
     """A checkpoint directory, local or at any fsspec/pyarrow URI."""
     if "://" not in checkpoint:
         return load_checkpoint(checkpoint)
@@ -39,7 +39,7 @@ def load_model(checkpoint: str, best: bool = False) -> tuple[torch.nn.Module, Da
     in eval mode on the CPU, with the dataset spec and config it was trained with."""
     from dfei.train.loop import model_kwargs
 
-    ckpt = _load(checkpoint)
+    ckpt = load_any_checkpoint(checkpoint)
     state = ckpt["state"]
     cfg = TrainConfig.from_dict(state["config"])
     spec = DatasetSpec.from_json(state["dataset"])
@@ -107,7 +107,7 @@ def predict(checkpoint: str, data: str, split: str, out: str, batch_size: int = 
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     dataset = ParquetDataset(data, splits=(split,))  # validates the split before any work
-    trained = DatasetSpec.from_json(_load(checkpoint)["state"]["dataset"])
+    trained = DatasetSpec.from_json(load_any_checkpoint(checkpoint)["state"]["dataset"])
     check_compatible(trained, dataset.spec, dfs.join(data, "dataset.json"))
     rows = sum(dataset.rows(split))
     log(f"[predict] {rows:,} rows of {data}/{split} with {checkpoint}")

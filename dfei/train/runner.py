@@ -12,6 +12,7 @@ from dfei.data.dataset import ParquetDataset
 from dfei.eval.report import domain_table
 from dfei.train.config import TrainConfig
 from dfei.train.optim import resolve_shared_lr_scale
+from dfei.train.tracking import TENSORBOARD_DIR, MLflowRun, TensorBoardCallback, final_metrics
 
 
 def init_ray(log=print) -> str:
@@ -90,6 +91,20 @@ def _storage(uri: str):
     return path, filesystem
 
 
+def _tracking(cfg: TrainConfig, spec, run_name: str, callbacks: list):
+    """TensorBoard (on unless cfg.tensorboard is False) and MLflow (when cfg.mlflow is a URI)."""
+    if cfg.tensorboard:
+        callbacks.append(TensorBoardCallback(os.path.join(cfg.out, TENSORBOARD_DIR)))
+    if not cfg.mlflow:
+        return callbacks, None
+    params = {k: v for k, v in cfg.to_dict().items() if k not in ("fail_once_at", "mlflow")}
+    params.update(dataset=spec.name, num_domains=spec.num_domains, num_features=len(spec.features))
+    tracker = MLflowRun(cfg.mlflow, cfg.mlflow_experiment, run_name, params,
+                        tags={"model": cfg.model, "dataset": spec.name, "mode": cfg.mode, "seed": str(cfg.seed),
+                              "run_dir": cfg.out})
+    return callbacks + [tracker.callback()], tracker
+
+
 def checkpoint_uri(path: str, storage_uri: str) -> str:
     """A checkpoint's path inside the storage filesystem -> a URI the user can pass to predict.py."""
     scheme = storage_uri.split("://", 1)[0] if "://" in storage_uri else None
@@ -139,16 +154,30 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
     log(f"[data] {spec.name}: {spec.num_domains} domains, {len(spec.features)} features, "
         f"train {sum(dataset.rows('train')):,} / valid {sum(dataset.rows('valid')):,} / "
         f"test {sum(dataset.rows('test')):,} rows")
+    if cfg.init_from:  # refuse an unusable checkpoint here, before Ray starts
+        from dfei.train import warm_start
+        from dfei.train.predict import load_any_checkpoint
+
+        matching = warm_start.plan(cfg, spec, load_any_checkpoint(cfg.init_from), cfg.init_from)
+        log(f"[init] from {cfg.init_from}: continuing {matching['continued']}; new domains {matching['new'] or 'none'}"
+            f"{'; dropping ' + str(matching['dropped']) if matching['dropped'] else ''}; optimizer state "
+            f"{'reset' if cfg.reset_optimizer else 'restored'}")
     os.makedirs(cfg.out, exist_ok=True)
     ray_mode = init_ray(log)
     t_ray = time.time()
     run_name = run_name or f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    callbacks, tracker = _tracking(cfg, spec, run_name, list(callbacks or []))
     trainer = build_trainer(cfg, run_name, dataset, callbacks)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+        out = result.return_value
+        if out is None:
+            raise RuntimeError(f"training failed: {result.error}")
+    except BaseException:
+        if tracker is not None:
+            tracker.finish({}, None, failed=True)
+        raise
     t_end = time.time()
-    out = result.return_value
-    if out is None:
-        raise RuntimeError(f"training failed: {result.error}")
     timings = out["timings"]
     first = timings.get("first_update_unix")
     history = out["history"]
@@ -165,6 +194,7 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
         "epochs_run": out["epochs_run"],
         "global_step": out["global_step"],
         "resumed_from": out["resumed_from"],
+        "init_from": out["init_from"],  # incremental training: the checkpoint, continued / new domains
         "stopped_early": out["stopped_early"],
         "history": history,
         "domain_feature_norms": out["domain_feature_norms"],
@@ -188,7 +218,13 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
             "worker_peak_rss_mb": timings.get("worker_peak_rss_mb"),  # rank 0's training process
         },
     }
+    metrics["tracking"] = {"tensorboard": os.path.join(cfg.out, TENSORBOARD_DIR) if cfg.tensorboard else None,
+                           "mlflow": {"uri": tracker.uri, "experiment": cfg.mlflow_experiment,
+                                      "run_id": tracker.run_id} if tracker else None}
     write_json_atomic(os.path.join(cfg.out, "metrics.json"), metrics)
+    if tracker is not None:
+        tracker.finish(final_metrics(metrics), metrics["checkpoint"],
+                       extra_files=[os.path.join(cfg.out, "metrics.json")])
     log("\n" + domain_table({"valid": out["valid"], "test": out["test"]}))
     log(f"\n[done] test avg AUC {metrics['avg_auc']['test']:.4f} (valid {metrics['avg_auc']['valid']:.4f}, "
         f"best epoch {metrics['best_epoch']}); {t_end - t0:.0f}s total, first step after "

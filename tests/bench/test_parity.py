@@ -12,7 +12,9 @@ from dfei.train.config import TrainConfig
 
 
 def test_variants_parse_and_bad_ones_are_named():
-    assert parse_variant("mode=fused+embedding_update=dense") == {"mode": "fused", "embedding_update": "dense"}
+    assert parse_variant("mode=sequential+embedding_update=dense") == {"mode": "sequential", "embedding_update": "dense"}
+    with pytest.raises(ValueError, match="mode fused needs embedding_update lazy"):
+        parse_variant("mode=fused+embedding_update=dense")
     with pytest.raises(ValueError, match="expected key=value"):
         parse_variant("fused")
     with pytest.raises(ValueError, match="unknown key"):

@@ -124,3 +124,22 @@ def test_generator_memory_does_not_grow_with_scale(tmp_path):
                              capture_output=True, text=True, check=True).stdout
         peaks[scale] = int(out.split()[-1])
     assert peaks[0.05] / peaks[0.005] <= 1.3, peaks
+
+
+def test_another_day_draws_new_rows_of_the_same_world_and_a_domain_subset_keeps_ids(tmp_path):
+    import pyarrow.parquet as pq
+
+    from dfei.data.dataset import ParquetDataset
+    from dfei.data.synthetic import generate
+
+    day0 = generate("public", 0.001, seed=0, out=str(tmp_path / "d0"), workers=1, log=lambda *a: None)
+    day1 = generate("public", 0.001, seed=0, out=str(tmp_path / "d1"), workers=1, log=lambda *a: None, day=1)
+    sub = generate("public", 0.001, seed=0, out=str(tmp_path / "s"), workers=1, log=lambda *a: None,
+                   domains=["B2", "B4"])
+    assert day0.features == day1.features and day0.domains == day1.domains  # the same world
+    a, b = (pq.read_table(str(tmp_path / d / "train" / "domain=1")).to_pandas() for d in ("d0", "d1"))
+    assert len(a) == len(b) and not a.equals(b)  # other rows
+    assert [(d.id, d.name) for d in sub.domains] == [(1, "B2"), (3, "B4")]
+    assert ParquetDataset(str(tmp_path / "s")).rows("train") == [len(a), day0.row_counts["train"]["B4"]]
+    with pytest.raises(ValueError, match="not in the public profile"):
+        generate("public", 0.001, seed=0, out=str(tmp_path / "x"), workers=1, log=lambda *a: None, domains=["Z9"])

@@ -52,7 +52,7 @@ def _lockstep_worker(config: dict) -> dict:
         torch.manual_seed(0)
         model = build_model("dfei", CARDS, D, alpha=0.8, tower_dropouts=[0.0, 0.0, 0.0])
         optimizer = build_optimizer(model, lazy_embeddings=lazy)
-        after_backward = prepare_distributed(model, world)
+        hooks = prepare_distributed(model, world)
         model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs())
         history = []
 
@@ -67,7 +67,8 @@ def _lockstep_worker(config: dict) -> dict:
                 history.append(unwrap(model).dfe.v.detach().clone().numpy())  # v after that update
 
         stream = fused_steps(my_share()) if mode == "fused" else my_share()
-        train_epoch(model, optimizer, recorded(stream), torch.device("cpu"), D, after_backward=after_backward)
+        train_epoch(model, optimizer, recorded(stream), torch.device("cpu"), D, after_backward=hooks.after_backward,
+                    gather=hooks.gather)
         state = {k: v.detach().numpy().copy() for k, v in unwrap(model).state_dict().items()}
         steps = {n: int(optimizer.state[p]["step"]) for n, p in unwrap(model).named_parameters()
                  if p in optimizer.state}

@@ -152,3 +152,28 @@ def test_lazy_adam_matches_adam_on_rows_that_get_a_gradient_every_step():
             F.binary_cross_entropy_with_logits(m(x, 0), y).backward()
             opt.step()
     torch.testing.assert_close(a.embedding.weight, b.embedding.weight, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_rows_learn_at_the_lr_of_the_domains_whose_batches_hold_them():
+    from dfei.train.engine import embedding_row_domains
+
+    m = model()  # features of 40, 11 and 9 ids: rows 0..39, 40..50, 51..59
+    x = torch.tensor([[5, 0, 0], [5, 1, 0], [7, 0, 0]])
+    domains = torch.tensor([0, 1, 1])
+    rows, counts = embedding_row_domains(m, x, domains, D)
+    assert rows.tolist() == [5, 7, 40, 41, 51] and counts.tolist() == [2, 1, 2, 1, 2]
+    # rows in one domain's batch move at lr / D, rows in two domains' batches at 2 lr / D
+    opt = build_optimizer(m, lr=1e-3)
+    before = m.embedding.weight.detach().clone()
+    items = [(0, d, x[domains == d].numpy(), np.ones(int((domains == d).sum()), dtype=np.float32)) for d in (0, 1)]
+    train_epoch(m, opt, fused_steps(iter(items)), torch.device("cpu"), D)
+    moved = (m.embedding.weight.detach() - before).abs().max(dim=1).values
+    assert float(moved[7]) == pytest.approx(1e-3 / D, rel=1e-3) and float(moved[5]) == pytest.approx(2e-3 / D, rel=1e-3)
+    assert float(moved[6]) == 0.0
+
+
+def test_the_fused_mode_refuses_dense_embedding_updates():
+    from dfei.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="mode fused needs embedding_update lazy"):
+        TrainConfig(data="x", mode="fused", embedding_update="dense")

@@ -1,0 +1,124 @@
+"""Incremental (daily) training: start a run from a previous run's checkpoint (--init-from).
+
+The new run takes the checkpoint's weights, its domain features v with their `initialized` flags
+(so each v_d continues its EMA instead of restarting from a batch mean) and, unless
+--reset-optimizer, its Adam state. Domains are matched by their dataset ids, so the new data may
+list them in another order and may add domains: a new domain gets a fresh tower and head and its
+v_d starts from its first batch mean, as in a first run. A domain of the checkpoint that the new
+data lacks would lose its tower: that is refused unless drop_missing_domains is set.
+
+Features must be the same (names and cardinalities): the embedding tables are carried over row by
+row. Other registered models can be continued on the same domains; adding domains is supported for
+the DFEI models (dfei, dfei_wo_dfi, dfei_wo_dfei), whose per-domain state is the domain towers,
+heads and rows of v (the baselines have parameters sized by the number of domains).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from dfei.data.spec import DatasetError, DatasetSpec
+from dfei.models import build_model
+from dfei.train.config import TrainConfig
+
+PER_DOMAIN_MODULES = ("domain_towers", "heads")  # DFEI's modules indexed by domain
+PER_DOMAIN_ROWS = ("dfe.v", "dfe.initialized")  # DFEI's tensors with one row per domain
+DFEI_MODELS = ("dfei", "dfei_wo_dfi", "dfei_wo_dfei")
+ARCHITECTURE = ("model", "embed_dim", "tower_dims", "k")
+
+
+def _source_name(name: str, new_ids: list[int], old_index: dict[int, int], dfei_layout: bool) -> str | None:
+    """The old state-dict entry a new entry is copied from (None: a new domain's, left as built)."""
+    if dfei_layout and name.split(".", 1)[0] in PER_DOMAIN_MODULES:
+        prefix, j, rest = name.split(".", 2)
+        old = old_index.get(new_ids[int(j)])
+        return None if old is None else f"{prefix}.{old}.{rest}"
+    return name
+
+
+def plan(cfg: TrainConfig, spec: DatasetSpec, ckpt: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check that the checkpoint can start this run; return the domain matching."""
+    old_cfg = TrainConfig.from_dict(ckpt["state"]["config"], where=where)
+    old_spec = DatasetSpec.from_json(ckpt["state"]["dataset"])
+    for key in ARCHITECTURE:
+        if getattr(old_cfg, key) != getattr(cfg, key):
+            raise ValueError(f"--init-from {where}: {key} is {getattr(old_cfg, key)!r} there but {getattr(cfg, key)!r} "
+                             "here; a run can only continue the same architecture")
+    if old_spec.features != spec.features:
+        old = {f.name: f.cardinality for f in old_spec.features}
+        new = {f.name: f.cardinality for f in spec.features}
+        diff = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n))
+        raise DatasetError(f"--init-from {where}: features differ from the checkpoint's (name: checkpoint -> data) "
+                           + ", ".join(f"{n}: {old.get(n)} -> {new.get(n)}" for n in diff)
+                           + "; the embedding tables cannot be carried over")
+    old_ids, new_ids = [d.id for d in old_spec.domains], [d.id for d in spec.domains]
+    continued = [d for d in spec.domains if d.id in old_ids]
+    new = [d for d in spec.domains if d.id not in old_ids]
+    dropped = [d for d in old_spec.domains if d.id not in new_ids]
+    if (new or dropped or old_ids != new_ids) and cfg.model not in DFEI_MODELS:
+        raise ValueError(f"--init-from {where}: the domains changed ({[d.name for d in old_spec.domains]} -> "
+                         f"{spec.domain_names}); continuing over changed domains is supported for {DFEI_MODELS}, "
+                         f"not {cfg.model!r}")
+    if dropped and not cfg.drop_missing_domains:
+        raise ValueError(f"--init-from {where}: the data lacks domain(s) {[d.name for d in dropped]} of the checkpoint; "
+                         "their towers and v rows would be lost. Add them to the data, or pass "
+                         "--drop-missing-domains to continue without them")
+    return {"old_cfg": old_cfg, "old_spec": old_spec, "old_index": {i: k for k, i in enumerate(old_ids)},
+            "new_ids": new_ids, "continued": [d.name for d in continued], "new": [d.name for d in new],
+            "dropped": [d.name for d in dropped]}
+
+
+def model_state(model: nn.Module, old_state: dict[str, torch.Tensor], p: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The new model's state dict with every tensor the checkpoint has for it."""
+    state = model.state_dict()
+    dfei_layout = p["old_cfg"].model in DFEI_MODELS
+    for name, tensor in state.items():
+        if dfei_layout and name in PER_DOMAIN_ROWS:
+            merged = tensor.clone()
+            for j, domain_id in enumerate(p["new_ids"]):
+                if domain_id in p["old_index"]:
+                    merged[j] = old_state[name][p["old_index"][domain_id]]
+            state[name] = merged
+            continue
+        src = _source_name(name, p["new_ids"], p["old_index"], dfei_layout)
+        if src is None:
+            continue
+        if src not in old_state or old_state[src].shape != tensor.shape:
+            raise ValueError(f"--init-from: the checkpoint has no {src} of shape {list(tensor.shape)}")
+        state[name] = old_state[src]
+    return state
+
+
+def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, old_optimizer_state: dict,
+                    p: dict[str, Any]) -> dict:
+    """The new optimizer's state dict carrying each parameter's Adam state from the checkpoint
+    (a new domain's parameters start without state); learning rates are this run's."""
+    from dfei.train.loop import model_kwargs
+    from dfei.train.optim import build_optimizer
+
+    old_cfg, old_spec = p["old_cfg"], p["old_spec"]
+    old_model = build_model(old_cfg.model, old_spec.cardinalities, old_spec.num_domains, **model_kwargs(old_cfg))
+    old_opt = build_optimizer(old_model, old_cfg.lr, old_cfg.l2, old_cfg.shared_lr_scale,
+                              lazy_embeddings=old_cfg.embedding_update == "lazy")
+    old_opt.load_state_dict(old_optimizer_state)
+    old_names = {id(q): n for n, q in old_model.named_parameters()}
+    old_by_name = {old_names[id(q)]: old_opt.state[q] for g in old_opt.param_groups for q in g["params"]
+                   if q in old_opt.state}
+    new_names = {id(q): n for n, q in model.named_parameters()}
+    dfei_layout = old_cfg.model in DFEI_MODELS
+    state = optimizer.state_dict()
+    index = 0
+    for group in optimizer.param_groups:
+        for q in group["params"]:
+            src = _source_name(new_names[id(q)], p["new_ids"], p["old_index"], dfei_layout)
+            if src in old_by_name:
+                state["state"][index] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in old_by_name[src].items()}
+            index += 1
+    return state
+
+
+def describe(p: dict[str, Any], checkpoint: str, optimizer: str) -> dict[str, Any]:
+    return {"checkpoint": checkpoint, "continued": p["continued"], "new_domains": p["new"],
+            "dropped_domains": p["dropped"], "optimizer": optimizer}

@@ -1,0 +1,115 @@
+"""Export for serving: TorchScript and ONNX artifacts agree with the eager model on the dataset's
+rows, carry the trained v, describe themselves in a sidecar, and their loader refuses bad ids."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dfei.data.dataset import ParquetDataset
+from dfei.serving.loader import RequestError, ServingModel
+from dfei.train.predict import load_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _test_rows(data: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every test row of every domain, domains interleaved (a mixed batch, as serving gets)."""
+    from dfei.data.ingest import DomainReader
+
+    ds = ParquetDataset(data)
+    xs, ds_ids = [], []
+    for i, dom in enumerate(ds.spec.domains):
+        for x, _ in DomainReader(ds, "test", i, batch_size=1 << 16).batches():
+            xs.append(x)
+            ds_ids.append(np.full(len(x), dom.id))
+    x, d = np.concatenate(xs).astype(np.int64), np.concatenate(ds_ids)
+    order = np.random.default_rng(0).permutation(len(d))
+    return x[order], d[order]
+
+
+@pytest.fixture(scope="module", params=["torchscript", "onnx"])
+def exported(request, tracked_run, tmp_path_factory):
+    from dfei.serving.export import export_checkpoint
+
+    out = str(tmp_path_factory.mktemp("export") / f"dfei.{'onnx' if request.param == 'onnx' else 'pt'}")
+    meta = export_checkpoint(tracked_run["metrics"]["checkpoint"], request.param, out, log=lambda *a: None)
+    return request.param, out, meta
+
+
+def test_exported_and_eager_agree_on_every_test_row(exported, tracked_run):
+    fmt, out, meta = exported
+    model, spec, _ = load_model(tracked_run["metrics"]["checkpoint"], best=True)
+    x, d = _test_rows(tracked_run["cfg"].data)
+    index = {dom.id: i for i, dom in enumerate(spec.domains)}
+    eager = model.predict_proba(torch.from_numpy(x), torch.tensor([index[i] for i in d])).numpy()
+    served = ServingModel.load(out).predict(x, d)
+    assert served.shape == (len(x),) and served.dtype == np.float32
+    assert float(np.abs(served - eager).max()) <= 1e-5
+    assert meta["parity"]["max_abs_error_vs_eager"] <= 1e-5
+    assert len(np.unique(d)) == spec.num_domains  # the batch really mixed every domain
+
+
+def test_the_trained_domain_features_are_baked_in(exported, tracked_run):
+    fmt, out, meta = exported
+    ckpt_v = load_model(tracked_run["metrics"]["checkpoint"], best=True)[0].dfe.v
+    assert meta["domain_features"]["norms"] == pytest.approx(ckpt_v.norm(dim=1).tolist())
+    assert float(ckpt_v.norm()) > 0  # a trained buffer, not the authors' random or a zero vector
+    if fmt == "torchscript":  # the buffer is in the artifact, equal to the checkpoint's
+        module = torch.jit.load(out)
+        assert torch.equal(dict(module.named_buffers())["model.dfe.v"], ckpt_v)
+
+
+def test_the_sidecar_describes_inputs_domains_and_config(exported, tracked_run):
+    fmt, out, meta = exported
+    side = json.load(open(out + ".json"))
+    spec = ParquetDataset(tracked_run["cfg"].data).spec
+    assert side["format"] == fmt and side["model"] == "dfei" and side["model_config"]["alpha"] == 0.9
+    assert side["inputs"]["features"]["columns"] == spec.feature_names
+    assert [(f["name"], f["cardinality"]) for f in side["features"]] == [(f.name, f.cardinality) for f in spec.features]
+    assert [(d["id"], d["name"]) for d in side["domains"]] == [(d.id, d.name) for d in spec.domains]
+    import hashlib
+
+    assert side["sha256"] == hashlib.sha256(open(out, "rb").read()).hexdigest()
+
+
+def test_the_loader_refuses_unknown_domains_and_out_of_range_ids(exported, tracked_run):
+    _, out, _ = exported
+    model = ServingModel.load(out)
+    x, d = _test_rows(tracked_run["cfg"].data)
+    x, d = x[:8].copy(), d[:8].copy()
+    bad_domain = d.copy()
+    bad_domain[3] = 5  # B6: not in day 0's data, so not in this model
+    with pytest.raises(RequestError, match=r"domain id 5 at row 3 is not one the model was trained on"):
+        model.predict(x, bad_domain)
+    for col, value in ((0, model.cardinalities[0]), (2, -1)):
+        bad = x.copy()
+        bad[5, col] = value
+        with pytest.raises(RequestError, match=rf"feature '{model.feature_names[col]}' \(column {col}\): id {value} "
+                                               rf"at row 5 is outside \[0, {model.cardinalities[col]}\)"):
+            model.predict(bad, d)
+    with pytest.raises(RequestError, match="features must be"):
+        model.predict(x[:, :3], d)
+    with pytest.raises(RequestError, match="integer ids"):
+        model.predict(x.astype(np.float32), d)
+    cols = {n: x[:, j] for j, n in enumerate(model.feature_names)}
+    assert np.array_equal(model.predict_columns(cols, d), model.predict(x, d))
+
+
+def test_the_cli_exports_and_refuses_to_overwrite(tracked_run, tmp_path):
+    out = tmp_path / "m.pt"
+    cmd = [sys.executable, os.path.join(ROOT, "pipelines", "export.py"), "--checkpoint",
+           tracked_run["metrics"]["checkpoint"], "--format", "torchscript", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "max |exported - eager|" in proc.stdout and out.exists() and (tmp_path / "m.pt.json").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "pass --overwrite" in again.stderr
+    missing = subprocess.run(cmd[:3] + [str(tmp_path / "nope")] + cmd[4:-1] + [str(tmp_path / "n.pt")],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "nope" in missing.stderr and not (tmp_path / "n.pt").exists()
