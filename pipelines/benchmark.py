@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small data, 2 workers in the headline mode only (~2 min)")
     p.add_argument("--scale", type=float, help="industrial profile scale (default 0.02; --quick 0.004)")
     p.add_argument("--modes", default=",".join(MODES), help=f"Algorithm 1 modes to measure (default {','.join(MODES)})")
-    p.add_argument("--headline-mode", choices=MODES, default="fused",
-                   help="the mode the headline keys (train.*, ingest.*, sync.*) report (default fused)")
+    p.add_argument("--headline-mode", choices=MODES, default="sequential",
+                   help="the mode the headline keys (train.*, ingest.*, sync.*) report (default sequential, the default and recommended mode)")
     p.add_argument("--epochs", type=int, help="epochs of each 2-worker run (default 2; --quick 1)")
     p.add_argument("--repeats", type=int, help="rounds of (1-worker Ray run of one epoch, plain-loop epoch) after a first "
                                                "plain epoch; ratios pair each run with the plain epochs around it "

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dfei.data.spec import DatasetError  # noqa: E402
+from dfei.cli import mlflow_experiment, run_cli  # noqa: E402
 from dfei.train.config import load_config  # noqa: E402
 
 ALL = "mlp,mmoe,ple,aitm,hmoe,star,pepnet,hinet,dfei"
@@ -41,19 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.ablation:
         models += [m for m in ("dfei_wo_dfi", "dfei_wo_dfei") if m not in models]
-    try:
+
+    def run() -> None:
         base = load_config(args.config, {
             "data": args.data, "epochs": args.epochs, "patience": args.patience, "num_workers": args.num_workers,
             "cpus_per_worker": args.cpus_per_worker, "mlflow": args.mlflow,
-            "mlflow_experiment": args.mlflow_experiment or (f"compare-{os.path.basename(os.path.abspath(args.out))}"
-                                                            if args.mlflow else None)})
+            "mlflow_experiment": mlflow_experiment(args.mlflow_experiment, args.mlflow, "compare", args.out)})
         from dfei.train.compare import compare
 
         compare(base, models, args.seeds, args.out)
-    except (DatasetError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

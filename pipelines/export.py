@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dfei.data.spec import DatasetError  # noqa: E402
+from dfei.cli import run_cli  # noqa: E402
 from dfei.serving.export import FORMATS  # noqa: E402
 
 
@@ -31,15 +31,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="export the checkpoint's own epoch weights, not the run's best weights it carries")
     p.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
     args = p.parse_args(argv)
-    try:
+
+    def run() -> None:
         from dfei.serving.export import export_checkpoint
 
         export_checkpoint(args.checkpoint, args.format, args.out, best=not args.epoch_weights,
                           overwrite=args.overwrite)
-    except (DatasetError, ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

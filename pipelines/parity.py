@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dfei.data.spec import DatasetError  # noqa: E402
+from dfei.cli import run_cli  # noqa: E402
 from dfei.train.config import load_config  # noqa: E402
 
 
@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-workers", type=int)
     args = p.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    try:
+
+    def run() -> None:
         if len(variants) < 2:
             raise ValueError(f"--variants needs at least two settings, got {variants}")
         if args.seeds < 2:
@@ -46,10 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         for v in variants:
             parse_variant(v)
         run_parity(base, variants, args.seeds, args.out)
-    except (DatasetError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dfei.data.spec import SPLITS, DatasetError  # noqa: E402
+from dfei.cli import run_cli  # noqa: E402
+from dfei.data.spec import SPLITS  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,14 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     from dfei.train.predict import predict
     from dfei.train.runner import init_ray
 
-    try:
+    def run() -> None:
         init_ray()
         predict(args.checkpoint, args.data, args.split, args.out, args.batch_size, args.num_workers, args.use_gpu,
                 args.overwrite)
-    except (DatasetError, FileExistsError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from dfei.cli import run_cli  # noqa: E402
 from dfei.data.profiles import PROFILES  # noqa: E402
 
 
@@ -73,7 +74,8 @@ def _list(text: str | None) -> list[str] | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def run() -> None:
         if args.command == "synthetic":
             from dfei.data.synthetic import generate
 
@@ -89,10 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             convert_csv(args.input, args.out, args.domain_col, args.label_col, _list(args.features),
                         args.label_threshold, args.user_col, args.time_col, args.split, _list(args.numeric) or [],
                         args.min_count, args.valid_frac, args.test_frac, args.seed, args.overwrite)
-    except (FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dfei.data.spec import DatasetError  # noqa: E402
+from dfei.cli import run_cli  # noqa: E402
 from dfei.models import MODELS  # noqa: E402
 from dfei.train.config import load_config  # noqa: E402
 
@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drop-missing-domains", action="store_true", default=None,
                    help="with --init-from: allow data without some of the checkpoint's domains (their towers are "
                         "not carried over)")
+    p.add_argument("--new-domain-from", metavar="DOMAIN",
+                   help="with --init-from: a new domain's tower and head start as a copy of this checkpoint "
+                        "domain's (default: fresh, randomly initialised); its v_d still starts from its first batch")
     p.add_argument("--mlflow", metavar="URI", help="also log params, per-epoch metrics and the best checkpoint to this "
                                                    "MLflow tracking store (sqlite:///path/mlflow.db, http://host:5000)")
     p.add_argument("--mlflow-experiment", help="MLflow experiment name (default dfei)")
@@ -73,17 +76,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = vars(parse_args(argv))
     config_file = args.pop("config")
-    try:
+
+    def run() -> None:
         cfg = load_config(config_file, args)
         if not cfg.data:
             raise ValueError("--data is required (or `data:` in --config)")
         from dfei.train.runner import run_training
 
         run_training(cfg)
-    except (DatasetError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dfei.data.spec import DatasetError  # noqa: E402
+from dfei.cli import mlflow_experiment, run_cli  # noqa: E402
 from dfei.train.config import load_config  # noqa: E402
 from dfei.tune.space import SCHEDULERS, SEARCHES, SearchSpec, parse_values  # noqa: E402
 
@@ -72,12 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def run() -> None:
         from dfei.tune.sweep import run_sweep
 
         if args.resume:
             run_sweep(None, None, args.out, resume=True)  # the saved settings; other flags do not apply
-            return 0
+            return
         spec = SearchSpec(parse_values(args.alpha, "alpha", float), parse_values(args.k, "k", int),
                           args.search, args.scheduler, args.num_samples)
         base = load_config(args.config, {
@@ -85,15 +86,12 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed, "use_gpu": args.use_gpu, "cpus_per_worker": args.cpus_per_worker,
             "ingest": args.ingest, "max_steps_per_epoch": args.max_steps_per_epoch,
             "storage_path": args.storage_path, "mlflow": args.mlflow,
-            "mlflow_experiment": args.mlflow_experiment or (f"tune-{os.path.basename(os.path.abspath(args.out))}"
-                                                            if args.mlflow else None)})
+            "mlflow_experiment": mlflow_experiment(args.mlflow_experiment, args.mlflow, "tune", args.out)})
         if not base.data:
             raise ValueError("--data is required (or `data:` in --config)")
         run_sweep(base, spec, args.out, args.workers_per_trial, args.max_concurrent)
-    except (DatasetError, ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

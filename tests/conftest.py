@@ -57,6 +57,14 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _environ(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def _descendants(roots: set[int]) -> set[int]:
     children: dict[int, list[int]] = {}
     for pid in _pids():
@@ -101,9 +109,11 @@ def ray_cluster():
     started: set[int] = set()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-        # this cluster's processes: new since `ray start` and naming its temp dir (another Ray on the
-        # machine may have started processes meanwhile; they are not ours to stop)
-        started = {pid for pid in _pids() - before if temp_dir in _cmdline(pid)}
+        # this cluster's processes: new since `ray start` and naming its temp dir or holding this
+        # session's token (the Ray client server names neither dir nor session); another Ray on the
+        # machine may have started processes meanwhile: they are not ours to stop
+        token = f"RAY_AUTH_TOKEN={os.environ['RAY_AUTH_TOKEN']}".encode()
+        started = {pid for pid in _pids() - before if temp_dir in _cmdline(pid) or token in _environ(pid)}
         if proc.returncode != 0:
             raise RuntimeError(f"ray start failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         yield {"address": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dashboard}", "temp_dir": temp_dir}

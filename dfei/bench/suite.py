@@ -31,7 +31,7 @@ class BenchConfig:
     out: str = "runs/benchmark"
     scale: float = 0.02
     modes: tuple[str, ...] = MODES
-    headline_mode: str = "fused"  # the mode the train.* / ingest.* / sync.* headline keys report
+    headline_mode: str = "sequential"  # the mode the train.* / ingest.* / sync.* headline keys report
     epochs: int = 2  # per 2-worker run (the median of its epochs' steady rates counts)
     repeats: int = 3  # rounds of (1-worker Ray run, plain epoch) after a first plain epoch, per mode
     use_gpu: bool = False

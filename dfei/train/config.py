@@ -49,6 +49,7 @@ class TrainConfig:
     init_from: str | None = None
     reset_optimizer: bool = False
     drop_missing_domains: bool = False
+    new_domain_from: str | None = None  # a checkpoint domain whose tower and head seed each new domain's
     # tracking (dfei/train/tracking.py): TensorBoard events under <out>/tensorboard; MLflow when a
     # tracking URI is given (sqlite:///path/mlflow.db, http://server:5000, ...)
     tensorboard: bool = True
@@ -83,6 +84,8 @@ class TrainConfig:
             (self.ingest in INGEST_BACKENDS, f"ingest must be one of {INGEST_BACKENDS}, got {self.ingest!r}"),
             (self.shared_lr_scale is None or self.shared_lr_scale > 0,
              f"shared_lr_scale must be > 0, got {self.shared_lr_scale}"),
+            (self.new_domain_from is None or self.init_from is not None,
+             f"new_domain_from ({self.new_domain_from!r}) needs init_from: it names a domain of that checkpoint"),
         ]
         for ok, message in checks:
             if not ok:

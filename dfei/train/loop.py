@@ -149,7 +149,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             optimizer_state = warm_start.optimizer_state(model, optimizer, ckpt["optimizer"], matching)
         warm = warm_start.describe(matching, cfg.init_from, "restored" if restore else "reset")
         log(f"[train] initialised from {cfg.init_from}: continuing {matching['continued']} (their v_d continue "
-            f"their EMA), new {matching['new'] or 'none'}, optimizer state {warm['optimizer']}")
+            f"their EMA), new {matching['new'] or 'none'}"
+            f"{' (towers seeded from ' + matching['seeded_from'] + ')' if matching['seeded_from'] else ''}, "
+            f"optimizer state {warm['optimizer']}")
     model.to(device)
     if optimizer_state is not None:  # after the move: Adam's moments follow their parameters' device
         optimizer.load_state_dict(optimizer_state)

@@ -160,6 +160,7 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
 
         matching = warm_start.plan(cfg, spec, load_any_checkpoint(cfg.init_from), cfg.init_from)
         log(f"[init] from {cfg.init_from}: continuing {matching['continued']}; new domains {matching['new'] or 'none'}"
+            f"{' (towers and heads seeded from ' + matching['seeded_from'] + ')' if matching['seeded_from'] else ''}"
             f"{'; dropping ' + str(matching['dropped']) if matching['dropped'] else ''}; optimizer state "
             f"{'reset' if cfg.reset_optimizer else 'restored'}")
     os.makedirs(cfg.out, exist_ok=True)

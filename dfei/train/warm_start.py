@@ -4,7 +4,8 @@ The new run takes the checkpoint's weights, its domain features v with their `in
 (so each v_d continues its EMA instead of restarting from a batch mean) and, unless
 --reset-optimizer, its Adam state. Domains are matched by their dataset ids, so the new data may
 list them in another order and may add domains: a new domain gets a fresh tower and head and its
-v_d starts from its first batch mean, as in a first run. A domain of the checkpoint that the new
+v_d starts from its first batch mean, as in a first run (with new_domain_from, its tower and head
+start as a copy of that checkpoint domain's, without its Adam state). A domain of the checkpoint that the new
 data lacks would lose its tower: that is refused unless drop_missing_domains is set.
 
 Features must be the same (names and cardinalities): the embedding tables are carried over row by
@@ -29,11 +30,13 @@ DFEI_MODELS = ("dfei", "dfei_wo_dfi", "dfei_wo_dfei")
 ARCHITECTURE = ("model", "embed_dim", "tower_dims", "k")
 
 
-def _source_name(name: str, new_ids: list[int], old_index: dict[int, int], dfei_layout: bool) -> str | None:
-    """The old state-dict entry a new entry is copied from (None: a new domain's, left as built)."""
+def _source_name(name: str, new_ids: list[int], old_index: dict[int, int], dfei_layout: bool,
+                 seed_index: int | None = None) -> str | None:
+    """The old state-dict entry a new entry is copied from (None: a new domain's, left as built;
+    with seed_index, a new domain's comes from that old domain)."""
     if dfei_layout and name.split(".", 1)[0] in PER_DOMAIN_MODULES:
         prefix, j, rest = name.split(".", 2)
-        old = old_index.get(new_ids[int(j)])
+        old = old_index.get(new_ids[int(j)], seed_index)
         return None if old is None else f"{prefix}.{old}.{rest}"
     return name
 
@@ -65,7 +68,17 @@ def plan(cfg: TrainConfig, spec: DatasetSpec, ckpt: dict[str, Any], where: str) 
         raise ValueError(f"--init-from {where}: the data lacks domain(s) {[d.name for d in dropped]} of the checkpoint; "
                          "their towers and v rows would be lost. Add them to the data, or pass "
                          "--drop-missing-domains to continue without them")
+    seed_index = None
+    if cfg.new_domain_from is not None:
+        names = [d.name for d in old_spec.domains]
+        if cfg.new_domain_from not in names:
+            raise ValueError(f"--new-domain-from {cfg.new_domain_from!r}: the checkpoint {where} has no such domain; "
+                             f"it has {names}")
+        if cfg.model not in DFEI_MODELS:
+            raise ValueError(f"--new-domain-from needs one of {DFEI_MODELS}, not {cfg.model!r}")
+        seed_index = names.index(cfg.new_domain_from)
     return {"old_cfg": old_cfg, "old_spec": old_spec, "old_index": {i: k for k, i in enumerate(old_ids)},
+            "seed_index": seed_index, "seeded_from": cfg.new_domain_from if new else None,
             "new_ids": new_ids, "continued": [d.name for d in continued], "new": [d.name for d in new],
             "dropped": [d.name for d in dropped]}
 
@@ -82,7 +95,7 @@ def model_state(model: nn.Module, old_state: dict[str, torch.Tensor], p: dict[st
                     merged[j] = old_state[name][p["old_index"][domain_id]]
             state[name] = merged
             continue
-        src = _source_name(name, p["new_ids"], p["old_index"], dfei_layout)
+        src = _source_name(name, p["new_ids"], p["old_index"], dfei_layout, p["seed_index"])
         if src is None:
             continue
         if src not in old_state or old_state[src].shape != tensor.shape:
@@ -121,4 +134,4 @@ def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, old_opti
 
 def describe(p: dict[str, Any], checkpoint: str, optimizer: str) -> dict[str, Any]:
     return {"checkpoint": checkpoint, "continued": p["continued"], "new_domains": p["new"],
-            "dropped_domains": p["dropped"], "optimizer": optimizer}
+            "dropped_domains": p["dropped"], "new_domains_seeded_from": p["seeded_from"], "optimizer": optimizer}

@@ -95,3 +95,23 @@ def test_dropping_a_domain_needs_consent_and_other_features_are_refused(tracked_
                                                 for f in spec.features]})
     with pytest.raises(DatasetError, match=r"features differ .* u_age: 11 -> 12"):
         warm_start.plan(TrainConfig(data="x"), other, ckpt, "ckpt")
+
+
+def test_a_new_domain_can_start_from_a_trained_domains_tower(tracked_run, daily_data):
+    ckpt = load_checkpoint(tracked_run["metrics"]["checkpoint"])
+    spec = ParquetDataset(daily_data["day1"]).spec
+    cfg = TrainConfig(data=daily_data["day1"], init_from="x", new_domain_from="B2")
+    matching = warm_start.plan(cfg, spec, ckpt, "x")
+    model = build_model("dfei", spec.cardinalities, spec.num_domains)
+    state = warm_start.model_state(model, ckpt["model"], matching)
+    for name in ("domain_towers.{}.6.bias", "heads.{}.1.weight"):
+        assert torch.equal(state[name.format(5)], ckpt["model"][name.format(1)])  # B6 <- B2 (id 1)
+    assert not bool(state["dfe.initialized"][5])  # v_B6 still starts from its first batch
+    opt = build_optimizer(model)
+    opt.load_state_dict(warm_start.optimizer_state(model, opt, ckpt["optimizer"], matching))
+    assert model.domain_towers[5][0].weight not in opt.state  # a copy of the weights, not of B2's Adam state
+    assert warm_start.describe(matching, "x", "restored")["new_domains_seeded_from"] == "B2"
+    with pytest.raises(ValueError, match=r"--new-domain-from 'B9': the checkpoint x has no such domain"):
+        warm_start.plan(dataclasses.replace(cfg, new_domain_from="B9"), spec, ckpt, "x")
+    with pytest.raises(ValueError, match="new_domain_from .* needs init_from"):
+        TrainConfig(data=daily_data["day1"], new_domain_from="B2")
