@@ -21,6 +21,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dfei.bench.suite import MODES, BenchConfig  # noqa: E402
+from dfei.cli import run_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,22 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-two-workers", action="store_true", help="skip the 2-worker and sync measurements")
     args = p.parse_args(argv)
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    bad = [m for m in modes if m not in MODES]
-    if bad or args.headline_mode not in modes:
-        print(f"error: --modes must be among {MODES} and include --headline-mode {args.headline_mode}; got {modes}",
-              file=sys.stderr)
-        return 2
-    scale = args.scale or (0.004 if args.quick else 0.02)
-    if not scale > 0:
-        print(f"error: --scale must be > 0, got {scale}", file=sys.stderr)
-        return 2
-    from dfei.bench.suite import run
 
-    run(BenchConfig(out=args.out, scale=scale, modes=modes, headline_mode=args.headline_mode,
-                    epochs=args.epochs or (1 if args.quick else 2), repeats=args.repeats or (1 if args.quick else 3),
-                    use_gpu=args.use_gpu, two_workers=not args.no_two_workers, quick=args.quick))
-    return 0
+    def run() -> None:
+        bench = BenchConfig(out=args.out, scale=args.scale or (0.004 if args.quick else 0.02), modes=modes,
+                            headline_mode=args.headline_mode, epochs=args.epochs or (1 if args.quick else 2),
+                            repeats=args.repeats or (1 if args.quick else 3), use_gpu=args.use_gpu,
+                            two_workers=not args.no_two_workers, quick=args.quick)
+        from dfei.bench.suite import run as run_benchmark
 
+        run_benchmark(bench)
+
+    return run_cli(run)
 
 if __name__ == "__main__":
     sys.exit(main())

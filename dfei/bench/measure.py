@@ -41,65 +41,63 @@ def in_memory_order(data: list[tuple[np.ndarray, np.ndarray]], batch_size: int, 
 
 
 def plain_loop(data: list[tuple[np.ndarray, np.ndarray]], cardinalities: list[int], mode: str = "sequential",
-               lazy: bool = True, batch_size: int = 512, max_steps: int | None = None, seed: int = 0,
-               device: torch.device = torch.device("cpu")) -> dict:
+               batch_size: int = 512, seed: int = 0, device: torch.device = torch.device("cpu")) -> dict:
     """The limit: one process, no Ray, no Parquet, batches pre-loaded; same model and engine."""
     torch.manual_seed(seed)
     model = build_model("dfei", cardinalities, len(data)).to(device)
-    optimizer = build_optimizer(model, lazy_embeddings=lazy)
+    optimizer = build_optimizer(model)
     order = in_memory_order(data, batch_size, seed)
     if mode == "fused":
         order = fused_steps(order)
         order = iter(list(order))  # concatenation done ahead: the loop only trains
-    return train_epoch(model, optimizer, order, device, len(data), max_steps=max_steps)
+    return train_epoch(model, optimizer, order, device, len(data))
 
 
-def streaming_loop(dataset: ParquetDataset, mode: str = "sequential", seed: int = 0, epoch: int = 0,
+def streaming_loop(dataset: ParquetDataset, mode: str = "sequential", seed: int = 0,
                    device: torch.device = torch.device("cpu")) -> dict:
-    """The plain loop fed by the arrow ingest (Parquet, shuffle buffers, prefetch thread), no Ray:
-    what streaming costs by itself."""
-    from dfei.data.ingest import algorithm1_order, prefetch
+    """The plain loop fed by training's own arrow ingest (Parquet, shuffle buffers, prefetch
+    thread), no Ray: what streaming costs by itself."""
+    from dfei.data.ingest import training_stream
+    from dfei.train.config import TrainConfig
+    from dfei.train.loop import train_readers
 
+    cfg = TrainConfig(data=dataset.uri, mode=mode, seed=seed)
     spec = dataset.spec
     torch.manual_seed(seed)
     model = build_model("dfei", spec.cardinalities, spec.num_domains).to(device)
     optimizer = build_optimizer(model)
-    readers = [DomainReader(dataset, "train", d, batch_size=512, shuffle=True, seed=seed) for d in range(spec.num_domains)]
-    order = algorithm1_order(readers, epoch)
-    stream = prefetch(fused_steps(order) if mode == "fused" else order)
+    stream = training_stream(train_readers(cfg, dataset, 0, 1, None), 0, cfg.exhaustion, cfg.mode)
     try:
         return train_epoch(model, optimizer, stream, device, spec.num_domains)
     finally:
         stream.close()
 
 
-def plain_rates(data: str, modes: tuple[str, ...], repeats: int, seed: int = 0, device: str = "cpu",
-                streaming: bool = False) -> dict[str, list[float]]:
-    """Steady samples/s of `repeats` plain-loop epochs per mode (modes interleaved), in this process;
-    with `streaming`, also "<mode>+arrow": the same loop fed from Parquet by the arrow ingest."""
+def plain_rates(data: str, modes: tuple[str, ...], seed: int = 0, device: str = "cpu",
+                streaming: bool = False) -> dict[str, float]:
+    """Steady samples/s of one plain-loop epoch per mode, in this process; with `streaming`, also
+    "<mode>+arrow": the same loop fed from Parquet by the arrow ingest."""
     dataset = ParquetDataset(data)
     in_memory = load_split(dataset)
     dev = torch.device(device)
-    rates: dict[str, list[float]] = {}
-    for i in range(repeats):
-        for m in modes:
-            stats = plain_loop(in_memory, dataset.spec.cardinalities, mode=m, seed=seed, device=dev)
-            rates.setdefault(m, []).append(stats["steady_samples_per_s"])
-            if streaming:
-                stats = streaming_loop(dataset, mode=m, seed=seed, epoch=i, device=dev)
-                rates.setdefault(f"{m}+arrow", []).append(stats["steady_samples_per_s"])
+    rates: dict[str, float] = {}
+    for m in modes:
+        stats = plain_loop(in_memory, dataset.spec.cardinalities, mode=m, seed=seed, device=dev)
+        rates[m] = stats["steady_samples_per_s"]
+        if streaming:
+            rates[f"{m}+arrow"] = streaming_loop(dataset, mode=m, seed=seed, device=dev)["steady_samples_per_s"]
     return rates
 
 
-def plain_rates_in_fresh_process(data: str, modes: tuple[str, ...], repeats: int, seed: int = 0,
-                                 device: str = "cpu", streaming: bool = False) -> dict[str, list[float]]:
+def plain_rates_in_fresh_process(data: str, modes: tuple[str, ...], seed: int = 0, device: str = "cpu",
+                                 streaming: bool = False) -> dict[str, float]:
     """plain_rates in a new Python process: a clean interpreter and allocator, as a Ray worker gets
     (measured here: the same loop ran ~15 % slower in the benchmark's own long-lived process)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(plain_rates, data, modes, repeats, seed, device, streaming).result()
+        return pool.submit(plain_rates, data, modes, seed, device, streaming).result()
 
 
 def embedding_step_times(lazy: bool, rows: tuple[int, int] = (10**4, 10**6), n_features: int = 17,

@@ -33,9 +33,18 @@ def parse_variant(text: str) -> dict[str, Any]:
 def run_parity(base: TrainConfig, variants: list[str], seeds: int, out: str, log=print) -> dict[str, Any]:
     from dfei.train.runner import init_ray, run_training, write_json_atomic
 
+    if len(variants) < 2:
+        raise ValueError(f"--variants needs at least two settings, got {variants}")
+    if seeds < 2:
+        raise ValueError(f"--seeds must be >= 2 for a paired t-test, got {seeds}")
     parsed = {v: parse_variant(v) for v in variants}
+    for v, overrides in parsed.items():  # each variant on this base (e.g. mode=fused on a dense base): before any run
+        try:
+            TrainConfig.from_dict({**base.to_dict(), **overrides}, where=f"variant {v!r}")
+        except ValueError as err:
+            raise ValueError(f"variant {v!r} on the base config: {err}") from None
     os.makedirs(out, exist_ok=True)
-    init_ray(log)
+    ray_started = False
     auc: dict[str, list[float]] = {v: [] for v in variants}
     speed: dict[str, list[float]] = {v: [] for v in variants}
     for seed in range(seeds):
@@ -43,6 +52,9 @@ def run_parity(base: TrainConfig, variants: list[str], seeds: int, out: str, log
             run_dir = os.path.join(out, "runs", v.replace("=", "-").replace("+", "_"), f"seed{seed}")
             path = os.path.join(run_dir, "metrics.json")
             if not os.path.exists(path):  # resumable
+                if not ray_started:
+                    init_ray(log)
+                    ray_started = True
                 cfg = TrainConfig.from_dict({**base.to_dict(), **overrides, "seed": seed, "out": run_dir})
                 run_training(cfg, log=lambda *a: None)
             with open(path) as f:
@@ -55,9 +67,9 @@ def run_parity(base: TrainConfig, variants: list[str], seeds: int, out: str, log
     rows = []
     for v in variants:
         diff = np.asarray(auc[v]) - np.asarray(auc[ref])
-        p = float(ttest_rel(auc[v], auc[ref]).pvalue) if v != ref and seeds >= 2 and np.any(diff) else math.nan
+        p = float(ttest_rel(auc[v], auc[ref]).pvalue) if v != ref and np.any(diff) else math.nan
         rows.append({"variant": v, "test_avg_auc": auc[v], "mean": float(np.mean(auc[v])),
-                     "sd": float(np.std(auc[v], ddof=1)) if seeds > 1 else math.nan,
+                     "sd": float(np.std(auc[v], ddof=1)),
                      "mean_diff_vs_ref": float(diff.mean()), "p_vs_ref": p,
                      "samples_per_s": float(np.mean(speed[v]))})
     lines = [f"Test avg AUC over {seeds} seed(s); difference and paired t-test against {ref}.", "",

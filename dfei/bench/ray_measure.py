@@ -34,7 +34,7 @@ def ingest_loop(config: dict[str, Any]) -> dict[str, Any]:
     import ray.train
 
     from dfei.data.dataset import ParquetDataset
-    from dfei.data.ingest import algorithm1_order, fused_steps, prefetch
+    from dfei.data.ingest import training_stream
     from dfei.train.loop import train_readers
 
     ctx = ray.train.get_context()
@@ -47,9 +47,8 @@ def ingest_loop(config: dict[str, Any]) -> dict[str, Any]:
         rates = []
         for epoch in range(config["passes"]):
             readers = train_readers(run, dataset, rank, world, config.get("ray_data_rows"))
-            order = algorithm1_order(readers, epoch, run.exhaustion)
             t0, rows = time.perf_counter(), 0
-            for item in prefetch(fused_steps(order) if run.mode == "fused" else order):
+            for item in training_stream(readers, epoch, run.exhaustion, run.mode):
                 rows += len(item[3])
             rates.append(rows / (time.perf_counter() - t0))
         out[backend] = {"rows_per_s": max(rates), "first_pass_rows_per_s": rates[0], "rows": rows}
@@ -100,11 +99,11 @@ def sync_loop(config: dict[str, Any]) -> dict[str, Any]:
     items = [(s, d, np.stack([rng.integers(0, c, batch) for c in cards], axis=1).astype(np.int32),
               rng.integers(0, 2, batch).astype(np.float32)) for s in range(steps) for d in range(domains)]
     out = {}
-    for mode, own_group in [(m, True) for m in config["modes"]] + [(m, False) for m in config["shared_group_modes"]]:
+    for mode in config["modes"]:
         torch.manual_seed(0)
         model = build_model("dfei", cards, domains)
         optimizer = build_optimizer(model)
-        hooks = prepare_distributed(model, world, own_stats_group=own_group)
+        hooks = prepare_distributed(model, world)
         model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs())
         dfe = unwrap(model).dfe
         reducer = dfe.reducer
@@ -124,7 +123,7 @@ def sync_loop(config: dict[str, Any]) -> dict[str, Any]:
         diffs = np.asarray(times["with"]) - np.asarray(times["without"])
         half_ci = 1.96 * float(diffs.std(ddof=1)) / np.sqrt(len(diffs)) / with_s if len(diffs) > 1 else math.nan
         per_step = 1 if mode == "fused" else domains  # statistics all-reduces per Algorithm 1 step
-        out[mode if own_group else f"{mode} (on DDP's process group)"] = {
+        out[mode] = {
             "step_s_with_sync": with_s, "step_s_without_sync": without_s,
             "overhead_frac": float(np.mean(diffs)) / with_s, "overhead_frac_ci95": half_ci,
             "steps_each": len(diffs), "collectives_per_step": per_step}
@@ -148,17 +147,15 @@ def sync_loop(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def sync_overhead(cardinalities: list[int], num_domains: int, out: str, modes=("sequential", "fused"),
-                  batch_size: int = 512, steps: int = 12, use_gpu: bool = False,
-                  shared_group_modes=()) -> dict[str, Any]:
+                  batch_size: int = 512, steps: int = 12, use_gpu: bool = False) -> dict[str, Any]:
     """Per mode: the EMA all-reduce's share of a 2-worker step (on its own process group, as
-    training runs it; `shared_group_modes` also on DDP's group, to show what the own group buys)."""
+    training runs it)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
         sync_loop, train_loop_config={"cardinalities": cardinalities, "num_domains": num_domains, "modes": list(modes),
-                                      "batch_size": batch_size, "steps": steps,
-                                      "shared_group_modes": list(shared_group_modes)},
+                                      "batch_size": batch_size, "steps": steps},
         scaling_config=ScalingConfig(num_workers=2, use_gpu=use_gpu, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(name=f"bench-sync-{os.getpid()}", storage_path=os.path.join(out, "ray_results")))
     return trainer.fit().return_value

@@ -11,7 +11,6 @@ startup     Ray start-up and time to the first training step
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any
@@ -38,6 +37,13 @@ class BenchConfig:
     two_workers: bool = True
     quick: bool = False  # Ray runs in the headline mode only, shorter sync blocks
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if any(m not in MODES for m in self.modes) or self.headline_mode not in self.modes:
+            raise ValueError(f"--modes must be among {MODES} and include --headline-mode {self.headline_mode}; "
+                             f"got {self.modes}")
+        if not self.scale > 0:
+            raise ValueError(f"--scale must be > 0, got {self.scale}")
 
 
 def _data(cfg: BenchConfig, log) -> str:
@@ -67,6 +73,12 @@ def run(cfg: BenchConfig, log=print) -> dict[str, Any]:
     log(f"[bench] {spec.name}: {res['data']['train_rows']:,} train rows, {domains} domains, {len(cards)} features; "
         f"device {device}, torch threads {torch.get_num_threads()}")
 
+    # Ray first: every plain round then runs beside the same idle Ray processes, so the rounds
+    # before and after each Ray run are measured in one setting
+    t0 = time.time()
+    ray_mode = init_ray(log)
+    ray_init_s = time.time() - t0
+
     # --- in-process: FLOPs, peak, embeddings, the first plain round ----------------------------------------
     peak = measure.matmul_peak_flops(device=device)
     flops = measure.flops_per_sample(cards, domains)
@@ -78,10 +90,9 @@ def run(cfg: BenchConfig, log=print) -> dict[str, Any]:
     plain: dict[str, list[float]] = {}  # mode -> one rate per plain round (rounds + 1 of them)
 
     def plain_round() -> None:
-        rates = measure.plain_rates_in_fresh_process(data, cfg.modes, 1, cfg.seed, device.type,
-                                                     streaming=not cfg.quick)
-        for m, values in rates.items():
-            plain.setdefault(m, []).extend(values)
+        rates = measure.plain_rates_in_fresh_process(data, cfg.modes, cfg.seed, device.type, streaming=not cfg.quick)
+        for m, value in rates.items():
+            plain.setdefault(m, []).append(value)
 
     plain_round()
     log("[bench] plain loop: " + ", ".join(f"{m} {v[0]:,.0f}/s" for m, v in plain.items())
@@ -89,9 +100,6 @@ def run(cfg: BenchConfig, log=print) -> dict[str, Any]:
 
     # --- Ray: 1-worker runs and plain rounds alternate (ABAB), so each run is compared with the plain
     # loop measured just before and after it: the machine's load drifts by +-20 % over minutes here
-    t0 = time.time()
-    ray_mode = init_ray(log)
-    ray_init_s = time.time() - t0
     base = TrainConfig(data=data, epochs=1, patience=1, seed=cfg.seed, use_gpu=cfg.use_gpu,
                        log_every_s=3600.0, out=os.path.join(cfg.out, "runs"))
     h = cfg.headline_mode
@@ -232,7 +240,3 @@ def dotted(res: dict[str, Any], key: str):
 REQUIRED_KEYS = ("train.plain_sps", "train.ray_1w_sps", "train.ray_2w_sps", "train.ratio_1w", "train.peak_fraction",
                  "ingest.rows_per_s", "ingest.ratio_to_train", "sync.overhead_frac", "embeddings.ratio", "startup_s")
 
-
-def load(path: str) -> dict[str, Any]:
-    with open(path) as f:
-        return json.load(f)

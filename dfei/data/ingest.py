@@ -182,6 +182,13 @@ def fused_steps(order: Iterator[tuple]) -> Iterator[tuple]:
         yield merge()
 
 
+def training_stream(readers: list[DomainReader], epoch: int, exhaustion: str, mode: str) -> Iterator:
+    """One epoch of training batches: Algorithm 1's order over the readers, merged into one item
+    per step in the fused mode, assembled ahead in a prefetch thread (close() it when done early)."""
+    order = algorithm1_order(readers, epoch, exhaustion)
+    return prefetch(fused_steps(order) if mode == "fused" else order)
+
+
 def prefetch(iterator: Iterator, depth: int = 32) -> Iterator:
     """Run `iterator` in a background thread (pyarrow and numpy release the GIL while reading)."""
     q: queue.Queue = queue.Queue(maxsize=depth)

@@ -58,12 +58,14 @@ class DFEIConfig:
 
 def domain_segments(domain: torch.Tensor) -> list[tuple[int, int, int]] | None:
     """[(d, start, end)] when the rows of each domain are contiguous (as in fused steps), else None."""
-    values, counts = torch.unique_consecutive(domain, return_counts=True)
-    values = values.tolist()
+    values, counts = torch.stack(torch.unique_consecutive(domain, return_counts=True)).tolist()  # one host copy
     if len(set(values)) != len(values):
         return None
-    ends = counts.cumsum(0).tolist()
-    return [(d, end - n, end) for d, n, end in zip(values, counts.tolist(), ends)]
+    out, end = [], 0
+    for d, n in zip(values, counts):
+        out.append((d, end, end + n))
+        end += n
+    return out
 
 
 class DomainFeatureExtraction(nn.Module):

@@ -42,10 +42,13 @@ class FeatureEmbedding(nn.Module):
     def output_dim(self) -> int:
         return self.dim * self.num_features
 
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, F] feature ids -> [batch, F] rows of the fused table."""
+        return x.long() + self.offsets
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [batch, n_features] integer ids -> [batch, n_features * dim]
-        rows = x.long() + self.offsets  # [batch, F] rows of the fused table
-        return F.embedding(rows, self.weight, sparse=self.sparse).flatten(1)
+        return F.embedding(self.rows(x), self.weight, sparse=self.sparse).flatten(1)
 
 
 class MLP(nn.Sequential):

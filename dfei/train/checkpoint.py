@@ -47,6 +47,15 @@ def save_checkpoint(directory: str, model_state: dict, optimizer_state: dict | N
     _atomic(os.path.join(directory, STATE_FILE), write_json)
 
 
+def load_checkpoint_state(directory: str) -> dict[str, Any]:
+    """{"state", "has_optimizer"} of a checkpoint, reading no tensors (what a run was, not its weights)."""
+    if not os.path.exists(os.path.join(directory, MODEL_FILE)):
+        raise FileNotFoundError(f"{directory}: no {MODEL_FILE}; not a dfei checkpoint")
+    with open(os.path.join(directory, STATE_FILE)) as f:
+        state = json.load(f)
+    return {"state": state, "has_optimizer": os.path.exists(os.path.join(directory, OPTIMIZER_FILE))}
+
+
 def load_checkpoint(directory: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """{"model", "best_model", "optimizer", "state"}; best_model falls back to model."""
     def load(name: str):

@@ -9,6 +9,7 @@ towers get the gradient of the *global* loss through v, exactly as one worker on
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,17 +17,17 @@ from typing import Any
 import torch
 from torch import nn
 
+# the functional collectives are deprecated in favour of ones whose autograd differs: we need these
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_reduce is deprecated",
+                        category=FutureWarning)
+
 
 def allreduce_domain_stats(sums: torch.Tensor, counts: torch.Tensor, group=None) -> tuple[torch.Tensor, torch.Tensor]:
     """[D, dim] sums and [D] counts of this rank -> the global ones, in one collective."""
-    import warnings
-
     import torch.distributed as dist
     from torch.distributed.nn.functional import all_reduce
 
-    with warnings.catch_warnings():  # deprecated for the functional collectives, whose autograd differs
-        warnings.simplefilter("ignore", FutureWarning)
-        buf = all_reduce(torch.cat([sums, counts.unsqueeze(1)], dim=1), group=group or dist.group.WORLD)
+    buf = all_reduce(torch.cat([sums, counts.unsqueeze(1)], dim=1), group=group or dist.group.WORLD)
     return buf[:, :-1], buf[:, -1]
 
 
@@ -35,10 +36,10 @@ class StatsReducer:
     would queue behind DDP's gradient buckets (a process group runs its collectives in order) and
     stall the backward pass until they are done, losing DDP's overlap of communication and compute."""
 
-    def __init__(self, own_group: bool = True):
+    def __init__(self):
         import torch.distributed as dist
 
-        self.group = dist.new_group() if own_group else None  # every rank must create it, in the same order
+        self.group = dist.new_group()  # every rank must create it, in the same order
 
     def __call__(self, sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return allreduce_domain_stats(sums, counts, self.group)
@@ -58,9 +59,9 @@ def ddp_kwargs() -> dict[str, Any]:
     return {sync: False, "find_unused_parameters": True}
 
 
-def attach_reducer(model: nn.Module, world_size: int, own_group: bool = True) -> None:
+def attach_reducer(model: nn.Module, world_size: int) -> None:
     if world_size > 1 and getattr(model, "dfe", None) is not None:
-        model.dfe.reducer = StatsReducer(own_group)
+        model.dfe.reducer = StatsReducer()
 
 
 def embedding_parameter_name(model: nn.Module) -> str:
@@ -80,15 +81,17 @@ def exclude_sparse_embedding_from_ddp(model: nn.Module) -> bool:
     return True
 
 
-def all_gather_varlen(t: torch.Tensor, world_size: int) -> list[torch.Tensor]:
-    """Every rank's tensor (same trailing shape, any length): gather the lengths, pad to the
-    longest, all-gather, cut. Dense collectives only, so any backend (gloo, NCCL) does it."""
+def all_gather_varlen(t: torch.Tensor, world_size: int, sizes: list[int] | None = None) -> list[torch.Tensor]:
+    """Every rank's tensor (same trailing shape, any length): gather the lengths (unless `sizes`
+    already holds them), pad to the longest, all-gather, cut. Dense collectives only, so any
+    backend (gloo, NCCL) does it."""
     import torch.distributed as dist
 
-    n = torch.tensor([t.shape[0]], device=t.device)
-    sizes = [torch.zeros_like(n) for _ in range(world_size)]
-    dist.all_gather(sizes, n)
-    sizes = [int(x) for x in sizes]
+    if sizes is None:
+        n = torch.tensor([t.shape[0]], device=t.device)
+        gathered = [torch.zeros_like(n) for _ in range(world_size)]
+        dist.all_gather(gathered, n)
+        sizes = [int(x) for x in gathered]
     padded = t.new_zeros((max(sizes), *t.shape[1:]))
     padded[:t.shape[0]] = t
     parts = [torch.empty_like(padded) for _ in range(world_size)]
@@ -102,8 +105,9 @@ def allreduce_sparse_grad(param: torch.Tensor, world_size: int) -> None:
     grad = param.grad.coalesce() if param.grad is not None else torch.sparse_coo_tensor(
         torch.zeros(1, 0, dtype=torch.long, device=param.device), param.new_zeros(0, param.shape[1]), param.shape,
         check_invariants=False)
-    rows = torch.cat(all_gather_varlen(grad.indices()[0], world_size))
-    values = torch.cat(all_gather_varlen(grad.values(), world_size)) / world_size
+    rows = all_gather_varlen(grad.indices()[0], world_size)
+    values = torch.cat(all_gather_varlen(grad.values(), world_size, [len(r) for r in rows])) / world_size
+    rows = torch.cat(rows)
     param.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), values, param.shape, check_invariants=False).coalesce()
 
 
@@ -116,11 +120,11 @@ class DistributedHooks:
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
-def prepare_distributed(model: nn.Module, world_size: int, own_stats_group: bool = True) -> DistributedHooks:
+def prepare_distributed(model: nn.Module, world_size: int) -> DistributedHooks:
     """Everything DFEI needs before DDP wraps the model on `world_size` ranks: the statistics
     reducer, and for a row-sparse embedding its exclusion from DDP. Returns the engine's hooks.
     Call after build_optimizer, which decides whether the embedding's gradient is sparse."""
-    attach_reducer(model, world_size, own_stats_group)
+    attach_reducer(model, world_size)
     if world_size <= 1:
         return DistributedHooks()
     hooks = DistributedHooks(gather=lambda t: torch.cat(all_gather_varlen(t, world_size)))

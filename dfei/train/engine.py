@@ -39,7 +39,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     `after_backward` runs between backward and the update (the sparse-gradient all-reduce);
     `gather` concatenates a 1-D tensor over the ranks (the fused mode's per-row counts).
 
-    Returns per-domain mean loss, samples, batches, seconds, the wall time of the first update and
+    Returns per-domain mean loss, samples, batches, updates, seconds, the wall time of the first update and
     the steady-state rate (samples after the first update / time since it).
     """
     model.train()
@@ -50,6 +50,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     first_update = None
     first_samples = 0
     step = -1
+    updates = 0  # optimizer steps: one per item (a domain batch in sequential, a whole step in fused)
     for step, d, x, y in batches:
         if max_steps is not None and step >= max_steps:
             break
@@ -79,6 +80,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
             _fused_update(optimizer, int((counts > 0).sum()), model, xb, db, num_domains, gather)
         else:
             optimizer.step()
+        updates += 1
         if first_update is None:
             first_update, first_samples = time.time(), int(samples.sum())
         if on_progress is not None and time.time() - last_log >= progress_every_s:
@@ -93,7 +95,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     return {
         "loss": float(domain_loss.sum() / max(total, 1)),
         "domain_loss": (domain_loss / np.maximum(samples, 1)).tolist(),
-        "samples": total, "batches": n_batches.tolist(),
+        "samples": total, "batches": n_batches.tolist(), "updates": updates,
         "steps": step + 1 if max_steps is None else min(step + 1, max_steps),
         "seconds": seconds, "samples_per_s": total / seconds if seconds > 0 else 0.0,
         "steady_samples_per_s": (total - first_samples) / steady_s if steady_s > 0 else 0.0,
@@ -106,7 +108,7 @@ def embedding_row_domains(model: nn.Module, x: torch.Tensor, domains: torch.Tens
     """(sorted embedding rows of the batch, number of domains whose rows hold each): an id in the
     batches of k domains would get k updates in a sequential step. `gather` joins the ranks' keys."""
     emb = unwrap(model).embedding
-    keys = ((x.long() + emb.offsets) * num_domains + domains.unsqueeze(1)).flatten().unique()  # (row, domain)
+    keys = (emb.rows(x) * num_domains + domains.unsqueeze(1)).flatten().unique()  # (row, domain)
     if gather is not None:
         keys = gather(keys).unique()
     rows, counts = torch.unique_consecutive(keys // num_domains, return_counts=True)

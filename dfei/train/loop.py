@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from dfei.data.dataset import ParquetDataset
-from dfei.data.ingest import DomainReader, algorithm1_order, fused_steps, prefetch, steps_per_epoch
+from dfei.data.ingest import DomainReader, steps_per_epoch, training_stream
 from dfei.data.ray_ingest import RayDataDomainReader
 from dfei.models import build_model
 from dfei.train import warm_start
@@ -27,7 +27,7 @@ from dfei.train.checkpoint import load_checkpoint, save_checkpoint
 from dfei.train.config import TrainConfig
 from dfei.train.distributed import ddp_kwargs, prepare_distributed
 from dfei.train.engine import merge_parts, predict_split, score_split, train_epoch, unwrap
-from dfei.train.optim import build_optimizer
+from dfei.train.optim import build_optimizer, shared_groups
 from dfei.train.predict import load_any_checkpoint
 
 
@@ -53,10 +53,9 @@ def _flat(prefix: str, split: dict) -> dict[str, float]:
 
 def _tracked(model, optimizer, names: list[str], stats: dict) -> dict[str, float]:
     """What tracking shows besides AUC: learning rates, per-domain train loss, the norm of each v_d."""
-    out = {}
-    for group in optimizer.param_groups:
-        kind = "shared" if str(group.get("name", "")).startswith("shared") else "domain"
-        out[f"lr/{kind}"] = group["lr"]
+    shared = {id(g) for g in shared_groups(optimizer)}
+    out = {"lr/shared": next(g["lr"] for g in optimizer.param_groups if id(g) in shared),
+           "lr/domain": next(g["lr"] for g in optimizer.param_groups if id(g) not in shared)}
     out.update({f"train_loss/{n}": loss for n, loss, b in zip(names, stats["domain_loss"], stats["batches"]) if b})
     dfe = getattr(model, "dfe", None)
     if dfe is not None:
@@ -144,14 +143,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         ckpt = load_any_checkpoint(cfg.init_from)
         matching = warm_start.plan(cfg, spec, ckpt, cfg.init_from)
         model.load_state_dict(warm_start.model_state(model, ckpt["model"], matching))
-        restore = not cfg.reset_optimizer and ckpt["optimizer"] is not None
-        if restore:
+        restore = warm_start.optimizer_source(cfg, ckpt["optimizer"] is not None)
+        if restore == "restored":
             optimizer_state = warm_start.optimizer_state(model, optimizer, ckpt["optimizer"], matching)
-        warm = warm_start.describe(matching, cfg.init_from, "restored" if restore else "reset")
-        log(f"[train] initialised from {cfg.init_from}: continuing {matching['continued']} (their v_d continue "
-            f"their EMA), new {matching['new'] or 'none'}"
-            f"{' (towers seeded from ' + matching['seeded_from'] + ')' if matching['seeded_from'] else ''}, "
-            f"optimizer state {warm['optimizer']}")
+        warm = warm_start.describe(matching, cfg.init_from, restore)
+        log("[train] initialised " + warm_start.summary(matching, cfg.init_from, restore))
     model.to(device)
     if optimizer_state is not None:  # after the move: Adam's moments follow their parameters' device
         optimizer.load_state_dict(optimizer_state)
@@ -174,8 +170,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                 f"({(p['step'] + 1) / max(n_steps, 1):.0%}), {p['samples'] / p['seconds']:,.0f} samples/s/worker, "
                 f"loss {p['loss']:.4f}")
 
-        order = algorithm1_order(readers, epoch, cfg.exhaustion)
-        stream = prefetch(fused_steps(order) if cfg.mode == "fused" else order)
+        stream = training_stream(readers, epoch, cfg.exhaustion, cfg.mode)
         try:
             stats = train_epoch(model, optimizer, _fail_once(stream, epoch, cfg.fail_once_at, rank), device,
                                 spec.num_domains, cfg.max_steps_per_epoch, progress, cfg.log_every_s,
@@ -183,7 +178,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         finally:
             stream.close()
         first_update = first_update or stats["first_update_unix"]
-        global_step += sum(stats["batches"])
+        global_step += stats["updates"]
         t_eval = time.time()
         valid = _evaluate(model, dataset, "valid", device, rank, world, cfg.eval_batch_size)
         eval_s = time.time() - t_eval

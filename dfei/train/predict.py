@@ -19,19 +19,21 @@ from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
 from dfei.data.spec import DatasetError, DatasetSpec
 from dfei.models import build_model
-from dfei.train.checkpoint import load_checkpoint
+from dfei.train.checkpoint import load_checkpoint, load_checkpoint_state
 from dfei.train.config import TrainConfig
 
 
-def load_any_checkpoint(checkpoint: str) -> dict[str, Any]:
-    """A checkpoint directory, local or at any fsspec/pyarrow URI."""
+def load_any_checkpoint(checkpoint: str, state_only: bool = False) -> dict[str, Any]:
+    """A checkpoint directory, local or at any fsspec/pyarrow URI; with state_only, its
+    load_checkpoint_state (no tensors)."""
+    load = load_checkpoint_state if state_only else load_checkpoint
     if "://" not in checkpoint:
-        return load_checkpoint(checkpoint)
+        return load(checkpoint)
     from ray.train import Checkpoint
 
     filesystem, path = dfs.resolve(checkpoint)
     with Checkpoint(path, filesystem=filesystem).as_directory() as local:
-        return load_checkpoint(local)
+        return load(local)
 
 
 def load_model(checkpoint: str, best: bool = False) -> tuple[torch.nn.Module, DatasetSpec, TrainConfig]:

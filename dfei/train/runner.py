@@ -158,19 +158,17 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
         from dfei.train import warm_start
         from dfei.train.predict import load_any_checkpoint
 
-        matching = warm_start.plan(cfg, spec, load_any_checkpoint(cfg.init_from), cfg.init_from)
-        log(f"[init] from {cfg.init_from}: continuing {matching['continued']}; new domains {matching['new'] or 'none'}"
-            f"{' (towers and heads seeded from ' + matching['seeded_from'] + ')' if matching['seeded_from'] else ''}"
-            f"{'; dropping ' + str(matching['dropped']) if matching['dropped'] else ''}; optimizer state "
-            f"{'reset' if cfg.reset_optimizer else 'restored'}")
+        ckpt = load_any_checkpoint(cfg.init_from, state_only=True)
+        matching = warm_start.plan(cfg, spec, ckpt, cfg.init_from)
+        log("[init] " + warm_start.summary(matching, cfg.init_from,
+                                           warm_start.optimizer_source(cfg, ckpt["has_optimizer"])))
     os.makedirs(cfg.out, exist_ok=True)
     ray_mode = init_ray(log)
     t_ray = time.time()
     run_name = run_name or f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     callbacks, tracker = _tracking(cfg, spec, run_name, list(callbacks or []))
-    trainer = build_trainer(cfg, run_name, dataset, callbacks)
     try:
-        result = trainer.fit()
+        result = build_trainer(cfg, run_name, dataset, callbacks).fit()
         out = result.return_value
         if out is None:
             raise RuntimeError(f"training failed: {result.error}")

@@ -109,16 +109,14 @@ def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, old_opti
     """The new optimizer's state dict carrying each parameter's Adam state from the checkpoint
     (a new domain's parameters start without state); learning rates are this run's."""
     from dfei.train.loop import model_kwargs
-    from dfei.train.optim import build_optimizer
+    from dfei.train.optim import param_groups
 
     old_cfg, old_spec = p["old_cfg"], p["old_spec"]
-    old_model = build_model(old_cfg.model, old_spec.cardinalities, old_spec.num_domains, **model_kwargs(old_cfg))
-    old_opt = build_optimizer(old_model, old_cfg.lr, old_cfg.l2, old_cfg.shared_lr_scale,
-                              lazy_embeddings=old_cfg.embedding_update == "lazy")
-    old_opt.load_state_dict(old_optimizer_state)
+    with torch.device("meta"):  # only its parameter names and their order in the optimizer: no memory
+        old_model = build_model(old_cfg.model, old_spec.cardinalities, old_spec.num_domains, **model_kwargs(old_cfg))
     old_names = {id(q): n for n, q in old_model.named_parameters()}
-    old_by_name = {old_names[id(q)]: old_opt.state[q] for g in old_opt.param_groups for q in g["params"]
-                   if q in old_opt.state}
+    order = [old_names[id(q)] for g in param_groups(old_model, 1.0, 0.0, 1.0) for q in g["params"]]
+    old_by_name = {order[int(i)]: st for i, st in old_optimizer_state["state"].items()}
     new_names = {id(q): n for n, q in model.named_parameters()}
     dfei_layout = old_cfg.model in DFEI_MODELS
     state = optimizer.state_dict()
@@ -130,6 +128,18 @@ def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, old_opti
                 state["state"][index] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in old_by_name[src].items()}
             index += 1
     return state
+
+
+def summary(p: dict[str, Any], checkpoint: str, optimizer: str) -> str:
+    """One log line: what a run takes from the checkpoint."""
+    seeded = f" (towers and heads seeded from {p['seeded_from']})" if p["seeded_from"] else ""
+    dropped = f"; dropping {p['dropped']}" if p["dropped"] else ""
+    return (f"from {checkpoint}: continuing {p['continued']} (their v_d continue their EMA); new domains "
+            f"{p['new'] or 'none'}{seeded}{dropped}; optimizer state {optimizer}")
+
+
+def optimizer_source(cfg: TrainConfig, has_optimizer: bool) -> str:
+    return "restored" if has_optimizer and not cfg.reset_optimizer else "reset"
 
 
 def describe(p: dict[str, Any], checkpoint: str, optimizer: str) -> dict[str, Any]:

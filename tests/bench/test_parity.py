@@ -23,7 +23,7 @@ def test_variants_parse_and_bad_ones_are_named():
         parse_variant("mode=parallel")
 
 
-def test_the_report_pairs_seeds_and_tests_against_the_reference(ray_session, tmp_path):
+def test_the_report_pairs_seeds_and_tests_against_the_reference(tmp_path):
     # finished runs are read, not retrained: write their metrics.json as training would
     aucs = {"mode=sequential": [0.70, 0.72, 0.71], "mode=fused": [0.705, 0.718, 0.716]}
     for variant, values in aucs.items():
@@ -40,3 +40,13 @@ def test_the_report_pairs_seeds_and_tests_against_the_reference(ray_session, tmp
     assert fused["p_vs_ref"] == pytest.approx(ttest_rel(aucs["mode=fused"], aucs["mode=sequential"]).pvalue)
     assert "| mode=fused | 0.7130 |" in open(os.path.join(tmp_path, "parity.md")).read()
     assert json.load(open(os.path.join(tmp_path, "parity.json")))["seeds"] == 3
+    assert not any("ray" in line.lower() for line in logs)  # every run was finished: Ray is not started
+
+
+def test_variants_are_checked_on_the_base_config_before_any_run(tmp_path):
+    base = TrainConfig(data="unused", embedding_update="dense")
+    with pytest.raises(ValueError, match="variant 'mode=fused'.*mode fused needs embedding_update lazy"):
+        run_parity(base, ["mode=sequential", "mode=fused"], 2, str(tmp_path / "p"))
+    with pytest.raises(ValueError, match="--seeds must be >= 2"):
+        run_parity(TrainConfig(data="unused"), ["mode=sequential", "mode=fused"], 1, str(tmp_path / "p"))
+    assert not (tmp_path / "p").exists()

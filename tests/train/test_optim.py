@@ -66,10 +66,10 @@ def test_a_domain_step_moves_that_domain_and_the_shared_parameters_only():
 def test_shared_parameters_update_once_per_domain_batch_domain_parameters_once_per_own_batch():
     m = model()
     opt = build_optimizer(m)
-    train_epoch(m, opt, _batches(3, [3, 3, 1, 2]), torch.device("cpu"), D)
+    stats = train_epoch(m, opt, _batches(3, [3, 3, 1, 2]), torch.device("cpu"), D)
     steps = {id(p): int(opt.state[p]["step"]) for p in m.parameters() if p in opt.state}
     shared = next(iter(m.shared_tower.parameters()))
-    assert steps[id(shared)] == 3 + 3 + 1 + 2
+    assert steps[id(shared)] == 3 + 3 + 1 + 2 == stats["updates"]  # what global_step counts
     for d, n in enumerate([3, 3, 1, 2]):
         assert steps[id(next(iter(m.domain_towers[d].parameters())))] == n
 
@@ -177,3 +177,11 @@ def test_the_fused_mode_refuses_dense_embedding_updates():
 
     with pytest.raises(ValueError, match="mode fused needs embedding_update lazy"):
         TrainConfig(data="x", mode="fused", embedding_update="dense")
+
+
+def test_a_fused_epoch_counts_one_update_per_step():
+    m = model()
+    opt = build_optimizer(m)
+    stats = train_epoch(m, opt, fused_steps(iter(list(_batches(3, [3, 3, 1, 2])))), torch.device("cpu"), D)
+    assert stats["updates"] == 3 and sum(stats["batches"]) == 9  # global_step counts updates, not domain batches
+    assert int(opt.state[next(iter(m.shared_tower.parameters()))]["step"]) == 3
