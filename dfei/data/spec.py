@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow.fs as pafs
 
 from dfei.data import fs as dfs
@@ -47,6 +48,13 @@ class DatasetSpec:
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    def domain_index(self) -> np.ndarray:
+        """Domain id -> the model's domain index (-1 where no domain has that id), [max id + 1]."""
+        ids = [d.id for d in self.domains]
+        index = np.full(max(ids) + 1, -1, dtype=np.int64)
+        index[ids] = np.arange(len(ids))
+        return index
 
     @property
     def cardinalities(self) -> list[int]:

@@ -288,14 +288,16 @@ def generate(profile: str, scale: float, seed: int, out: str, workers: int | Non
     out = os.path.abspath(out)
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
-    t0 = time.time()
-    world = _world(profile, scale, seed)  # cached before the pool forks: workers inherit it
-    names = [dom.name for dom in world.domains]
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    names = [dom.name for dom in PROFILES[profile]]
     unknown = sorted(set(domains or []) - set(names))
     if unknown:
         raise ValueError(f"--domains: {unknown} not in the {profile} profile's domains {names}")
     if day < 0:
         raise ValueError(f"--day must be >= 0, got {day}")
+    t0 = time.time()
+    world = _world(profile, scale, seed)  # cached before the pool forks: workers inherit it
     keep = [d for d, name in enumerate(names) if not domains or name in domains]
     tmp = f"{out}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -312,7 +314,7 @@ def generate(profile: str, scale: float, seed: int, out: str, workers: int | Non
     jobs.sort(key=lambda j: -min(j[5], ROWS_PER_FILE * len(j[6])))  # largest first for load balance
     total = sum(world.domains[d].rows(split, scale) for split in SPLITS for d in keep)
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    log(f"[generate] {profile} x{scale}: {len(world.domains)} domains, {total:,} rows, "
+    log(f"[generate] {profile} x{scale}: {len(keep)} domains, {total:,} rows, "
         f"{len(world.p):,} users, {len(world.q):,} items, {len(jobs)} jobs on {workers} process(es)")
     counts: dict[str, dict[int, list[int]]] = {s: {} for s in SPLITS}
     done = 0

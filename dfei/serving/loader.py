@@ -5,13 +5,15 @@
 
 The artifact itself cannot tell a bad id from a good one: an out-of-range feature id would read
 another feature's embedding rows (the tables are one matrix) or fail deep in the runtime, and an
-unknown domain would get no tower. So ids are checked here, against the sidecar's cardinalities and
+unknown domain would get NaN. So ids are checked here, against the sidecar's cardinalities and
 domain list, and a request with any bad value is refused with an error naming the feature (or the
-domain), the value and the row. Nothing is clamped. Needs numpy and torch (TorchScript) or
-onnxruntime (ONNX) only.
+domain), the value and the row. Nothing is clamped. `load` also refuses an artifact whose sha256
+is not its sidecar's (a sidecar from another export would check requests against the wrong ids).
+Needs numpy and torch (TorchScript) or onnxruntime (ONNX) only.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
@@ -36,7 +38,10 @@ class ServingModel:
 
             self._module = torch.jit.load(path, map_location="cpu").eval()
         elif self.format == "onnx":
-            import onnxruntime as ort
+            try:
+                import onnxruntime as ort
+            except ImportError as err:
+                raise ValueError(f"{path}: an ONNX artifact needs onnxruntime (pip install onnxruntime): {err}") from None
 
             self._session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         else:
@@ -50,6 +55,11 @@ class ServingModel:
                 raise FileNotFoundError(f"{p} does not exist (an export writes the artifact and its .json sidecar)")
         with open(sidecar) as f:
             meta = json.load(f)
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        if digest != meta.get("sha256"):
+            raise ValueError(f"{path}: sha256 {digest} is not the one its sidecar {sidecar} lists "
+                             f"({meta.get('sha256')}); the two come from different exports")
         return cls(path, meta)
 
     def check(self, features, domain_ids) -> tuple[np.ndarray, np.ndarray]:

@@ -71,9 +71,7 @@ class DomainScorer:
         self.model, self.spec, _ = load_model(checkpoint)
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
-        ids = [d.id for d in self.spec.domains]
-        self.index_of = np.full(max(ids) + 1, -1, dtype=np.int64)
-        self.index_of[ids] = np.arange(len(ids))
+        self.index_of = self.spec.domain_index()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = np.stack([batch[f] for f in self.spec.feature_names], axis=1).astype(np.int64)

@@ -98,7 +98,7 @@ def write_reports(rows: list[dict[str, Any]], base: TrainConfig, out: str, log=p
             "best_valid_avg_auc": best["best_valid_avg_auc"], "best_epoch": best["best_epoch"],
             "test_avg_auc": best["test_avg_auc"], "checkpoint": best["checkpoint"],
             # the setting is chosen on its mean over seeds; the trial is its best seed
-            "mean_valid_avg_auc": float(np.mean([r["best_valid_avg_auc"] for r in group])),
+            "mean_valid_avg_auc": _mean_valid(group),
             "mean_test_avg_auc": _mean_or_nan([r["test_avg_auc"] for r in group]),
             "seeds": [r["seed"] for r in group],
             # what `train.py --config best.json` reads: the full training settings of the best trial
@@ -106,7 +106,7 @@ def write_reports(rows: list[dict[str, Any]], base: TrainConfig, out: str, log=p
     log("\n" + table)
     if best is not None:
         log(f"[tune] best: alpha={best['alpha']:g} k={best['k']}, mean valid avg AUC "
-            f"{np.mean([r['best_valid_avg_auc'] for r in group]):.4f} over {len(group)} seed(s); its best trial "
+            f"{_mean_valid(group):.4f} over {len(group)} seed(s); its best trial "
             f"{best['trial_id']}: valid {best['best_valid_avg_auc']:.4f}, test {_fmt(best['test_avg_auc'])}; "
             f"retrain with: python pipelines/train.py --config {os.path.join(out, 'best.json')} --out RUN_DIR")
     else:
@@ -124,8 +124,12 @@ def best_trial(rows: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[
             groups.setdefault((float(r["alpha"]), int(r["k"])), []).append(r)
     if not groups:
         return None, []
-    group = max(groups.values(), key=lambda g: float(np.mean([r["best_valid_avg_auc"] for r in g])))
+    group = max(groups.values(), key=_mean_valid)
     return max(group, key=lambda r: r["best_valid_avg_auc"]), group
+
+
+def _mean_valid(group: list[dict[str, Any]]) -> float:
+    return float(np.mean([r["best_valid_avg_auc"] for r in group]))
 
 
 def _mean_or_nan(values) -> float:

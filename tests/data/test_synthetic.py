@@ -136,9 +136,16 @@ def test_another_day_draws_new_rows_of_the_same_world_and_a_domain_subset_keeps_
     day1 = generate("public", 0.001, seed=0, out=str(tmp_path / "d1"), workers=1, log=lambda *a: None, day=1)
     sub = generate("public", 0.001, seed=0, out=str(tmp_path / "s"), workers=1, log=lambda *a: None,
                    domains=["B2", "B4"])
+    other = generate("public", 0.001, seed=1, out=str(tmp_path / "o"), workers=1, log=lambda *a: None)
     assert day0.features == day1.features and day0.domains == day1.domains  # the same world
-    a, b = (pq.read_table(str(tmp_path / d / "train" / "domain=1")).to_pandas() for d in ("d0", "d1"))
+    a, b, c = (pq.read_table(str(tmp_path / d / "train" / "domain=1")).to_pandas() for d in ("d0", "d1", "o"))
     assert len(a) == len(b) and not a.equals(b)  # other rows
+
+    def shared_users(x, y):
+        return len(set(x["user_id"]) & set(y["user_id"])) / len(set(x["user_id"]))
+
+    # the same users come back the next day; another seed's world has other users
+    assert shared_users(a, b) > 2 * shared_users(a, c), (shared_users(a, b), shared_users(a, c))
     assert [(d.id, d.name) for d in sub.domains] == [(1, "B2"), (3, "B4")]
     assert ParquetDataset(str(tmp_path / "s")).rows("train") == [len(a), day0.row_counts["train"]["B4"]]
     with pytest.raises(ValueError, match="not in the public profile"):

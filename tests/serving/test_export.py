@@ -113,3 +113,34 @@ def test_the_cli_exports_and_refuses_to_overwrite(tracked_run, tmp_path):
     missing = subprocess.run(cmd[:3] + [str(tmp_path / "nope")] + cmd[4:-1] + [str(tmp_path / "n.pt")],
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "nope" in missing.stderr and not (tmp_path / "n.pt").exists()
+
+
+def test_the_artifact_alone_gives_nan_for_an_unknown_domain_never_another_domains_score(exported, tracked_run):
+    fmt, out, _ = exported
+    x, d = _test_rows(tracked_run["cfg"].data)
+    x, d = x[:8].copy(), d[:8].copy()
+    good = ServingModel.load(out).predict(x, d)
+    raw = d.copy()
+    raw[1], raw[4] = 5, -1  # 5: a domain id beyond the model's; -1 would wrap to the last domain if indexed
+    if fmt == "torchscript":
+        with torch.no_grad():
+            served = torch.jit.load(out)(torch.from_numpy(x), torch.from_numpy(raw)).numpy()
+    else:
+        import onnxruntime as ort
+
+        served = ort.InferenceSession(out, providers=["CPUExecutionProvider"]).run(
+            ["ctr"], {"features": x, "domain_ids": raw})[0]
+    assert np.isnan(served[[1, 4]]).all()
+    keep = [0, 2, 3, 5, 6, 7]
+    assert np.abs(served[keep] - good[keep]).max() <= 1e-6
+
+
+def test_the_loader_refuses_an_artifact_its_sidecar_does_not_describe(exported, tmp_path):
+    _, out, _ = exported
+    copy = tmp_path / os.path.basename(out)
+    copy.write_bytes(open(out, "rb").read())
+    side = json.load(open(out + ".json"))
+    side["sha256"] = "0" * 64  # a sidecar from another export
+    (tmp_path / (os.path.basename(out) + ".json")).write_text(json.dumps(side))
+    with pytest.raises(ValueError, match="is not the one its sidecar"):
+        ServingModel.load(str(copy))

@@ -43,6 +43,11 @@ def test_the_new_domain_trains_and_is_scored(day1, daily_data):
     spec = ParquetDataset(daily_data["day1"]).spec
     fresh = build_model("dfei", spec.cardinalities, spec.num_domains).state_dict()
     assert not torch.equal(after["domain_towers.5.0.weight"], fresh["domain_towers.5.0.weight"])
+    # and its parameters took Adam steps (state index: groups embedding, shared, domain_0..domain_5)
+    model = build_model("dfei", spec.cardinalities, spec.num_domains)
+    opt = build_optimizer(model)
+    b6_first = sum(len(g["params"]) for g in opt.param_groups[:7])  # first parameter of group domain_5
+    assert int(load_checkpoint(metrics["checkpoint"])["optimizer"]["state"][b6_first]["step"]) > 0
     assert metrics["splits"]["test"]["B6"]["n"] > 0 and 0 <= metrics["splits"]["test"]["B6"]["auc"] <= 1
 
 
