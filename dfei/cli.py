@@ -1,21 +1,36 @@
 """What the pipelines' entry points share: a user error (bad data, a bad flag value, a missing or an
-existing path) ends the command with one line on stderr and exit status 2, not a traceback."""
+existing path, a diverged run) ends the command with one line on stderr and exit status 2, not a
+traceback. Only `dfei.errors.UserError` (and a UserError that a Ray worker raised, found inside
+Ray's wrapper) is reported that way; any other exception is a bug and keeps its traceback."""
 from __future__ import annotations
 
 import os
 import sys
 from typing import Any, Callable
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)  # DatasetError is a ValueError
+from dfei.errors import RunFailedError, UserError, find_user_error
+
+USER_ERROR_EXIT = 2
+RUN_FAILED_EXIT = 1
 
 
 def run_cli(body: Callable[[], Any]) -> int:
-    """Run a pipeline's work; 0 when it finishes, 2 (with `error: ...` on stderr) on a user error."""
+    """Run a pipeline's work: 0 when it finishes; 2 with `error: ...` on stderr on a UserError; 1
+    with the summary on stderr on a RunFailedError. Anything else propagates (traceback, exit 1)."""
     try:
         body()
-    except USER_ERRORS as err:
+    except UserError as err:  # (Ray's RayTaskError poses as its cause's class: print the cause itself)
+        print(f"error: {find_user_error(err) or err}", file=sys.stderr)
+        return USER_ERROR_EXIT
+    except RunFailedError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return RUN_FAILED_EXIT
+    except Exception as err:
+        user = find_user_error(err)
+        if user is None:
+            raise
+        print(f"error: {user}", file=sys.stderr)
+        return USER_ERROR_EXIT
     return 0
 
 

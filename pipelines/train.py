@@ -17,6 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dfei.cli import run_cli  # noqa: E402
+from dfei.errors import ConfigError  # noqa: E402
 from dfei.models import MODELS  # noqa: E402
 from dfei.train.config import load_config  # noqa: E402
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         cfg = load_config(config_file, args)
         if not cfg.data:
-            raise ValueError("--data is required (or `data:` in --config)")
+            raise ConfigError("--data is required (or `data:` in --config)")
         from dfei.train.runner import run_training
 
         run_training(cfg)

@@ -28,6 +28,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dfei.cli import mlflow_experiment, run_cli  # noqa: E402
+from dfei.errors import ConfigError  # noqa: E402
 from dfei.train.config import load_config  # noqa: E402
 from dfei.tune.space import SCHEDULERS, SEARCHES, SearchSpec, parse_values  # noqa: E402
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             "storage_path": args.storage_path, "mlflow": args.mlflow,
             "mlflow_experiment": mlflow_experiment(args.mlflow_experiment, args.mlflow, "tune", args.out)})
         if not base.data:
-            raise ValueError("--data is required (or `data:` in --config)")
+            raise ConfigError("--data is required (or `data:` in --config)")
         run_sweep(base, spec, args.out, args.workers_per_trial, args.max_concurrent)
 
     return run_cli(run)

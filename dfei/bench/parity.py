@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import ttest_rel
 
+from dfei.errors import ConfigError
 from dfei.train.config import TrainConfig
 
 
@@ -23,7 +24,7 @@ def parse_variant(text: str) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for part in text.split("+"):
         if "=" not in part:
-            raise ValueError(f"variant {text!r}: expected key=value[+key=value], got {part!r}")
+            raise ConfigError(f"variant {text!r}: expected key=value[+key=value], got {part!r}")
         key, value = part.split("=", 1)
         overrides[key.strip()] = value.strip()
     TrainConfig.from_dict({"data": "x", **overrides}, where=f"variant {text!r}")  # unknown keys / bad values fail here
@@ -34,15 +35,15 @@ def run_parity(base: TrainConfig, variants: list[str], seeds: int, out: str, log
     from dfei.train.runner import init_ray, run_training, write_json_atomic
 
     if len(variants) < 2:
-        raise ValueError(f"--variants needs at least two settings, got {variants}")
+        raise ConfigError(f"--variants needs at least two settings, got {variants}")
     if seeds < 2:
-        raise ValueError(f"--seeds must be >= 2 for a paired t-test, got {seeds}")
+        raise ConfigError(f"--seeds must be >= 2 for a paired t-test, got {seeds}")
     parsed = {v: parse_variant(v) for v in variants}
     for v, overrides in parsed.items():  # each variant on this base (e.g. mode=fused on a dense base): before any run
         try:
             TrainConfig.from_dict({**base.to_dict(), **overrides}, where=f"variant {v!r}")
         except ValueError as err:
-            raise ValueError(f"variant {v!r} on the base config: {err}") from None
+            raise ConfigError(f"variant {v!r} on the base config: {err}") from None
     os.makedirs(out, exist_ok=True)
     ray_started = False
     auc: dict[str, list[float]] = {v: [] for v in variants}

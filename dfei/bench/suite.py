@@ -20,6 +20,7 @@ import torch
 
 from dfei.bench import measure
 from dfei.data.dataset import ParquetDataset
+from dfei.errors import ConfigError
 from dfei.train.config import TrainConfig
 
 MODES = ("sequential", "fused")
@@ -40,10 +41,10 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         if any(m not in MODES for m in self.modes) or self.headline_mode not in self.modes:
-            raise ValueError(f"--modes must be among {MODES} and include --headline-mode {self.headline_mode}; "
+            raise ConfigError(f"--modes must be among {MODES} and include --headline-mode {self.headline_mode}; "
                              f"got {self.modes}")
         if not self.scale > 0:
-            raise ValueError(f"--scale must be > 0, got {self.scale}")
+            raise ConfigError(f"--scale must be > 0, got {self.scale}")
 
 
 def _data(cfg: BenchConfig, log) -> str:

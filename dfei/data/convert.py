@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dfei.data.spec import SPLITS, DatasetSpec, Domain, Feature
+from dfei.errors import PathExistsError
 
 
 @dataclass
@@ -88,7 +89,7 @@ def write_dataset(out: str, name: str, frames: dict[str, dict[str, np.ndarray]],
     """Write encoded feature columns + labels + per-row domain ids as the contract, atomically."""
     out = os.path.abspath(out)
     if os.path.exists(out) and os.listdir(out) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+        raise PathExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     tmp = f"{out}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     schema = pa.schema([(f.name, pa.int32()) for f in features] + [("label", pa.int8())])

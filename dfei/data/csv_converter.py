@@ -17,7 +17,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from dfei.data.convert import encode_features, write_dataset
-from dfei.data.spec import SPLITS, DatasetError, DatasetSpec, Domain
+from dfei.data.spec import SPLITS, DatasetError, DatasetSpec, Domain, check_column_names
+from dfei.errors import ConfigError
 
 
 def read_table(pattern: str) -> pd.DataFrame:
@@ -39,7 +40,7 @@ def _split(df: pd.DataFrame, how: str, time_col: str | None, user_col: str | Non
     """Split name per row."""
     if how == "time":
         if not time_col:
-            raise ValueError("--split time needs --time-col")
+            raise ConfigError("--split time needs --time-col")
         t = df[time_col]
         if not (pd.api.types.is_numeric_dtype(t) or pd.api.types.is_datetime64_any_dtype(t)):
             t = pd.to_datetime(t, errors="coerce")  # date strings, whatever pandas' string dtype
@@ -69,7 +70,7 @@ def convert_csv(input: str, out: str, domain_col: str, label_col: str, features:
     if missing:
         raise DatasetError(f"{input}: column(s) {missing} not found; the file has {list(df.columns)}")
     if split not in ("time", "random"):
-        raise ValueError(f"--split must be time or random, got {split!r}")
+        raise ConfigError(f"--split must be time or random, got {split!r}")
     numeric = list(numeric or [])
     if features is None:
         features = [c for c in df.columns if c not in (domain_col, label_col, time_col)]
@@ -79,6 +80,7 @@ def convert_csv(input: str, out: str, domain_col: str, label_col: str, features:
     if clash:
         raise DatasetError(f"{input}: column(s) {clash} cannot be features: the domain and label columns are not "
                            f"inputs, and 'label' is the name of the written label column (rename it)")
+    check_column_names(features, "label", input)  # refused here, not when predict.py reads the dataset back
     categorical = [c for c in features if c not in numeric]
     numeric = [c for c in features if c in numeric]
 

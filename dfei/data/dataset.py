@@ -19,6 +19,7 @@ from dfei.data.spec import SPLITS, DatasetError, DatasetSpec, Domain, domain_dir
 class ParquetPart:
     path: str
     row_group_rows: tuple[int, ...]
+    labels: frozenset[int] = frozenset()  # the label values present (from the footer's min/max: 0/1 labels)
 
     @property
     def num_rows(self) -> int:
@@ -34,6 +35,11 @@ class Partition:
     @property
     def num_rows(self) -> int:
         return sum(p.num_rows for p in self.parts)
+
+    @property
+    def labels(self) -> frozenset[int]:
+        """The label values of this partition's rows: {0, 1} when its AUC is defined."""
+        return frozenset().union(*(p.labels for p in self.parts))
 
 
 def _min_max(column: pa.ChunkedArray) -> tuple[int | None, int | None]:
@@ -57,6 +63,10 @@ class ParquetDataset:
 
     def rows(self, split: str) -> list[int]:
         return [p.num_rows for p in self.partitions[split]]
+
+    def single_class_domains(self, split: str) -> list[str]:
+        """Names of the domains whose `split` lacks a label class (or rows): their AUC is undefined."""
+        return [p.domain.name for p in self.partitions[split] if len(p.labels) < 2]
 
     def _scan_split(self, split: str) -> list[Partition]:
         split_dir = dfs.join(self.path, split)
@@ -112,6 +122,7 @@ class ParquetDataset:
         bounds = {f.name: (0, f.cardinality - 1) for f in self.spec.features}
         bounds[label] = (0, 1)
         index = {meta.schema.column(i).name: i for i in range(meta.num_columns)}
+        labels: set[int] = set()
         for rg in range(meta.num_row_groups):
             group = meta.row_group(rg)
             for name, (lo, hi) in bounds.items():
@@ -126,7 +137,10 @@ class ParquetDataset:
                     if value is not None and not lo <= value <= hi:
                         what = "label values must be 0 or 1" if name == label else f"ids must be in [0, {hi}]"
                         raise DatasetError(f"{path}: column {name!r} has value {value}; {what}")
-        return ParquetPart(path, tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups)))
+                if name == label and group.num_rows:
+                    labels.update(int(v) for v in found if v is not None)  # 0/1: min and max are the values
+        return ParquetPart(path, tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups)),
+                           frozenset(labels))
 
     def _scan_column(self, path: str, row_group: int, name: str) -> tuple[int, tuple[int | None, int | None]]:
         with self.fs.open_input_file(path) as f:

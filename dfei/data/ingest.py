@@ -149,19 +149,24 @@ def algorithm1_order(readers: list[DomainReader], epoch: int, exhaustion: str = 
     steps = steps_per_epoch(readers)
     iters = [r.batches(epoch) for r in readers]
     passes = [0] * len(readers)
-    for step in range(steps):
-        for i, reader in enumerate(readers):
-            if iters[i] is None:
-                continue
-            batch = next(iters[i], None)
-            if batch is None and exhaustion == "cycle" and reader.num_batches:
-                passes[i] += 1
-                iters[i] = reader.batches(epoch * 1_000_003 + passes[i])
+    try:
+        for step in range(steps):
+            for i, reader in enumerate(readers):
+                if iters[i] is None:
+                    continue
                 batch = next(iters[i], None)
-            if batch is None:
-                iters[i] = None
-                continue
-            yield (step, reader.domain_index, *batch)
+                if batch is None and exhaustion == "cycle" and reader.num_batches:
+                    passes[i] += 1
+                    iters[i] = reader.batches(epoch * 1_000_003 + passes[i])
+                    batch = next(iters[i], None)
+                if batch is None:
+                    iters[i] = None
+                    continue
+                yield (step, reader.domain_index, *batch)
+    finally:  # closed early (an early stop, an error): the readers close their files now, not at GC
+        for it in iters:
+            if it is not None:
+                it.close()
 
 
 def fused_steps(order: Iterator[tuple]) -> Iterator[tuple]:
@@ -173,13 +178,18 @@ def fused_steps(order: Iterator[tuple]) -> Iterator[tuple]:
         domains = np.concatenate([np.full(len(p[3]), p[1], dtype=np.int64) for p in pending])
         return pending[0][0], domains, _cat([p[2] for p in pending]), _cat([p[3] for p in pending])
 
-    for item in order:
-        if pending and item[0] != pending[0][0]:
+    try:
+        for item in order:
+            if pending and item[0] != pending[0][0]:
+                yield merge()
+                pending = []
+            pending.append(item)
+        if pending:
             yield merge()
-            pending = []
-        pending.append(item)
-    if pending:
-        yield merge()
+    finally:
+        close = getattr(order, "close", None)
+        if close is not None:
+            close()
 
 
 def training_stream(readers: list[DomainReader], epoch: int, exhaustion: str, mode: str) -> Iterator:
@@ -190,7 +200,12 @@ def training_stream(readers: list[DomainReader], epoch: int, exhaustion: str, mo
 
 
 def prefetch(iterator: Iterator, depth: int = 32) -> Iterator:
-    """Run `iterator` in a background thread (pyarrow and numpy release the GIL while reading)."""
+    """Run `iterator` in a background thread (pyarrow and numpy release the GIL while reading).
+
+    Closing the returned generator (or abandoning it with an error) stops the thread after the item
+    it is producing, closes `iterator` in that thread (a generator must be closed by the thread
+    that runs it: its `finally` blocks then close the readers' files) and waits for the thread to
+    end, so no file handle or thread outlives the stream."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     sentinel = object()
     stop = threading.Event()
@@ -212,6 +227,13 @@ def prefetch(iterator: Iterator, depth: int = 32) -> Iterator:
             put(sentinel)
         except BaseException as err:  # surfaced in the consumer
             put(err)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except BaseException as err:  # noqa: BLE001 (reported to the consumer if it still listens)
+                    put(err)
 
     thread = threading.Thread(target=produce, daemon=True, name="dfei-prefetch")
     thread.start()
@@ -225,4 +247,4 @@ def prefetch(iterator: Iterator, depth: int = 32) -> Iterator:
             yield item
     finally:
         stop.set()
-        thread.join(timeout=5)
+        thread.join()  # at most the item in production: `put` gives up once `stop` is set

@@ -25,8 +25,10 @@ def build_shards(dataset: ParquetDataset, split: str, world_size: int) -> tuple[
 
     shards, rows = {}, []
     for d, partition in enumerate(dataset.partitions[split]):
-        ds = ray.data.read_parquet([p.path for p in partition.parts], filesystem=dataset.fs).select_columns(
-            dataset.columns)
+        # the files' own columns, no hive partition column: Ray Data's default partitioning would add
+        # `domain` from the directory name, overriding a feature of that name with one value per shard
+        ds = ray.data.read_parquet([p.path for p in partition.parts], filesystem=dataset.fs,
+                                   partitioning=None).select_columns(dataset.columns)
         parts = ds.split(world_size, equal=True)
         rows.append([p.count() for p in parts])
         for rank, part in enumerate(parts):

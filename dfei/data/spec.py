@@ -13,13 +13,32 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from dfei.data import fs as dfs
+from dfei.errors import DatasetError
+
+__all__ = ["SPLITS", "SPEC_FILE", "RESERVED_COLUMNS", "MAX_DOMAIN_ID", "DatasetError", "Domain", "Feature",
+           "DatasetSpec", "check_column_names", "load_spec", "domain_dir"]
 
 SPLITS = ("train", "valid", "test")
 SPEC_FILE = "dataset.json"
+# Names a feature or the label cannot have: batch inference (predict.py) reads every file with Ray
+# Data's row identity, the columns `path` (the source file) and `row_hash`, and writes them beside
+# the scores. (The partition key `domain` is not reserved: no pipeline reads it as a column; the
+# domain of a row always comes from its file's `domain=<id>` directory.)
+RESERVED_COLUMNS = ("path", "row_hash")
+# Domain ids are partition directory names and int64 model inputs; ids up to 2^31 - 1 keep every
+# consumer (Ray Data's int partition parse, int32 domain columns, serving requests) exact.
+MAX_DOMAIN_ID = 2**31 - 1
 
 
-class DatasetError(ValueError):
-    """The dataset does not follow the contract; the message names the file, column and value."""
+def check_column_names(features: list[str], label: str, where: str) -> None:
+    """Raise DatasetError when a feature or the label has a reserved name (RESERVED_COLUMNS)."""
+    clash = [(what, name) for what, name in [("feature", f) for f in features] + [("label", label)]
+             if name in RESERVED_COLUMNS]
+    if clash:
+        what, name = clash[0]
+        raise DatasetError(f"{where}: {what} {name!r} uses a reserved column name; {list(RESERVED_COLUMNS)} are the "
+                           "row identity batch inference (predict.py) adds to every row it scores. Rename the column "
+                           "(in the files and in dataset.json, or in your logs before converting them)")
 
 
 @dataclass(frozen=True)
@@ -49,12 +68,23 @@ class DatasetSpec:
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
 
-    def domain_index(self) -> np.ndarray:
-        """Domain id -> the model's domain index (-1 where no domain has that id), [max id + 1]."""
-        ids = [d.id for d in self.domains]
-        index = np.full(max(ids) + 1, -1, dtype=np.int64)
-        index[ids] = np.arange(len(ids))
-        return index
+    @property
+    def domain_ids(self) -> list[int]:
+        return [d.id for d in self.domains]
+
+    def domain_index_of(self, ids) -> np.ndarray:
+        """Dataset domain ids (any int array-like, [n]) -> the model's domain indices (spec order),
+        int64 [n]. Raises DatasetError naming the first id that is not one of the spec's domains:
+        an unknown id never maps to another domain's index."""
+        ids = np.asarray(ids, dtype=np.int64)
+        known = np.asarray(self.domain_ids, dtype=np.int64)
+        order = np.argsort(known)
+        pos = np.clip(np.searchsorted(known[order], ids), 0, len(known) - 1)
+        found = known[order][pos] == ids
+        if not found.all():
+            bad = int(ids[np.argmin(found)])
+            raise DatasetError(f"domain id {bad} is not a domain of {self.name!r} (its ids: {self.domain_ids})")
+        return order[pos].astype(np.int64)
 
     @property
     def cardinalities(self) -> list[int]:
@@ -87,6 +117,9 @@ class DatasetSpec:
         domains = _parse_list(raw["domains"], "domains", ("id", "name"), fail)
         features = _parse_list(raw["features"], "features", ("name", "cardinality"), fail)
         doms = [Domain(_int(d["id"], f"domains[{i}].id", fail), str(d["name"])) for i, d in enumerate(domains)]
+        for i, d in enumerate(doms):
+            if not 0 <= d.id <= MAX_DOMAIN_ID:
+                raise fail(f"domains[{i}] ({d.name!r}): id must be in [0, {MAX_DOMAIN_ID}], got {d.id}")
         feats = []
         for i, f in enumerate(features):
             card = _int(f["cardinality"], f"features[{i}].cardinality", fail)
@@ -103,6 +136,7 @@ class DatasetSpec:
             raise fail(f"user_column {user!r} is not one of the features")
         if raw["label"] in {f.name for f in feats}:
             raise fail(f"label {raw['label']!r} is also listed as a feature")
+        check_column_names([f.name for f in feats], raw["label"], where)
         return cls(str(raw["name"]), raw["label"], doms, feats, user,
                    dict(raw.get("row_counts") or {}), dict(raw.get("meta") or {}))
 

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from dfei.data.profiles import PROFILES, SPLITS, DomainProfile
 from dfei.data.spec import DatasetSpec, Domain, Feature, domain_dir
+from dfei.errors import ConfigError, PathExistsError
 
 LATENT = 6
 N_BINS = 10  # bucket ids 1..10, 0 = missing
@@ -92,9 +93,9 @@ def _hash_card(n: int) -> int:
 
 def build_world(profile: str, scale: float, seed: int) -> World:
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+        raise ConfigError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
     if not scale > 0:
-        raise ValueError(f"scale must be > 0, got {scale}")
+        raise ConfigError(f"scale must be > 0, got {scale}")
     domains = PROFILES[profile]
     n_dom = len(domains)
     rng = np.random.default_rng([seed, 0xD0E1])
@@ -287,15 +288,15 @@ def generate(profile: str, scale: float, seed: int, out: str, workers: int | Non
     """
     out = os.path.abspath(out)
     if os.path.exists(out) and os.listdir(out) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+        raise PathExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+        raise ConfigError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
     names = [dom.name for dom in PROFILES[profile]]
     unknown = sorted(set(domains or []) - set(names))
     if unknown:
-        raise ValueError(f"--domains: {unknown} not in the {profile} profile's domains {names}")
+        raise ConfigError(f"--domains: {unknown} not in the {profile} profile's domains {names}")
     if day < 0:
-        raise ValueError(f"--day must be >= 0, got {day}")
+        raise ConfigError(f"--day must be >= 0, got {day}")
     t0 = time.time()
     world = _world(profile, scale, seed)  # cached before the pool forks: workers inherit it
     keep = [d for d, name in enumerate(names) if not domains or name in domains]

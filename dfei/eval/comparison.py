@@ -38,14 +38,19 @@ def significance(values: dict[str, dict[str, list[float]]], columns: list[str], 
     if model not in values or not baselines:
         return out
     for col in columns:
-        means = {m: _mean(values[m][col]) for m in baselines}
-        best = max(means, key=lambda m: -math.inf if math.isnan(means[m]) else means[m])
+        best = best_model(baselines, {m: _mean(values[m][col]) for m in baselines})
         a, b = np.asarray(values[model][col], float), np.asarray(values[best][col], float)
         p = float(ttest_rel(a, b).pvalue) if len(a) >= 2 and len(a) == len(b) and np.any(a != b) else float("nan")
         better = _mean(a) > _mean(b)
         mark = "**" if better and p < 0.01 else "*" if better and p < 0.05 else ""
         out[col] = {"baseline": best, "p": p, "mark": mark}
     return out
+
+
+def best_model(models: list[str], means: dict[str, float]) -> str:
+    """The model with the highest mean; a NaN mean (AUC undefined on every seed) never wins, and
+    ties go to the first listed. The table's marks and the t-test both use this pick."""
+    return max(models, key=lambda m: -math.inf if math.isnan(means[m]) else means[m])
 
 
 def _mean(values) -> float:
@@ -58,8 +63,8 @@ def write_tables(values: dict[str, dict[str, list[float]]], domains: list[str], 
     sig = significance(values, columns)
     means = {m: {c: _mean(values[m][c]) for c in columns} for m in values}
     baselines = [m for m in values if m in BASELINE_NAMES]
-    best_base = {c: max(baselines, key=lambda m: means[m][c]) for c in columns} if baselines else {}
-    best_all = {c: max(values, key=lambda m: means[m][c]) for c in columns}
+    best_base = {c: best_model(baselines, {m: means[m][c] for m in baselines}) for c in columns} if baselines else {}
+    best_all = {c: best_model(list(values), {m: means[m][c] for m in values}) for c in columns}
     seeds = len(next(iter(values.values()))["avg"])
     lines = [f"Test AUC, mean over {seeds} seed(s). Underlined: best baseline per column; bold: best overall; "
              "* / **: DFEI better than that column's best baseline with paired t-test p < 0.05 / 0.01.", "",
@@ -133,8 +138,11 @@ def ablation_plot(values: dict[str, dict[str, list[float]]], domains: list[str],
     return path
 
 
-def tsne_plot(v: np.ndarray, names: list[str], ctr: list[float], out: str, seed: int = 0) -> str:
-    """Fig. 4: the final domain features, labelled, coloured by CTR below/above the median."""
+def tsne_plot(v: np.ndarray, names: list[str], ctr: list[float], out: str, seed: int = 0) -> str | None:
+    """Fig. 4: the final domain features, labelled, coloured by CTR below/above the median.
+    None (no figure) for fewer than 2 domains: t-SNE needs more points than its perplexity (>= 1)."""
+    if len(v) < 2:
+        return None
     from sklearn.manifold import TSNE
 
     plt = _pyplot()

@@ -19,6 +19,15 @@ TOWER = [128, 64, 32]  # paper Table 4: towers and experts
 DROPOUT = [0.1, 0.2, 0.3]
 
 
+def check_domain_indices(present: list[int], num_domains: int) -> None:
+    """Raise IndexError unless every model domain index in `present` is in [0, num_domains): a
+    negative index would otherwise pick another domain's tower (Python indexing from the end)."""
+    bad = [d for d in present if not 0 <= d < num_domains]
+    if bad:
+        raise IndexError(f"domain index {bad[0]} outside [0, {num_domains}); map dataset domain ids to model "
+                         "indices with DatasetSpec.domain_index_of")
+
+
 def head(input_dim: int) -> nn.Sequential:
     """The output head every model gets: Dense(32, ReLU) -> Dense(1), as DFEI's."""
     mlp = MLP(input_dim, [32])
@@ -83,7 +92,9 @@ class MultiDomainModel(PredictProba, nn.Module):
                 raise IndexError(f"domain index {domain} outside [0, {self.num_domains})")
             return self.forward_domain(e, domain)
         out = e.new_empty(e.shape[0])
-        for d in torch.unique(domain).tolist():
+        present = torch.unique(domain).tolist()
+        check_domain_indices(present, self.num_domains)
+        for d in present:
             idx = (domain == d).nonzero(as_tuple=True)[0]
             out = out.index_copy(0, idx, self.forward_domain(e.index_select(0, idx), d))
         return out

@@ -18,17 +18,15 @@ used frozen at inference.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from dfei.models.base import PredictProba
-from dfei.models.layers import MLP, FeatureEmbedding
+from dfei.models.base import PredictProba, check_domain_indices
+from dfei.models.layers import MLP, FeatureEmbedding, GlobalBatchStatistics
 
-# (sum [D, dim], count [D]) on this worker -> (sum, count) over all workers.
-StatsReducer = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -68,7 +66,7 @@ def domain_segments(domain: torch.Tensor) -> list[tuple[int, int, int]] | None:
     return out
 
 
-class DomainFeatureExtraction(nn.Module):
+class DomainFeatureExtraction(GlobalBatchStatistics, nn.Module):
     """DFE (Eq. 4): v_d^t = alpha * v_d^{t-1} + (1 - alpha) * mean(u_d^t), v_d^0 = mean(u_d^0).
 
     `v` [D, dim] and `initialized` [D] are buffers (model state, never parameters). In training
@@ -83,7 +81,7 @@ class DomainFeatureExtraction(nn.Module):
         self.alpha = alpha
         self.register_buffer("v", torch.zeros(num_domains, dim))
         self.register_buffer("initialized", torch.zeros(num_domains, dtype=torch.bool))
-        self.reducer: StatsReducer | None = None
+        self.reducer = None  # set by dfei.train.distributed on N > 1 ranks (GlobalBatchStatistics)
 
     def forward(self, u: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         # u: [batch, dim], domain: [batch] in [0, D) -> V: [D, dim]
@@ -92,8 +90,7 @@ class DomainFeatureExtraction(nn.Module):
         n_domains, dim = self.v.shape
         sums = torch.zeros(n_domains, dim, dtype=u.dtype, device=u.device).index_add(0, domain, u)
         counts = torch.bincount(domain, minlength=n_domains).to(u.dtype)  # [D]
-        if self.reducer is not None:
-            sums, counts = self.reducer(sums, counts)
+        sums, counts = self.global_sums(sums, counts)  # the global batch's, under DDP
         present = counts > 0
         mean = sums / counts.clamp(min=1.0).unsqueeze(1)  # [D, dim]
         prev = self.v.detach().clone()  # clones: the buffers are updated in place below
@@ -182,7 +179,9 @@ class DFEI(PredictProba, nn.Module):
         if segments is not None:  # rows grouped by domain (fused steps): slices, no gathers
             return torch.cat([modules[d](h[a:b]) for d, a, b in segments])
         out = h.new_empty(h.shape[0], out_dim)
-        for d in torch.unique(domain).tolist():
+        present = torch.unique(domain).tolist()
+        check_domain_indices(present, self.num_domains)
+        for d in present:
             idx = (domain == d).nonzero(as_tuple=True)[0]
             out = out.index_copy(0, idx, modules[d](h.index_select(0, idx)))
         return out
@@ -197,6 +196,8 @@ class DFEI(PredictProba, nn.Module):
         s = self.shared_tower(e)  # [batch, 32]
         dom = torch.full((batch,), domain, dtype=torch.long, device=x.device) if single else domain
         segments = None if single else domain_segments(dom)
+        if segments is not None:
+            check_domain_indices([d for d, _, _ in segments], self.num_domains)
         if single:
             u = self.domain_towers[domain](e)  # [batch, 32]
         else:

@@ -1,11 +1,37 @@
 """Building blocks shared by every model: the feature embedding and the MLP tower."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+# (sums [G, n], counts [G]) of this rank's rows -> the same summed over every rank. An autograd-aware
+# all-reduce: its backward sums the gradient over the ranks (dfei.train.distributed.StatsReducer).
+BatchStatsAllReduce = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class GlobalBatchStatistics:
+    """Mixin of a module whose training forward uses statistics over the rows of a batch and keeps
+    buffers from them (DFE's v, STAR's partitioned-norm statistics).
+
+    Under DDP each rank sees only its share of the global batch. If each used its own share's
+    statistics, the buffers would drift apart between ranks (evaluation would then score each
+    rank's rows with that rank's buffers while the checkpoint holds rank 0's) and N workers would
+    not compute what one worker computes on the same global batch. So the module sums its rows'
+    statistics and calls `global_sums`: with `reducer` set (dfei.train.distributed does, for every
+    such module, when N > 1) the sums are the global batch's, the same on every rank; on one
+    process they are this batch's. Modules with buffers that are not GlobalBatchStatistics are
+    refused by the distributed set-up.
+    """
+
+    reducer: BatchStatsAllReduce | None = None
+
+    def global_sums(self, sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sums [G, n], counts [G]) over this rank's rows -> over every rank's rows."""
+        return (sums, counts) if self.reducer is None else self.reducer(sums, counts)
 
 
 class FeatureEmbedding(nn.Module):

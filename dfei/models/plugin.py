@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dfei.models.base import DROPOUT, TOWER, MultiDomainModel, head
+from dfei.models.base import DROPOUT, TOWER, MultiDomainModel, check_domain_indices, head
 from dfei.models.dfei import DomainFeatureExtraction, DomainFeatureIntegration
 from dfei.models.layers import MLP
 
@@ -48,6 +48,7 @@ class DFEIPlugin(MultiDomainModel):
             u = self.backbone.represent(e, domain)
         else:
             dom, present = domain, torch.unique(domain).tolist()
+            check_domain_indices(present, self.num_domains)
             u = e.new_empty(e.shape[0], self.backbone.representation_dim)
             for d in present:
                 idx = (dom == d).nonzero(as_tuple=True)[0]

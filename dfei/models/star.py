@@ -3,7 +3,9 @@ Adaptive Recommender for Multi-Domain CTR Prediction", CIKM 2021. https://doi.or
 
 - Partitioned normalization (PN) of the embedding: batch statistics per domain (running statistics
   per domain at inference, momentum 0.1, set by the domain's first batch); scale gamma * gamma_d,
-  shift beta + beta_d.
+  shift beta + beta_d. Under DDP the batch statistics are the global batch's (one all-reduce of
+  per-rank sums, as SyncBatchNorm; GlobalBatchStatistics), so the running statistics stay equal on
+  every rank and N workers compute what one worker computes on the same global batch.
 - Star-topology FCN [128, 64, 32]: layer weights W = W_shared (elementwise *) W_d, bias b_shared + b_d
   (W_d initialised to ones, so every domain starts at the shared network).
 - Auxiliary network: an MLP [64, 32] over [domain embedding, e] whose logit is added.
@@ -18,7 +20,7 @@ import torch
 from torch import nn
 
 from dfei.models.base import DROPOUT, TOWER, MultiDomainModel, head
-from dfei.models.layers import MLP
+from dfei.models.layers import MLP, GlobalBatchStatistics
 
 
 class StarDomain(nn.Module):
@@ -32,7 +34,7 @@ class StarDomain(nn.Module):
         self.embedding = nn.Parameter(torch.randn(embed_dim) * 0.01)
 
 
-class STAR(MultiDomainModel):
+class STAR(GlobalBatchStatistics, MultiDomainModel):
     def __init__(self, cardinalities, num_domains, aux_dims: tuple[int, ...] = (64, 32), momentum: float = 0.1,
                  **kw):
         super().__init__(cardinalities, num_domains, **kw)
@@ -55,15 +57,29 @@ class STAR(MultiDomainModel):
         return [self.domains[d]]
 
     def _partitioned_norm(self, e: torch.Tensor, d: int) -> torch.Tensor:
-        if self.training and e.shape[0] > 1:
-            mean, var = e.mean(0), e.var(0, unbiased=False)
+        # e: [batch, dim] rows of domain d -> normalised [batch, dim]
+        dim = e.shape[1]
+        running_mean, running_var = self.running_mean[d].clone(), self.running_var[d].clone()
+        if self.training:
+            # sums of (e - shift) and its square over the global batch (every rank's rows under DDP,
+            # GlobalBatchStatistics); the shift (the running mean, equal on every rank) keeps the
+            # one-pass variance exact in float32
+            c = e - running_mean
+            sums, count = self.global_sums(torch.cat([c.sum(0), c.square().sum(0)]).unsqueeze(0),
+                                           e.new_full((1,), float(e.shape[0])))
+            n = count[0]
+            use_batch = n > 1  # a 1-row global batch has no variance: the running statistics serve
+            mean_c = sums[0, :dim] / n.clamp(min=1.0)
+            mean = torch.where(use_batch, mean_c + running_mean, running_mean)
+            var = torch.where(use_batch, (sums[0, dim:] / n.clamp(min=1.0) - mean_c.square()).clamp(min=0.0),
+                              running_var)
             with torch.no_grad():  # the first batch sets the statistics (embeddings start tiny)
-                rate = self.momentum if bool(self.stats_initialized[d]) else 1.0
+                rate = torch.where(self.stats_initialized[d], self.momentum, 1.0) * use_batch.to(e.dtype)
                 self.running_mean[d].lerp_(mean.detach(), rate)
                 self.running_var[d].lerp_(var.detach(), rate)
-                self.stats_initialized[d] = True
+                self.stats_initialized[d] |= use_batch
         else:
-            mean, var = self.running_mean[d].clone(), self.running_var[d].clone()
+            mean, var = running_mean, running_var
         dom = self.domains[d]
         return (e - mean) / torch.sqrt(var + 1e-5) * (self.gamma * dom.gamma) + (self.beta + dom.beta)
 

@@ -27,24 +27,32 @@ import numpy as np
 import torch
 from torch import nn
 
+from dfei.errors import ConfigError, PathExistsError
+
 FORMATS = ("torchscript", "onnx")
 TOLERANCE = 1e-5
 CHECK_ROWS = 4096  # unseen rows of the parity check, per pass
 
 
 class ServingModule(nn.Module):
-    """A trained model in eval mode behind the serving signature (features, domain_ids) -> ctr."""
+    """A trained model in eval mode behind the serving signature (features, domain_ids) -> ctr.
 
-    def __init__(self, model: nn.Module, domain_index: np.ndarray):
+    `domain_ids` [D] are the dataset's ids of the model's domains (model index order). A request's
+    id is matched against them in the graph (a [batch, D] comparison, no table sized by the largest
+    id), so an id no domain has gets NaN, never another domain's score.
+    """
+
+    def __init__(self, model: nn.Module, domain_ids: list[int]):
         super().__init__()
         self.model = model.eval()
-        self.num_domains = int(domain_index.max()) + 1
-        self.register_buffer("index_of", torch.from_numpy(domain_index))  # domain id -> model index (-1: none)
+        self.num_domains = len(domain_ids)
+        self.register_buffer("known_ids", torch.tensor(domain_ids, dtype=torch.int64))  # [D]
+        self.register_buffer("positions", torch.arange(1, len(domain_ids) + 1, dtype=torch.int64))  # [D] index + 1
 
     def forward(self, features: torch.Tensor, domain_ids: torch.Tensor) -> torch.Tensor:
         # features: [batch, F] int64, domain_ids: [batch] int64 -> ctr [batch]
-        known = (domain_ids >= 0) & (domain_ids < self.index_of.shape[0])
-        index = torch.where(known, self.index_of[domain_ids.clamp(0, self.index_of.shape[0] - 1)], -1)
+        match = (domain_ids.unsqueeze(1) == self.known_ids.unsqueeze(0)).to(torch.int64)  # [batch, D], ids unique
+        index = (match * self.positions).sum(1) - 1  # [batch] model index; -1 for an unknown id
         logits = torch.full((features.shape[0],), float("nan"), dtype=torch.float32, device=features.device)
         for d in range(self.num_domains):
             rows = (index == d).nonzero().squeeze(1)  # [rows of d]; empty when d is absent
@@ -69,20 +77,20 @@ def export_checkpoint(checkpoint: str, fmt: str, out: str, best: bool = True, ov
     from dfei.train.predict import load_model
 
     if fmt not in FORMATS:
-        raise ValueError(f"--format must be one of {FORMATS}, got {fmt!r}")
+        raise ConfigError(f"--format must be one of {FORMATS}, got {fmt!r}")
     if fmt == "onnx":
         try:
             import onnxruntime  # noqa: F401  (the parity check runs the artifact with it)
             import onnxscript  # noqa: F401  (torch's dynamo exporter)
         except ImportError as err:
-            raise ValueError(f"--format onnx needs the onnx extra (pip install -e '.[onnx]'): {err}") from None
+            raise ConfigError(f"--format onnx needs the onnx extra (pip install -e '.[onnx]'): {err}") from None
     out = os.path.abspath(out)
     if not overwrite and (os.path.exists(out) or os.path.exists(out + ".json")):
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+        raise PathExistsError(f"{out} exists; pass --overwrite to replace it")
     t0 = time.time()
     model, spec, cfg = load_model(checkpoint, best=best)
     ids = [d.id for d in spec.domains]
-    serving = ServingModule(model, spec.domain_index()).eval()
+    serving = ServingModule(model, ids).eval()
     example = _rows(spec.cardinalities, ids, 512, seed=0)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = f"{out}.tmp-{os.getpid()}"
@@ -104,7 +112,7 @@ def export_checkpoint(checkpoint: str, fmt: str, out: str, best: bool = True, ov
         for seed, skip in ((1, None), (2, ids[0])):
             x, d = _rows(spec.cardinalities, ids, CHECK_ROWS + seed, seed=seed, skip_domain=skip)
             with torch.no_grad():  # the reference: the model's own mixed-batch forward, not ServingModule's routing
-                eager = model.predict_proba(x, serving.index_of[d]).numpy()
+                eager = model.predict_proba(x, torch.from_numpy(spec.domain_index_of(d.numpy()))).numpy()
             errors.append(float(np.abs(loaded.predict(x.numpy(), d.numpy()) - eager).max()))
             rows += len(d)
         meta["parity"] = {"rows": rows, "max_abs_error_vs_eager": max(errors), "tolerance": TOLERANCE}

@@ -9,7 +9,7 @@ unknown domain would get NaN. So ids are checked here, against the sidecar's car
 domain list, and a request with any bad value is refused with an error naming the feature (or the
 domain), the value and the row. Nothing is clamped. `load` also refuses an artifact whose sha256
 is not its sidecar's (a sidecar from another export would check requests against the wrong ids).
-Needs numpy and torch (TorchScript) or onnxruntime (ONNX) only.
+Needs numpy and torch (TorchScript) or onnxruntime (ONNX) only (and dfei.errors, plain Python).
 """
 from __future__ import annotations
 
@@ -20,9 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from dfei.errors import ConfigError, PathNotFoundError, RequestError, UserError
 
-class RequestError(ValueError):
-    """A request the model cannot score: wrong shape or type, out-of-range id, unknown domain."""
+__all__ = ["ServingModel", "RequestError", "ArtifactError"]
+
+
+class ArtifactError(UserError, ValueError):
+    """An exported artifact that cannot be loaded as it is (unknown format, sha256 not its sidecar's)."""
 
 
 class ServingModel:
@@ -41,24 +45,24 @@ class ServingModel:
             try:
                 import onnxruntime as ort
             except ImportError as err:
-                raise ValueError(f"{path}: an ONNX artifact needs onnxruntime (pip install onnxruntime): {err}") from None
+                raise ConfigError(f"{path}: an ONNX artifact needs onnxruntime (pip install onnxruntime): {err}") from None
 
             self._session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         else:
-            raise ValueError(f"{path}.json: unknown format {self.format!r} (expected torchscript or onnx)")
+            raise ArtifactError(f"{path}.json: unknown format {self.format!r} (expected torchscript or onnx)")
 
     @classmethod
     def load(cls, path: str) -> "ServingModel":
         sidecar = f"{path}.json"
         for p in (path, sidecar):
             if not os.path.exists(p):
-                raise FileNotFoundError(f"{p} does not exist (an export writes the artifact and its .json sidecar)")
+                raise PathNotFoundError(f"{p} does not exist (an export writes the artifact and its .json sidecar)")
         with open(sidecar) as f:
             meta = json.load(f)
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
         if digest != meta.get("sha256"):
-            raise ValueError(f"{path}: sha256 {digest} is not the one its sidecar {sidecar} lists "
+            raise ArtifactError(f"{path}: sha256 {digest} is not the one its sidecar {sidecar} lists "
                              f"({meta.get('sha256')}); the two come from different exports")
         return cls(path, meta)
 

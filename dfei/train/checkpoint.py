@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from dfei.errors import CheckpointError
+
 MODEL_FILE = "model.pt"
 BEST_MODEL_FILE = "best_model.pt"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -50,22 +52,31 @@ def save_checkpoint(directory: str, model_state: dict, optimizer_state: dict | N
 def load_checkpoint_state(directory: str) -> dict[str, Any]:
     """{"state", "has_optimizer"} of a checkpoint, reading no tensors (what a run was, not its weights)."""
     if not os.path.exists(os.path.join(directory, MODEL_FILE)):
-        raise FileNotFoundError(f"{directory}: no {MODEL_FILE}; not a dfei checkpoint")
+        raise CheckpointError(f"{directory}: no {MODEL_FILE}; not a dfei checkpoint")
     with open(os.path.join(directory, STATE_FILE)) as f:
         state = json.load(f)
     return {"state": state, "has_optimizer": os.path.exists(os.path.join(directory, OPTIMIZER_FILE))}
 
 
-def load_checkpoint(directory: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """{"model", "best_model", "optimizer", "state"}; best_model falls back to model."""
+def load_checkpoint(directory: str, map_location: str | torch.device = "cpu",
+                    optimizer: bool = True) -> dict[str, Any]:
+    """{"model", "best_model", "optimizer", "state"}; best_model falls back to model. With
+    optimizer=False the optimizer state is not read ("optimizer" is None): inference needs only
+    the weights. Raises CheckpointError when `directory` is not a dfei checkpoint."""
     def load(name: str):
         path = os.path.join(directory, name)
         return torch.load(path, map_location=map_location, weights_only=True) if os.path.exists(path) else None
 
+    if not os.path.exists(os.path.join(directory, MODEL_FILE)):
+        raise CheckpointError(f"{directory}: no {MODEL_FILE}; not a dfei checkpoint")
     model = load(MODEL_FILE)
-    if model is None:
-        raise FileNotFoundError(f"{directory}: no {MODEL_FILE}; not a dfei checkpoint")
     with open(os.path.join(directory, STATE_FILE)) as f:
         state = json.load(f)
-    return {"model": model, "best_model": load(BEST_MODEL_FILE) or model, "optimizer": load(OPTIMIZER_FILE),
-            "state": state}
+    return {"model": model, "best_model": load(BEST_MODEL_FILE) or model,
+            "optimizer": load(OPTIMIZER_FILE) if optimizer else None, "state": state}
+
+
+def non_finite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold nan or inf."""
+    return [name for name, t in state_dict.items()
+            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]

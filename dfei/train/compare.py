@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from dfei.data.dataset import ParquetDataset
+from dfei.errors import ConfigError
 from dfei.eval.comparison import ablation_plot, per_seed, tsne_plot, write_tables
 from dfei.models import MODELS
 from dfei.train.checkpoint import load_checkpoint
@@ -30,9 +31,9 @@ def _train_ctr(dataset: ParquetDataset) -> list[float]:
 def compare(base: TrainConfig, models: list[str], seeds: int, out: str, log=print) -> dict[str, Any]:
     unknown = [m for m in models if m not in MODELS]
     if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; registered: {sorted(MODELS)}")
+        raise ConfigError(f"unknown model(s) {unknown}; registered: {sorted(MODELS)}")
     if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     dataset = ParquetDataset(base.data)
     os.makedirs(out, exist_ok=True)
     init_ray(log)
@@ -56,8 +57,10 @@ def compare(base: TrainConfig, models: list[str], seeds: int, out: str, log=prin
     report = write_tables(values, domains, out)
     ablation_plot(values, domains, out)
     dfei_runs = results.get("dfei")
-    if dfei_runs:
-        ckpt = load_checkpoint(dfei_runs[min(dfei_runs)]["checkpoint"])
+    if dfei_runs and len(domains) < 2:
+        log("[compare] no t-SNE figure of the domain features: the dataset has 1 domain")
+    elif dfei_runs:
+        ckpt = load_checkpoint(dfei_runs[min(dfei_runs)]["checkpoint"], optimizer=False)
         tsne_plot(ckpt["best_model"]["dfe.v"].numpy(), domains, _train_ctr(dataset), out)
     with open(os.path.join(out, "table.md")) as f:
         log("\n" + f.read())

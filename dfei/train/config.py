@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from dfei.errors import ConfigError
 
 MODES = ("sequential", "fused")
 EMBEDDING_UPDATES = ("lazy", "dense")
@@ -64,12 +67,28 @@ class TrainConfig:
     fail_once_at: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        dims, drops = self.tower_dims, self.tower_dropouts
+        if not (isinstance(dims, (list, tuple)) and dims and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                  and x >= 1 for x in dims)):
+            raise ConfigError(f"tower_dims must be a non-empty list of positive integers (e.g. [128, 64, 32]), got {dims!r}")
+        if not (isinstance(drops, (list, tuple)) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                          and 0.0 <= x < 1.0 for x in drops)):
+            raise ConfigError(f"tower_dropouts must be a list of rates in [0, 1) (e.g. [0.1, 0.2, 0.3]), got {drops!r}")
+        if len(drops) != len(dims):
+            raise ConfigError(f"tower_dropouts has {len(drops)} rate(s) for {len(dims)} tower layer(s) {list(dims)}; "
+                              "give one rate per layer")
         checks = [
+            (self.embed_dim >= 1, f"embed_dim must be >= 1, got {self.embed_dim}"),
+            (self.l2 >= 0 and math.isfinite(self.l2), f"l2 must be a finite number >= 0, got {self.l2}"),
+            (self.shuffle_rows >= 1, f"shuffle_rows must be >= 1, got {self.shuffle_rows}"),
+            (self.max_failures >= 0, f"max_failures must be >= 0, got {self.max_failures}"),
+            (self.cpus_per_worker is None or self.cpus_per_worker > 0,
+             f"cpus_per_worker must be > 0, got {self.cpus_per_worker}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.num_workers >= 1, f"num_workers must be >= 1, got {self.num_workers}"),
             (0.0 <= self.alpha <= 1.0, f"alpha must be in [0, 1], got {self.alpha}"),
             (self.k >= 1, f"k must be >= 1, got {self.k}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"lr must be a finite number > 0, got {self.lr}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
             (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
@@ -82,14 +101,14 @@ class TrainConfig:
              "mode fused needs embedding_update lazy (its learning rates are per embedding row)"),
             (self.exhaustion in ("exhaust", "cycle"), f"exhaustion must be exhaust or cycle, got {self.exhaustion!r}"),
             (self.ingest in INGEST_BACKENDS, f"ingest must be one of {INGEST_BACKENDS}, got {self.ingest!r}"),
-            (self.shared_lr_scale is None or self.shared_lr_scale > 0,
-             f"shared_lr_scale must be > 0, got {self.shared_lr_scale}"),
+            (self.shared_lr_scale is None or (self.shared_lr_scale > 0 and math.isfinite(self.shared_lr_scale)),
+             f"shared_lr_scale must be a finite number > 0, got {self.shared_lr_scale}"),
             (self.new_domain_from is None or self.init_from is not None,
              f"new_domain_from ({self.new_domain_from!r}) needs init_from: it names a domain of that checkpoint"),
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise ConfigError(message)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -100,7 +119,7 @@ class TrainConfig:
         names = set(types)
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
         return cls(**{k: _typed(k, v, types[k], where) for k, v in values.items()})
 
 
@@ -113,7 +132,7 @@ def _typed(key: str, value: Any, annotation: str, where: str) -> Any:
             try:
                 number = kind(float(value)) if kind is int and float(value).is_integer() else kind(value)
             except (TypeError, ValueError):
-                raise ValueError(f"{where}: {key} must be a number ({annotation}), got {value!r}") from None
+                raise ConfigError(f"{where}: {key} must be a number ({annotation}), got {value!r}") from None
             return number
     return value
 
@@ -130,7 +149,7 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> TrainConfig:
         with open(path) as f:
             loaded = yaml.safe_load(f) or {}
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
+            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
         if isinstance(loaded.get("train_config"), dict):  # a sweep's best.json: its best trial's settings
             loaded = loaded["train_config"]
         values.update({k.replace("-", "_"): v for k, v in loaded.items()})

@@ -1,13 +1,18 @@
-"""DDP wiring for DFEI: the domain-feature statistics all-reduce, DDP's settings, and the
-all-reduce of the embedding table's row-sparse gradient.
+"""DDP wiring: the batch-statistics all-reduce, DDP's settings, the all-reduce of the embedding
+table's row-sparse gradient, and keeping every rank's model state identical.
 
 DESIGN §3: after every step every worker holds the same v. The batch mean that updates v_d is the
 global mean over all workers, computed by one all-reduce of every domain's [sum, count]. The
 all-reduce is autograd-aware: its backward sums the gradient of v over the ranks, so each rank's
 towers get the gradient of the *global* loss through v, exactly as one worker on the global batch.
+The same holds for every module with batch statistics (`GlobalBatchStatistics`: DFE, STAR's
+partitioned norm). DDP's own buffer sync is off (it would overwrite v with rank 0's), and the
+embedding table is outside DDP when its gradient is sparse, so the whole state is broadcast from
+rank 0 once at set-up, and checked equal on every rank before each evaluation and checkpoint.
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import warnings
 from collections.abc import Callable
@@ -16,6 +21,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from dfei.models.layers import GlobalBatchStatistics
 
 # the functional collectives are deprecated in favour of ones whose autograd differs: we need these
 warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_reduce is deprecated",
@@ -59,9 +66,27 @@ def ddp_kwargs() -> dict[str, Any]:
     return {sync: False, "find_unused_parameters": True}
 
 
+def batch_statistics_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every module whose training forward uses global batch statistics."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, GlobalBatchStatistics)]
+
+
 def attach_reducer(model: nn.Module, world_size: int) -> None:
-    if world_size > 1 and getattr(model, "dfe", None) is not None:
-        model.dfe.reducer = StatsReducer()
+    """On N > 1 ranks, give every GlobalBatchStatistics module one all-reduce (on its own process
+    group). Refuses a model with buffers outside such modules: nothing would keep them equal."""
+    if world_size <= 1:
+        return
+    modules = batch_statistics_modules(model)
+    owned = {id(b) for _, m in modules for b in m.buffers()}
+    persistent = set(model.state_dict())  # model state; non-persistent buffers are constants of the architecture
+    stray = [n for n, b in model.named_buffers() if n in persistent and id(b) not in owned]
+    if stray:
+        raise RuntimeError(f"{type(model).__name__} has buffers {stray} outside any GlobalBatchStatistics module: "
+                           "under DDP nothing would keep them equal on every rank")
+    if modules:
+        reducer = StatsReducer()
+        for _, module in modules:
+            module.reducer = reducer
 
 
 def embedding_parameter_name(model: nn.Module) -> str:
@@ -111,13 +136,77 @@ def allreduce_sparse_grad(param: torch.Tensor, world_size: int) -> None:
     param.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), values, param.shape, check_invariants=False).coalesce()
 
 
+def broadcast_state(model: nn.Module, src: int = 0) -> None:
+    """Copy rank `src`'s parameters and buffers to every rank (one broadcast per tensor). Called once
+    after set-up (initialisation, restore, warm start): DDP broadcasts only the parameters it
+    manages, so the embedding table outside DDP and the buffers would otherwise rest on every
+    rank seeding and restoring identically."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(tensor.data, src=src)
+
+
+def _digest(t: torch.Tensor) -> str:
+    return hashlib.blake2b(t.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
+
+
+def differing_state(model: nn.Module, world_size: int) -> dict[str, list[str]]:
+    """{"buffers": names, "parameters": names} of the state tensors that are not bitwise equal on
+    every rank (one all_gather_object of per-tensor digests)."""
+    import torch.distributed as dist
+
+    buffers = {n for n, _ in model.named_buffers()}
+    mine = {n: _digest(t) for n, t in model.state_dict().items()}
+    every: list = [None] * world_size
+    dist.all_gather_object(every, mine)
+    differ = sorted(n for n in mine if any(other.get(n) != mine[n] for other in every))
+    return {"buffers": [n for n in differ if n in buffers], "parameters": [n for n in differ if n not in buffers]}
+
+
+def check_replicas(model: nn.Module, world_size: int, when: str, log=print) -> list[str]:
+    """Before an evaluation or a checkpoint on N > 1 ranks: every rank must hold the same state.
+
+    Buffers are equal by construction (GlobalBatchStatistics): a buffer that differs is a bug and
+    raises RuntimeError on every rank, naming it. Parameters are equal when every rank applies the
+    same averaged gradients; a backend whose reductions are not bitwise deterministic (some GPU
+    kernels) may leave last-bit differences, so a differing parameter is logged and replaced by
+    rank 0's, and evaluation and checkpoint then agree. Returns the parameters replaced."""
+    if world_size <= 1:
+        return []
+    differ = differing_state(model, world_size)
+    if differ["buffers"]:
+        raise RuntimeError(f"{when}: buffers {differ['buffers']} differ between ranks; every rank must hold the "
+                           "same model state (this is a bug: the buffers' module must reduce its statistics over "
+                           "the ranks, see GlobalBatchStatistics)")
+    if differ["parameters"]:
+        import torch.distributed as dist
+
+        log(f"[train] warning: {when}: parameters {differ['parameters']} differed between ranks; using rank 0's")
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name in differ["parameters"]:
+                dist.broadcast(params[name].data, src=0)
+    return differ["parameters"]
+
+
 @dataclass
 class DistributedHooks:
     """What the engine calls on N > 1 ranks: between backward and update (the embedding's sparse
-    gradient), and to join a 1-D tensor over the ranks (the fused mode's per-row counts)."""
+    gradient), to join a 1-D tensor over the ranks (the fused mode's per-row counts), and to take
+    the minimum of a tensor over the ranks (so every rank stops at the same update on divergence)."""
 
     after_backward: Callable[[], None] | None = None
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None
+    min_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None  # the divergence check's agreement
+
+
+def _min(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t
 
 
 def prepare_distributed(model: nn.Module, world_size: int) -> DistributedHooks:
@@ -127,7 +216,7 @@ def prepare_distributed(model: nn.Module, world_size: int) -> DistributedHooks:
     attach_reducer(model, world_size)
     if world_size <= 1:
         return DistributedHooks()
-    hooks = DistributedHooks(gather=lambda t: torch.cat(all_gather_varlen(t, world_size)))
+    hooks = DistributedHooks(gather=lambda t: torch.cat(all_gather_varlen(t, world_size)), min_over_ranks=_min)
     if exclude_sparse_embedding_from_ddp(model):
         table = model.embedding.weight
 

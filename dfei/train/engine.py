@@ -14,6 +14,7 @@ from torch import nn
 
 from dfei.data.dataset import ParquetDataset
 from dfei.data.ingest import DomainReader
+from dfei.errors import TrainingDivergedError
 from dfei.eval.metrics import split_metrics
 from dfei.train.optim import shared_groups
 
@@ -23,11 +24,19 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
+# a non-finite loss is looked for every this many updates (and at the end of the epoch): one host
+# sync and, on N ranks, one tiny all-reduce per check instead of one per update
+DIVERGENCE_CHECK_EVERY = 64
+_NO_DIVERGENCE = 2**62
+
+
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[tuple],
                 device: torch.device, num_domains: int, max_steps: int | None = None,
                 on_progress: Callable[[dict], None] | None = None, progress_every_s: float = 30.0,
                 after_backward: Callable[[], None] | None = None,
-                gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
+                gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                min_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                check_every: int = DIVERGENCE_CHECK_EVERY) -> dict:
     """One epoch of Algorithm 1; every item of `batches` is one update.
 
     sequential items (step, d, x, y): one domain's batch, its loss, one backward, one update.
@@ -39,8 +48,13 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     `after_backward` runs between backward and the update (the sparse-gradient all-reduce);
     `gather` concatenates a 1-D tensor over the ranks (the fused mode's per-row counts).
 
-    Returns per-domain mean loss, samples, batches, updates, seconds, the wall time of the first update and
-    the steady-state rate (samples after the first update / time since it).
+    A non-finite loss (nan or inf) ends the epoch at the next check (every `check_every` updates,
+    and after the last): `diverged` is then {"step", "domain" (index), "loss": "nan" | "inf"} of the
+    first such batch over all ranks (`min_over_ranks`, a MIN all-reduce, makes every rank stop at
+    the same update), else None. The caller must not evaluate or checkpoint a diverged model.
+
+    Returns per-domain mean loss, samples, batches, updates, seconds, the wall time of the first update,
+    the steady-state rate (samples after the first update / time since it) and `diverged`.
     """
     model.train()
     loss_sum = torch.zeros(num_domains, dtype=torch.float64, device=device)  # read once per log line, not per step
@@ -51,6 +65,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     first_samples = 0
     step = -1
     updates = 0  # optimizer steps: one per item (a domain batch in sequential, a whole step in fused)
+    # the first non-finite batch as ((step * D + domain) * 2 + is_nan), kept on the device (no sync per step)
+    first_bad = torch.full((), _NO_DIVERGENCE, dtype=torch.int64, device=device)
+    diverged = None
     for step, d, x, y in batches:
         if max_steps is not None and step >= max_steps:
             break
@@ -60,6 +77,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         fused = not isinstance(d, (int, np.integer))
         if not fused:
             loss = F.binary_cross_entropy_with_logits(model(xb, int(d)), yb)
+            first_bad = _first_bad(first_bad, loss.detach(), step * num_domains + int(d))
             loss_sum[int(d)] += loss.detach() * len(y)
             samples[d] += len(y)
             n_batches[d] += 1
@@ -70,6 +88,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
             sums = torch.zeros(num_domains, dtype=per_row.dtype, device=device).index_add(0, db, per_row)
             count_t = torch.from_numpy(counts).to(device, per_row.dtype)
             loss = (sums / count_t.clamp(min=1)).sum()  # absent domains contribute 0
+            bad = ~torch.isfinite(sums.detach())  # [D]
+            worst = torch.argmax(bad.to(torch.int8))  # the first non-finite domain (0 when none)
+            first_bad = _first_bad(first_bad, sums.detach()[worst], step * num_domains + worst)
             loss_sum += sums.detach()
             samples += counts
             n_batches += counts > 0
@@ -81,12 +102,18 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         else:
             optimizer.step()
         updates += 1
+        if updates % check_every == 0:
+            diverged = _divergence(first_bad, num_domains, min_over_ranks)
+            if diverged is not None:
+                break
         if first_update is None:
             first_update, first_samples = time.time(), int(samples.sum())
         if on_progress is not None and time.time() - last_log >= progress_every_s:
             last_log = time.time()
             on_progress({"step": step, "samples": int(samples.sum()), "seconds": last_log - t0,
                          "loss": float(loss_sum.sum()) / max(int(samples.sum()), 1)})
+    if diverged is None and updates % check_every != 0:  # the updates since the last check
+        diverged = _divergence(first_bad, num_domains, min_over_ranks)
     domain_loss = loss_sum.cpu().numpy()  # waits for the device's last kernels: the clock below is honest
     t_end = time.time()
     seconds = t_end - t0
@@ -99,8 +126,25 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         "steps": step + 1 if max_steps is None else min(step + 1, max_steps),
         "seconds": seconds, "samples_per_s": total / seconds if seconds > 0 else 0.0,
         "steady_samples_per_s": (total - first_samples) / steady_s if steady_s > 0 else 0.0,
-        "first_update_unix": first_update,
+        "first_update_unix": first_update, "diverged": diverged,
     }
+
+
+def _first_bad(first_bad: torch.Tensor, loss: torch.Tensor, where) -> torch.Tensor:
+    """first_bad updated with this update's loss (a 0-dim tensor) at `where` = step * D + domain."""
+    code = torch.as_tensor(where, device=first_bad.device) * 2 + torch.isnan(loss).to(torch.int64)
+    return torch.where(torch.isfinite(loss), first_bad, torch.minimum(first_bad, code))
+
+
+def _divergence(first_bad: torch.Tensor, num_domains: int,
+                min_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None) -> dict | None:
+    """{"step", "domain", "loss"} of the first non-finite loss on any rank, or None (one host sync)."""
+    value = first_bad.clone() if min_over_ranks is None else min_over_ranks(first_bad.clone())
+    code = int(value)
+    if code >= _NO_DIVERGENCE:
+        return None
+    where, is_nan = divmod(code, 2)
+    return {"step": where // num_domains, "domain": where % num_domains, "loss": "nan" if is_nan else "inf"}
 
 
 def embedding_row_domains(model: nn.Module, x: torch.Tensor, domains: torch.Tensor, num_domains: int,
@@ -176,6 +220,13 @@ def merge_parts(parts_by_rank: list[list[dict[str, np.ndarray]]]) -> list[dict[s
 
 
 def score_split(dataset: ParquetDataset, parts: list[dict[str, np.ndarray]]) -> dict:
+    """Per-domain metrics of predict_split's (merged) parts. Raises TrainingDivergedError when a
+    score is nan or inf: the model's weights are no longer finite."""
+    for name, part in zip(dataset.spec.domain_names, parts):
+        bad = int((~np.isfinite(part["score"])).sum())
+        if bad:
+            raise TrainingDivergedError(f"{bad} of {len(part['score']):,} scores of domain {name} are nan or inf: the "
+                                        "model's weights are not finite (training diverged); try a lower --lr")
     has_users = bool(parts) and "user" in parts[0]
     return split_metrics(dataset.spec.domain_names, [p["label"] for p in parts], [p["score"] for p in parts],
                          [p["user"] for p in parts] if has_users else None)

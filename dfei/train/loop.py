@@ -25,7 +25,7 @@ from dfei.models import build_model
 from dfei.train import warm_start
 from dfei.train.checkpoint import load_checkpoint, save_checkpoint
 from dfei.train.config import TrainConfig
-from dfei.train.distributed import ddp_kwargs, prepare_distributed
+from dfei.train.distributed import broadcast_state, check_replicas, ddp_kwargs, prepare_distributed
 from dfei.train.engine import merge_parts, predict_split, score_split, train_epoch, unwrap
 from dfei.train.optim import build_optimizer, shared_groups
 from dfei.train.predict import load_any_checkpoint
@@ -34,6 +34,12 @@ from dfei.train.predict import load_any_checkpoint
 def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return {"alpha": cfg.alpha, "k": cfg.k, "embed_dim": cfg.embed_dim,
             "tower_dims": list(cfg.tower_dims), "tower_dropouts": list(cfg.tower_dropouts)}
+
+
+def divergence_message(diverged: dict[str, Any], lr: float) -> str:
+    """The one line a diverged run ends with (TrainingDivergedError on the driver)."""
+    return (f"training diverged at epoch {diverged['epoch'] + 1} step {diverged['step'] + 1} (domain "
+            f"{diverged['domain_name']}): loss is {diverged['loss']}; try a lower --lr (this run: {lr:g})")
 
 
 def _evaluate(model, dataset, split, device, rank, world, batch_size) -> dict:
@@ -151,6 +157,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     model.to(device)
     if optimizer_state is not None:  # after the move: Adam's moments follow their parameters' device
         optimizer.load_state_dict(optimizer_state)
+    if world > 1:  # every rank starts from rank 0's state, the embedding outside DDP and the buffers included
+        broadcast_state(model)
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs())
     t_ready = time.time()  # model built, checkpoint loaded, DDP set up
     torch.manual_seed(cfg.seed * 1009 + rank + 1)  # dropout streams differ per rank
@@ -174,11 +182,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         try:
             stats = train_epoch(model, optimizer, _fail_once(stream, epoch, cfg.fail_once_at, rank), device,
                                 spec.num_domains, cfg.max_steps_per_epoch, progress, cfg.log_every_s,
-                                hooks.after_backward, hooks.gather)
+                                hooks.after_backward, hooks.gather, hooks.min_over_ranks)
         finally:
             stream.close()
         first_update = first_update or stats["first_update_unix"]
         global_step += stats["updates"]
+        if stats["diverged"] is not None:  # every rank stops here: nothing is evaluated or checkpointed
+            diverged = {**stats["diverged"], "epoch": epoch, "domain_name": spec.domain_names[stats["diverged"]["domain"]]}
+            log(f"[train] {divergence_message(diverged, cfg.lr)}")
+            return {"diverged": diverged, "history": history, "global_step": global_step}
+        check_replicas(unwrap(model), world, f"after epoch {epoch + 1}", log)
         t_eval = time.time()
         valid = _evaluate(model, dataset, "valid", device, rank, world, cfg.eval_batch_size)
         eval_s = time.time() - t_eval
@@ -217,13 +230,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     # final evaluation from the best weights (the best checkpoint's model.pt / best_model.pt)
     if best_state is not None:
         unwrap(model).load_state_dict(best_state)
+    check_replicas(unwrap(model), world, "before the final evaluation", log)
     valid = _evaluate(model, dataset, "valid", device, rank, world, cfg.eval_batch_size)
     test = _evaluate(model, dataset, "test", device, rank, world, cfg.eval_batch_size)
     v = unwrap(model).dfe.v.detach().cpu().numpy() if getattr(unwrap(model), "dfe", None) is not None else None
     return {
         "valid": valid, "test": test, "best_epoch": best_epoch, "epochs_run": epoch + 1,
         "global_step": global_step, "resumed_from": resumed_from, "init_from": warm,
-        "stopped_early": stopped_early, "history": history,
+        "stopped_early": stopped_early, "history": history, "diverged": None,
         "domain_feature_norms": np.linalg.norm(v, axis=1).tolist() if v is not None else None,
         "timings": {"worker_start_unix": t_start, "worker_ready_unix": t_ready, "first_update_unix": first_update,
                     "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},

@@ -8,6 +8,7 @@ worker/GPU), in eval mode: the domain features are the checkpoint's trained `v` 
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import time
 from typing import Any
@@ -18,16 +19,21 @@ import torch
 from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
 from dfei.data.spec import DatasetError, DatasetSpec
+from dfei.errors import CheckpointError, PathExistsError
 from dfei.models import build_model
-from dfei.train.checkpoint import load_checkpoint, load_checkpoint_state
+from dfei.train.checkpoint import load_checkpoint, load_checkpoint_state, non_finite_tensors
 from dfei.train.config import TrainConfig
 
 
-def load_any_checkpoint(checkpoint: str, state_only: bool = False) -> dict[str, Any]:
+def load_any_checkpoint(checkpoint: str, state_only: bool = False, optimizer: bool = True) -> dict[str, Any]:
     """A checkpoint directory, local or at any fsspec/pyarrow URI; with state_only, its
-    load_checkpoint_state (no tensors)."""
-    load = load_checkpoint_state if state_only else load_checkpoint
+    load_checkpoint_state (no tensors); with optimizer=False, without the optimizer state."""
+    def load(directory: str) -> dict[str, Any]:
+        return load_checkpoint_state(directory) if state_only else load_checkpoint(directory, optimizer=optimizer)
+
     if "://" not in checkpoint:
+        if not os.path.isdir(checkpoint):
+            raise CheckpointError(f"{checkpoint}: no such checkpoint directory")
         return load(checkpoint)
     from ray.train import Checkpoint
 
@@ -36,17 +42,30 @@ def load_any_checkpoint(checkpoint: str, state_only: bool = False) -> dict[str, 
         return load(local)
 
 
+def finite_weights(ckpt: dict[str, Any], checkpoint: str, best: bool = False) -> dict[str, torch.Tensor]:
+    """The checkpoint's (best) weights; CheckpointError when any holds nan or inf (a diverged run's)."""
+    weights = ckpt["best_model" if best else "model"]
+    bad = non_finite_tensors(weights)
+    if bad:
+        raise CheckpointError(f"{checkpoint}: {len(bad)} tensor(s) hold nan or inf ({', '.join(bad[:5])}"
+                              f"{', ...' if len(bad) > 5 else ''}): the weights of a diverged run; use an earlier "
+                              "checkpoint")
+    return weights
+
+
 def load_model(checkpoint: str, best: bool = False) -> tuple[torch.nn.Module, DatasetSpec, TrainConfig]:
     """The model of a checkpoint (its epoch's weights, or with best=True the run's best epoch so far),
-    in eval mode on the CPU, with the dataset spec and config it was trained with."""
+    in eval mode on the CPU, with the dataset spec and config it was trained with. Reads no
+    optimizer state. Raises CheckpointError when the weights hold nan or inf (a diverged run's)."""
     from dfei.train.loop import model_kwargs
 
-    ckpt = load_any_checkpoint(checkpoint)
+    ckpt = load_any_checkpoint(checkpoint, optimizer=False)
     state = ckpt["state"]
     cfg = TrainConfig.from_dict(state["config"])
     spec = DatasetSpec.from_json(state["dataset"])
+    weights = finite_weights(ckpt, checkpoint, best)
     model = build_model(cfg.model, spec.cardinalities, spec.num_domains, **model_kwargs(cfg))
-    model.load_state_dict(ckpt["best_model" if best else "model"])
+    model.load_state_dict(weights)
     return model.eval(), spec, cfg
 
 
@@ -64,22 +83,39 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: tuple[str, ...] = ("
     return {split: score_split(dataset, predict_split(model, dataset, split, torch.device("cpu"))) for split in splits}
 
 
+def domain_id_of_file(path: str) -> int:
+    """The domain id of a data file: the `domain=<id>` directory it lies in (DESIGN §1), never a
+    column of the file (a feature may be named `domain`)."""
+    parent = posixpath.basename(posixpath.dirname(path))
+    if not parent.startswith("domain="):
+        raise DatasetError(f"{path}: not inside a domain=<id> directory")
+    try:
+        return int(parent[len("domain="):])
+    except ValueError:
+        raise DatasetError(f"{path}: directory {parent!r} does not name an integer domain id") from None
+
+
 class DomainScorer:
-    """Ray Data actor: holds one model; scores mixed-domain batches."""
+    """Ray Data actor: holds one model; scores mixed-domain batches (the domain of each row is its
+    file's partition directory)."""
 
     def __init__(self, checkpoint: str, use_gpu: bool = False):
         self.model, self.spec, _ = load_model(checkpoint)
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
-        self.index_of = self.spec.domain_index()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = np.stack([batch[f] for f in self.spec.feature_names], axis=1).astype(np.int64)
-        domain = self.index_of[batch["domain"].astype(np.int64)]
+        files, inverse = np.unique(batch["path"], return_inverse=True)
+        domain_ids = np.array([domain_id_of_file(str(f)) for f in files], dtype=np.int64)[inverse]
+        index = self.spec.domain_index_of(domain_ids)  # refuses an id the model has no tower for
         with torch.no_grad():
-            score = self.model.predict_proba(torch.from_numpy(x).to(self.device), torch.from_numpy(domain).to(self.device))
-        out = {"path": batch["path"], "row_hash": batch["row_hash"], "domain": batch["domain"],
-               "score": score.float().cpu().numpy()}
+            score = self.model.predict_proba(torch.from_numpy(x).to(self.device),
+                                             torch.from_numpy(index).to(self.device)).float().cpu().numpy()
+        if not np.isfinite(score).all():
+            raise CheckpointError(f"{int((~np.isfinite(score)).sum())} non-finite score(s) on {files[0]}: the model "
+                                  "gives nan or inf for these rows")
+        out = {"path": batch["path"], "row_hash": batch["row_hash"], "domain": domain_ids, "score": score}
         if self.spec.label in batch:
             out["label"] = batch[self.spec.label]
         return out
@@ -100,21 +136,27 @@ def predict(checkpoint: str, data: str, split: str, out: str, batch_size: int = 
             use_gpu: bool = False, overwrite: bool = False, log=print) -> dict[str, Any]:
     """Score `split` of `data` with `checkpoint`; write Parquet files under the local directory `out`."""
     import ray
-    from ray.data.datasource import Partitioning
 
     t0 = time.time()
     out = os.path.abspath(out)
     if os.path.exists(out) and os.listdir(out) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+        raise PathExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     dataset = ParquetDataset(data, splits=(split,))  # validates the split before any work
-    trained = DatasetSpec.from_json(load_any_checkpoint(checkpoint)["state"]["dataset"])
+    # the spec the model was trained on, and weights the actors can use: refused here, not in every
+    # actor after Ray's retries (the optimizer state is not read)
+    ckpt = load_any_checkpoint(checkpoint, optimizer=False)
+    finite_weights(ckpt, checkpoint)
+    trained = DatasetSpec.from_json(ckpt["state"]["dataset"])
+    del ckpt
     check_compatible(trained, dataset.spec, dfs.join(data, "dataset.json"))
     rows = sum(dataset.rows(split))
     log(f"[predict] {rows:,} rows of {data}/{split} with {checkpoint}")
+    # the files' own columns only: no hive partition column (a feature may be named `domain`; the
+    # scorer takes each row's domain from its file's directory), only the features and the label
     ds = ray.data.read_parquet(
-        dfs.join(dataset.path, split), filesystem=dataset.fs,
-        partitioning=Partitioning("hive", field_types={"domain": int}), include_paths=True, include_row_hash=True,
-    ).select_columns(dataset.columns + ["domain", "path", "row_hash"])
+        [part.path for partition in dataset.partitions[split] for part in partition.parts], filesystem=dataset.fs,
+        partitioning=None, include_paths=True, include_row_hash=True).select_columns(
+        dataset.columns + ["path", "row_hash"])
     scored = ds.map_batches(DomainScorer, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu},
                             batch_size=batch_size, batch_format="numpy", concurrency=num_workers,
                             num_gpus=1 if use_gpu else 0)

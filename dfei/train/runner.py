@@ -9,9 +9,11 @@ from typing import Any
 
 from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
+from dfei.errors import DatasetError, TrainingDivergedError
 from dfei.eval.report import domain_table
 from dfei.train.config import TrainConfig
 from dfei.train.optim import resolve_shared_lr_scale
+from dfei.train.resources import check_local_fit, cluster_warnings
 from dfei.train.tracking import TENSORBOARD_DIR, MLflowRun, TensorBoardCallback, final_metrics
 
 
@@ -81,6 +83,47 @@ def build_trainer(cfg: TrainConfig, run_name: str, dataset: ParquetDataset | Non
             callbacks=callbacks,  # e.g. Tune's TuneReportCallback: every epoch's report reaches the sweep
         ),
     )
+
+
+def check_evaluable(dataset: ParquetDataset, log=print) -> None:
+    """Early stopping picks the epoch with the best mean valid AUC over domains. A domain whose valid
+    or test rows hold one label class has no AUC (it is left out of avg_auc, with a warning); when
+    no domain's valid split has both classes there is nothing to select on: DatasetError."""
+    for split in ("valid", "test"):
+        single = dataset.single_class_domains(split)
+        if split == "valid" and len(single) == dataset.spec.num_domains:
+            raise DatasetError(f"{dataset.uri}/valid: no domain has both label classes in its rows, so the mean valid "
+                               "AUC that selects the best epoch is undefined; give the valid split clicks and non-clicks")
+        if single:
+            log(f"[data] warning: {split}: domain(s) {single} have a single label class (or no rows): their AUC is "
+                "undefined and left out of avg_auc")
+
+
+def check_fit(cfg: TrainConfig, spec, log=print) -> None:
+    """Before Ray starts: an embedded Ray's workers must fit this machine (resources.check_local_fit)."""
+    import ray
+
+    if os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+        return  # a cluster: warn_cluster_fit, once connected
+    check_local_fit(spec, cfg.embed_dim, cfg.embedding_update, cfg.num_workers, cfg.use_gpu, cfg.cpus_per_worker)
+
+
+def warn_cluster_fit(cfg: TrainConfig, spec, log=print) -> None:
+    import ray
+
+    for warning in cluster_warnings(spec, cfg.embed_dim, cfg.embedding_update, cfg.num_workers, cfg.use_gpu,
+                                    ray.nodes(), ray.cluster_resources().get("GPU", 0.0)):
+        log(f"[ray] warning: {warning}")
+
+
+def _divergence_report(diverged: dict[str, Any], cfg: TrainConfig, result) -> str:
+    from dfei.train.loop import divergence_message
+
+    good = result.checkpoint
+    where = (f"the last good checkpoint is {checkpoint_uri(good.path, cfg.storage_path or cfg.out)} (epoch "
+             f"{diverged['epoch']})" if good is not None else "no checkpoint was written (it diverged in its first "
+             "epoch)")
+    return f"{divergence_message(diverged, cfg.lr)}. No metrics.json was written; {where}"
 
 
 def _storage(uri: str):
@@ -154,17 +197,22 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
     log(f"[data] {spec.name}: {spec.num_domains} domains, {len(spec.features)} features, "
         f"train {sum(dataset.rows('train')):,} / valid {sum(dataset.rows('valid')):,} / "
         f"test {sum(dataset.rows('test')):,} rows")
+    check_evaluable(dataset, log)
     if cfg.init_from:  # refuse an unusable checkpoint here, before Ray starts
         from dfei.train import warm_start
-        from dfei.train.predict import load_any_checkpoint
+        from dfei.train.predict import finite_weights, load_any_checkpoint
 
         ckpt = load_any_checkpoint(cfg.init_from, state_only=True)
         matching = warm_start.plan(cfg, spec, ckpt, cfg.init_from)
+        finite_weights(load_any_checkpoint(cfg.init_from, optimizer=False), cfg.init_from)  # not a diverged run's
         log("[init] " + warm_start.summary(matching, cfg.init_from,
                                            warm_start.optimizer_source(cfg, ckpt["has_optimizer"])))
+    check_fit(cfg, spec, log)
     os.makedirs(cfg.out, exist_ok=True)
     ray_mode = init_ray(log)
     t_ray = time.time()
+    if ray_mode != "embedded":
+        warn_cluster_fit(cfg, spec, log)
     run_name = run_name or f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     callbacks, tracker = _tracking(cfg, spec, run_name, list(callbacks or []))
     try:
@@ -172,6 +220,8 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
         out = result.return_value
         if out is None:
             raise RuntimeError(f"training failed: {result.error}")
+        if out.get("diverged"):  # nothing of this run is written but the checkpoints of its good epochs
+            raise TrainingDivergedError(_divergence_report(out["diverged"], cfg, result))
     except BaseException:
         if tracker is not None:
             tracker.finish({}, None, failed=True)

@@ -20,6 +20,8 @@ from typing import Any
 
 from ray.train.v2.api.callback import UserCallback
 
+from dfei.errors import ConfigError
+
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -64,7 +66,7 @@ def _mlflow_client(uri: str):
     try:
         from mlflow.tracking import MlflowClient
     except ImportError:
-        raise ValueError("--mlflow needs the MLflow client: pip install 'dfei[mlflow]' (mlflow-skinny, plus "
+        raise ConfigError("--mlflow needs the MLflow client: pip install 'dfei[mlflow]' (mlflow-skinny, plus "
                          "sqlalchemy and alembic for sqlite:// stores)") from None
     return MlflowClient(tracking_uri=uri)
 

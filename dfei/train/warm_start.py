@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from dfei.data.spec import DatasetError, DatasetSpec
+from dfei.errors import CheckpointError
 from dfei.models import build_model
 from dfei.train.config import TrainConfig
 
@@ -47,7 +48,7 @@ def plan(cfg: TrainConfig, spec: DatasetSpec, ckpt: dict[str, Any], where: str) 
     old_spec = DatasetSpec.from_json(ckpt["state"]["dataset"])
     for key in ARCHITECTURE:
         if getattr(old_cfg, key) != getattr(cfg, key):
-            raise ValueError(f"--init-from {where}: {key} is {getattr(old_cfg, key)!r} there but {getattr(cfg, key)!r} "
+            raise CheckpointError(f"--init-from {where}: {key} is {getattr(old_cfg, key)!r} there but {getattr(cfg, key)!r} "
                              "here; a run can only continue the same architecture")
     if old_spec.features != spec.features:
         old = {f.name: f.cardinality for f in old_spec.features}
@@ -61,21 +62,21 @@ def plan(cfg: TrainConfig, spec: DatasetSpec, ckpt: dict[str, Any], where: str) 
     new = [d for d in spec.domains if d.id not in old_ids]
     dropped = [d for d in old_spec.domains if d.id not in new_ids]
     if (new or dropped or old_ids != new_ids) and cfg.model not in DFEI_MODELS:
-        raise ValueError(f"--init-from {where}: the domains changed ({[d.name for d in old_spec.domains]} -> "
+        raise CheckpointError(f"--init-from {where}: the domains changed ({[d.name for d in old_spec.domains]} -> "
                          f"{spec.domain_names}); continuing over changed domains is supported for {DFEI_MODELS}, "
                          f"not {cfg.model!r}")
     if dropped and not cfg.drop_missing_domains:
-        raise ValueError(f"--init-from {where}: the data lacks domain(s) {[d.name for d in dropped]} of the checkpoint; "
+        raise CheckpointError(f"--init-from {where}: the data lacks domain(s) {[d.name for d in dropped]} of the checkpoint; "
                          "their towers and v rows would be lost. Add them to the data, or pass "
                          "--drop-missing-domains to continue without them")
     seed_index = None
     if cfg.new_domain_from is not None:
         names = [d.name for d in old_spec.domains]
         if cfg.new_domain_from not in names:
-            raise ValueError(f"--new-domain-from {cfg.new_domain_from!r}: the checkpoint {where} has no such domain; "
+            raise CheckpointError(f"--new-domain-from {cfg.new_domain_from!r}: the checkpoint {where} has no such domain; "
                              f"it has {names}")
         if cfg.model not in DFEI_MODELS:
-            raise ValueError(f"--new-domain-from needs one of {DFEI_MODELS}, not {cfg.model!r}")
+            raise CheckpointError(f"--new-domain-from needs one of {DFEI_MODELS}, not {cfg.model!r}")
         seed_index = names.index(cfg.new_domain_from)
     return {"old_cfg": old_cfg, "old_spec": old_spec, "old_index": {i: k for k, i in enumerate(old_ids)},
             "seed_index": seed_index, "seeded_from": cfg.new_domain_from if new else None,
@@ -99,7 +100,7 @@ def model_state(model: nn.Module, old_state: dict[str, torch.Tensor], p: dict[st
         if src is None:
             continue
         if src not in old_state or old_state[src].shape != tensor.shape:
-            raise ValueError(f"--init-from: the checkpoint has no {src} of shape {list(tensor.shape)}")
+            raise CheckpointError(f"--init-from: the checkpoint has no {src} of shape {list(tensor.shape)}")
         state[name] = old_state[src]
     return state
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from dfei.errors import RunFailedError, find_user_error
 from dfei.eval.comparison import _pyplot
 from dfei.train.config import TrainConfig
 from dfei.train.runner import write_json_atomic
@@ -22,7 +23,7 @@ from dfei.train.runner import write_json_atomic
 METRIC = "valid_avg_auc"
 FIELDS = ["trial_id", "alpha", "k", "seed", "status", "best_valid_avg_auc", "best_epoch", "epochs_run",
           "test_avg_auc", "seconds", "model", "epochs", "patience", "lr", "shared_lr_scale", "batch_size",
-          "embed_dim", "workers", "checkpoint"]
+          "embed_dim", "workers", "checkpoint", "error"]
 # settings a trial inherits but that do not define the model it trains
 NOT_TRAINING_SETTINGS = ("out", "storage_path", "fail_once_at", "log_every_s", "max_failures")
 
@@ -67,10 +68,18 @@ def collect_rows(grid, base: TrainConfig, to_uri: Callable[[str], str], log=prin
         else:
             row["status"] = "error" if result.error else "no result"
         if result.error:
-            row["status"] = "error"
-            log(f"[tune] trial {row['trial_id']} failed: {str(result.error).strip().splitlines()[-1][:300]}")
+            row.update(status="error", error=error_line(result.error))
+            log(f"[tune] trial {row['trial_id']} failed: {row['error']}")
         rows.append(row)
     return sorted(rows, key=lambda r: -_num(r["best_valid_avg_auc"]))
+
+
+def error_line(err: BaseException) -> str:
+    """One line for a trial's error: the user error inside Ray's wrappers if there is one (e.g.
+    "training diverged at ..."), else the last line of the error's text."""
+    user = find_user_error(err)
+    text = str(user) if user is not None else (str(err).strip().splitlines() or [type(err).__name__])[-1]
+    return text[:400]
 
 
 def _num(value) -> float:
@@ -84,35 +93,45 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def write_reports(rows: list[dict[str, Any]], base: TrainConfig, out: str, log=print) -> dict[str, Any]:
+    """results.csv and results.md always (they record failed trials too); alpha_curve.png and
+    best.json when at least one trial has a result. Raises RunFailedError, after writing the
+    tables, when no trial has one: a sweep without a result must not end as if it had one."""
     _write_csv(rows, os.path.join(out, "results.csv"))
     table = _markdown(rows)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(table)
     curve = alpha_curve(rows, out)
     best, group = best_trial(rows)
-    if best is not None:
-        train_config = {k: v for k, v in base.to_dict().items() if k not in NOT_TRAINING_SETTINGS}
-        train_config.update(alpha=float(best["alpha"]), k=int(best["k"]), seed=int(best["seed"]))
-        write_json_atomic(os.path.join(out, "best.json"), {
-            "trial_id": best["trial_id"], "alpha": best["alpha"], "k": best["k"], "seed": best["seed"],
-            "best_valid_avg_auc": best["best_valid_avg_auc"], "best_epoch": best["best_epoch"],
-            "test_avg_auc": best["test_avg_auc"], "checkpoint": best["checkpoint"],
-            # the setting is chosen on its mean over seeds; the trial is its best seed
-            "mean_valid_avg_auc": _mean_valid(group),
-            "mean_test_avg_auc": _mean_or_nan([r["test_avg_auc"] for r in group]),
-            "seeds": [r["seed"] for r in group],
-            # what `train.py --config best.json` reads: the full training settings of the best trial
-            "train_config": train_config})
+    failed = [r for r in rows if r["status"] in ("error", "no result")]
     log("\n" + table)
-    if best is not None:
-        log(f"[tune] best: alpha={best['alpha']:g} k={best['k']}, mean valid avg AUC "
-            f"{_mean_valid(group):.4f} over {len(group)} seed(s); its best trial "
-            f"{best['trial_id']}: valid {best['best_valid_avg_auc']:.4f}, test {_fmt(best['test_avg_auc'])}; "
-            f"retrain with: python pipelines/train.py --config {os.path.join(out, 'best.json')} --out RUN_DIR")
-    else:
-        log("[tune] no trial produced a result; see the errors above")
-    log(f"[tune] results: {out}/results.csv, results.md, {os.path.basename(curve) if curve else '(no plot)'}, best.json")
-    return {"rows": rows, "best": best, "plot": curve}
+    if best is None:
+        errors = "\n".join(f"  trial {r['trial_id']} (alpha={r['alpha']:g} k={r['k']} seed={r['seed']}): "
+                           f"{r.get('error') or r['status']}" for r in rows)
+        raise RunFailedError(f"all {len(rows)} trial(s) of the sweep failed; no best.json was written "
+                             f"(results.csv in {out} lists them):\n{errors}")
+    train_config = {k: v for k, v in base.to_dict().items() if k not in NOT_TRAINING_SETTINGS}
+    train_config.update(alpha=float(best["alpha"]), k=int(best["k"]), seed=int(best["seed"]))
+    write_json_atomic(os.path.join(out, "best.json"), {
+        "trial_id": best["trial_id"], "alpha": best["alpha"], "k": best["k"], "seed": best["seed"],
+        "best_valid_avg_auc": best["best_valid_avg_auc"], "best_epoch": best["best_epoch"],
+        "test_avg_auc": best["test_avg_auc"], "checkpoint": best["checkpoint"],
+        # the setting is chosen on its mean over seeds; the trial is its best seed
+        "mean_valid_avg_auc": _mean_valid(group),
+        "mean_test_avg_auc": _mean_or_nan([r["test_avg_auc"] for r in group]),
+        "seeds": [r["seed"] for r in group],
+        "failed_trials": len(failed),
+        # what `train.py --config best.json` reads: the full training settings of the best trial
+        "train_config": train_config})
+    if failed:
+        log(f"[tune] warning: {len(failed)} of {len(rows)} trial(s) failed and are left out of the pick: "
+            + "; ".join(f"{r['trial_id']}: {r.get('error') or r['status']}" for r in failed))
+    log(f"[tune] best: alpha={best['alpha']:g} k={best['k']}, mean valid avg AUC "
+        f"{_mean_valid(group):.4f} over {len(group)} seed(s); its best trial "
+        f"{best['trial_id']}: valid {best['best_valid_avg_auc']:.4f}, test {_fmt(best['test_avg_auc'])}; "
+        f"retrain with: python pipelines/train.py --config {os.path.join(out, 'best.json')} --out RUN_DIR")
+    written = ["results.csv", "results.md"] + ([os.path.basename(curve)] if curve else []) + ["best.json"]
+    log(f"[tune] {len(rows) - len(failed)} of {len(rows)} trial(s) succeeded; wrote {out}/: {', '.join(written)}")
+    return {"rows": rows, "best": best, "plot": curve, "failed": len(failed)}
 
 
 def best_trial(rows: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:

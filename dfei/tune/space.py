@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from dfei.errors import ConfigError
+
 SEARCHES = ("grid", "random")
 SCHEDULERS = ("none", "asha")
 TRIAL_DRIVER_CPU = 0.05  # the trial function only waits on its TorchTrainer (whose controller takes 0 CPU)
@@ -36,33 +38,33 @@ def parse_values(text: str, name: str, kind: type) -> Values:
     """`0,0.1,0.9` -> choices; `0.5:1` -> a range. Raises ValueError naming the bad value."""
     text = str(text).strip()
     if not text:
-        raise ValueError(f"--{name}: no values given")
+        raise ConfigError(f"--{name}: no values given")
     check = _ALPHA_OK if name == "alpha" else _K_OK
 
     def number(token: str) -> float:
         try:
             value = float(token)
         except ValueError:
-            raise ValueError(f"--{name}: {token!r} is not a number") from None
+            raise ConfigError(f"--{name}: {token!r} is not a number") from None
         if kind is int and not value.is_integer():
-            raise ValueError(f"--{name}: {token!r} is not an integer")
+            raise ConfigError(f"--{name}: {token!r} is not an integer")
         ok, expected = check
         if not ok(value):
-            raise ValueError(f"--{name}: {token} is outside the valid range ({expected})")
+            raise ConfigError(f"--{name}: {token} is outside the valid range ({expected})")
         return int(value) if kind is int else value
 
     if ":" in text:
         parts = text.split(":")
         if len(parts) != 2:
-            raise ValueError(f"--{name}: a range is lo:hi, got {text!r}")
+            raise ConfigError(f"--{name}: a range is lo:hi, got {text!r}")
         low, high = number(parts[0]), number(parts[1])
         if low >= high:
-            raise ValueError(f"--{name}: range {text!r} needs lo < hi")
+            raise ConfigError(f"--{name}: range {text!r} needs lo < hi")
         return Values(name, low=low, high=high)
     tokens = [t.strip() for t in text.split(",") if t.strip()]
     choices = tuple(dict.fromkeys(number(t) for t in tokens))  # drop repeats, keep order
     if len(choices) != len(tokens):
-        raise ValueError(f"--{name}: repeated value in {text!r}")
+        raise ConfigError(f"--{name}: repeated value in {text!r}")
     return Values(name, choices=choices)
 
 
@@ -80,13 +82,13 @@ class SearchSpec:
 
     def __post_init__(self) -> None:
         if self.search not in SEARCHES:
-            raise ValueError(f"--search must be one of {SEARCHES}, got {self.search!r}")
+            raise ConfigError(f"--search must be one of {SEARCHES}, got {self.search!r}")
         if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"--scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+            raise ConfigError(f"--scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.num_samples < 1:
-            raise ValueError(f"--num-samples must be >= 1, got {self.num_samples}")
+            raise ConfigError(f"--num-samples must be >= 1, got {self.num_samples}")
         if self.search == "grid" and (self.alpha.is_range or self.k.is_range):
-            raise ValueError("--search grid needs lists of values (0,0.5,0.9); ranges lo:hi need --search random")
+            raise ConfigError("--search grid needs lists of values (0,0.5,0.9); ranges lo:hi need --search random")
 
     @property
     def num_trials(self) -> int:
@@ -137,20 +139,20 @@ def plan_resources(cluster_cpus: float, cluster_gpus: float, num_trials: int, wo
     `reserve_cpus` stays free (Ray Data read tasks for the ray-data ingest).
     """
     if workers_per_trial < 1:
-        raise ValueError(f"--workers-per-trial must be >= 1, got {workers_per_trial}")
+        raise ConfigError(f"--workers-per-trial must be >= 1, got {workers_per_trial}")
     if max_concurrent is not None and max_concurrent < 1:
-        raise ValueError(f"--max-concurrent must be >= 1, got {max_concurrent}")
+        raise ConfigError(f"--max-concurrent must be >= 1, got {max_concurrent}")
     usable = cluster_cpus - reserve_cpus
     if usable < TRIAL_DRIVER_CPU + workers_per_trial * 0.1:
-        raise ValueError(f"the cluster has {cluster_cpus:g} CPUs; a trial of {workers_per_trial} worker(s) needs more")
+        raise ConfigError(f"the cluster has {cluster_cpus:g} CPUs; a trial of {workers_per_trial} worker(s) needs more")
     if use_gpu:
         fits = int(cluster_gpus // workers_per_trial)
         if fits < 1:
-            raise ValueError(f"--use-gpu: a trial needs {workers_per_trial} GPU(s), the cluster has {cluster_gpus:g}")
+            raise ConfigError(f"--use-gpu: a trial needs {workers_per_trial} GPU(s), the cluster has {cluster_gpus:g}")
     elif cpus_per_worker is not None:
         fits = int(usable // (TRIAL_DRIVER_CPU + workers_per_trial * cpus_per_worker))
         if fits < 1:
-            raise ValueError(f"--cpus-per-worker {cpus_per_worker:g} x {workers_per_trial} worker(s) does not fit "
+            raise ConfigError(f"--cpus-per-worker {cpus_per_worker:g} x {workers_per_trial} worker(s) does not fit "
                              f"the cluster's {usable:g} usable CPUs")
     else:
         fits = max(1, int(usable // workers_per_trial))  # a whole CPU per worker where possible

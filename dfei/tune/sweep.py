@@ -24,8 +24,9 @@ from ray.tune import Callback
 
 from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
+from dfei.errors import ConfigError, PathExistsError, PathNotFoundError
 from dfei.train.config import TrainConfig
-from dfei.train.runner import checkpoint_uri, init_ray, write_json_atomic
+from dfei.train.runner import check_fit, checkpoint_uri, init_ray, write_json_atomic
 from dfei.tune.space import TRIAL_DRIVER_CPU, ResourcePlan, SearchSpec, Values, plan_resources
 
 METRIC = "valid_avg_auc"  # the objective: mean valid AUC over domains, reported every epoch
@@ -106,7 +107,7 @@ def _settings_path(out: str) -> str:
 def _load_settings(out: str) -> tuple[TrainConfig, SearchSpec, ResourcePlan]:
     path = _settings_path(out)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"--resume: {path} does not exist; no sweep to continue in {out}")
+        raise PathNotFoundError(f"--resume: {path} does not exist; no sweep to continue in {out}")
     with open(path) as f:
         saved = json.load(f)
     base = TrainConfig.from_dict(saved["base_config"], where=path)
@@ -133,7 +134,7 @@ def _scheduler(spec: SearchSpec, epochs: int):
 
 def _check_model(model: str) -> None:
     if not (model in ("dfei", "dfei_wo_dfi") or model.endswith("+dfei")):
-        raise ValueError(f"--model {model!r} has no alpha/k to tune; use dfei, dfei_wo_dfi (alpha only) or "
+        raise ConfigError(f"--model {model!r} has no alpha/k to tune; use dfei, dfei_wo_dfi (alpha only) or "
                          "<backbone>+dfei")
 
 
@@ -150,12 +151,14 @@ def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, worke
         base, spec, plan = _load_settings(out)
         log(f"[tune] resuming the sweep in {out} (its saved settings: {spec.to_json()})")
     elif os.path.exists(_settings_path(out)) or os.path.exists(os.path.join(out, EXPERIMENT)):
-        raise FileExistsError(f"{out} already holds a sweep; pass --resume to continue it, or choose another --out")
+        raise PathExistsError(f"{out} already holds a sweep; pass --resume to continue it, or choose another --out")
     _check_model(base.model)
     base = dataclasses.replace(base, data=base.data if "://" in base.data else os.path.abspath(base.data))
     if base.storage_path and "://" not in base.storage_path:
         base = dataclasses.replace(base, storage_path=os.path.abspath(base.storage_path))
     dataset = ParquetDataset(base.data)  # fail fast, before Ray starts
+    check_fit(dataclasses.replace(base, num_workers=plan.workers_per_trial if resume else workers_per_trial),
+              dataset.spec)  # one trial's workers must fit this machine (embedded Ray)
     os.makedirs(out, exist_ok=True)
     init_ray(log)
     import ray

@@ -144,3 +144,25 @@ def test_column_sets_must_match_across_files(copy):
     pq.write_table(table.append_column("extra", pa.array([0] * table.num_rows)), part)
     with pytest.raises(DatasetError, match=r"column set differs from .*extra \['extra'\]"):
         ParquetDataset(str(copy))
+
+
+def test_a_valid_split_without_both_classes_is_refused_and_a_single_class_domain_warned(copy):
+    from dfei.train.runner import check_evaluable
+
+    def only_zeros(table):
+        i = table.schema.get_field_index("label")
+        return table.set_column(i, "label", pa.array(np.zeros(table.num_rows, dtype=np.int8)))
+
+    for f in sorted((copy / "valid" / "domain=1").iterdir()):
+        _rewrite(f, only_zeros)
+    lines: list[str] = []
+    ds = ParquetDataset(str(copy))
+    assert ds.single_class_domains("valid") == ["B2"]
+    check_evaluable(ds, lines.append)
+    assert lines == ["[data] warning: valid: domain(s) ['B2'] have a single label class (or no rows): their AUC is "
+                     "undefined and left out of avg_auc"]
+    for d in range(6):
+        for f in sorted((copy / "valid" / f"domain={d}").iterdir()):
+            _rewrite(f, only_zeros)
+    with pytest.raises(DatasetError, match="valid: no domain has both label classes"):
+        check_evaluable(ParquetDataset(str(copy)), lines.append)

@@ -33,3 +33,18 @@ def test_yaml_numbers_written_without_a_dot_are_numbers(tmp_path):
         load_config(str(f), {})
     with pytest.raises(ValueError, match="eval_batch_size"):
         TrainConfig(eval_batch_size=0)
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"tower_dims": "128,64"}, r"tower_dims must be a non-empty list of positive integers .* got '128,64'"),
+    ({"tower_dims": [128, 64]}, r"tower_dropouts has 3 rate\(s\) for 2 tower layer\(s\) \[128, 64\]"),
+    ({"tower_dropouts": [0.1, 1.5, 0.3]}, r"tower_dropouts must be a list of rates in \[0, 1\)"),
+    ({"lr": float("inf")}, "lr must be a finite number > 0, got inf"),
+    ({"embed_dim": 0}, "embed_dim must be >= 1"),
+    ({"cpus_per_worker": 0}, "cpus_per_worker must be > 0"),
+])
+def test_settings_that_would_fail_inside_a_worker_are_refused_at_once(values, message):
+    from dfei.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(data="/d", **values)

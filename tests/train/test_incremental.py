@@ -120,3 +120,19 @@ def test_a_new_domain_can_start_from_a_trained_domains_tower(tracked_run, daily_
         warm_start.plan(dataclasses.replace(cfg, new_domain_from="B9"), spec, ckpt, "x")
     with pytest.raises(ValueError, match="new_domain_from .* needs init_from"):
         TrainConfig(data=daily_data["day1"], new_domain_from="B2")
+
+
+def test_a_diverged_checkpoint_is_refused_before_ray(tracked_run, daily_data, tmp_path):
+    import shutil
+
+    from dfei.errors import CheckpointError
+
+    ckpt = tmp_path / "diverged"
+    shutil.copytree(tracked_run["metrics"]["checkpoint"], ckpt)
+    state = torch.load(ckpt / "model.pt", weights_only=True)
+    state["shared_tower.0.weight"][0, 0] = float("nan")
+    torch.save(state, ckpt / "model.pt")
+    cfg = TrainConfig(data=daily_data["day1"], out=str(tmp_path / "run"), init_from=str(ckpt))
+    with pytest.raises(CheckpointError, match=r"1 tensor\(s\) hold nan or inf \(shared_tower.0.weight\)"):
+        run_training(cfg, log=lambda *a: None)
+    assert not (tmp_path / "run").exists()

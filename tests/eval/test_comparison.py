@@ -1,0 +1,37 @@
+"""The comparison report's picks: a NaN mean (an AUC undefined on every seed) never wins a column,
+and the table's best baseline is the one the t-test compares against; Fig. 4 on one domain is
+skipped instead of failing at the end of a comparison."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dfei.eval.comparison import significance, tsne_plot, write_tables
+
+
+def _values() -> dict:
+    # B2: mlp's AUC is undefined on every seed (NaN mean); star is the real best baseline there
+    nan = float("nan")
+    return {"mlp": {"B1": [0.60, 0.61], "B2": [nan, nan], "avg": [0.60, 0.61]},
+            "star": {"B1": [0.70, 0.71], "B2": [0.65, 0.66], "avg": [0.68, 0.69]},
+            "dfei": {"B1": [0.72, 0.73], "B2": [0.60, 0.62], "avg": [0.66, 0.67]}}
+
+
+def test_a_nan_mean_never_wins_and_the_table_marks_the_t_tests_baseline(tmp_path):
+    values = _values()
+    sig = significance(values, ["B1", "B2", "avg"])
+    assert sig["B2"]["baseline"] == "star" and not math.isnan(sig["B2"]["p"])
+    write_tables(values, ["B1", "B2"], str(tmp_path))
+    rows = {line.split("|")[1].strip(): line for line in (tmp_path / "table.md").read_text().splitlines()
+            if line.startswith("| mlp") or line.startswith("| star") or line.startswith("| dfei")}
+    b2 = {m: rows[m].split("|")[3] for m in rows}  # the B2 cell of each model
+    assert "<u>" in b2["star"] and "<u>" not in b2["mlp"]  # best baseline: the t-test's, not the NaN row
+    assert "**" in b2["star"] and "**" not in b2["mlp"]  # best overall
+    assert "| best baseline | star | star | star |" in (tmp_path / "table.md").read_text()
+
+
+def test_the_domain_feature_figure_needs_two_domains(tmp_path):
+    assert tsne_plot(np.ones((1, 32), dtype=np.float32), ["A1"], [0.1], str(tmp_path)) is None
+    path = tsne_plot(np.random.default_rng(0).random((2, 32)), ["A1", "A2"], [0.1, 0.2], str(tmp_path))
+    assert path and open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
