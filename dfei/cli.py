@@ -19,8 +19,9 @@ def run_cli(body: Callable[[], Any]) -> int:
     with the summary on stderr on a RunFailedError. Anything else propagates (traceback, exit 1)."""
     try:
         body()
-    except UserError as err:  # (Ray's RayTaskError poses as its cause's class: print the cause itself)
-        print(f"error: {find_user_error(err) or err}", file=sys.stderr)
+    except UserError as err:
+        cause = getattr(err, "cause", None)  # Ray's RayTaskError poses as its cause's class: print the cause
+        print(f"error: {cause if isinstance(cause, UserError) else err}", file=sys.stderr)
         return USER_ERROR_EXIT
     except RunFailedError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -5,8 +5,8 @@ request, a learning rate that makes training diverge) fails with a subclass of `
 message names the file/column/value/setting and what was expected. `dfei.cli.run_cli` catches only
 these; any other exception is a bug (ours or a library's) and keeps its traceback.
 
-Each class also derives from the built-in exception of its kind (ValueError, FileExistsError, ...),
-so library callers that catch those keep working. Pure Python: importable from every layer,
+Each class also derives from the built-in exception of its kind (ValueError, FileExistsError,
+RuntimeError, ...), so library callers that catch those keep working. Pure Python: importable from every layer,
 including `dfei.models` and the serving loader.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ class PathNotFoundError(UserError, FileNotFoundError):
     """An input path the user named does not exist."""
 
 
-class ResourceError(UserError):
+class ResourceError(UserError, RuntimeError):
     """The run cannot fit the machine or cluster it is about to start on (memory, CPUs, GPUs)."""
 
 
@@ -64,7 +64,9 @@ def find_user_error(err: BaseException, _seen: set[int] | None = None) -> UserEr
     if err is None or id(err) in seen:
         return None
     seen.add(id(err))
-    inner: list = [getattr(err, "cause", None), err.__cause__, err.__context__, *err.args]
+    # explicit wrapping only: not __context__ (an exception raised while another was handled, e.g. a
+    # bug in an `except DatasetError` block, must keep its own traceback)
+    inner: list = [getattr(err, "cause", None), err.__cause__, *err.args]
     failures = getattr(err, "worker_failures", None)
     if isinstance(failures, dict):
         inner += list(failures.values())

@@ -34,10 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from dfei.train.predict import predict
+    from dfei.train.predict import check_settings, predict
     from dfei.train.runner import init_ray
 
     def run() -> None:
+        check_settings(args.batch_size, args.num_workers, args.use_gpu)  # before Ray starts
         init_ray()
         predict(args.checkpoint, args.data, args.split, args.out, args.batch_size, args.num_workers, args.use_gpu,
                 args.overwrite)

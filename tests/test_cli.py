@@ -11,8 +11,7 @@ import pytest
 
 from dfei.cli import run_cli
 from dfei.data.spec import DatasetError
-from dfei.errors import (CheckpointError, ConfigError, PathExistsError, RunFailedError, UserError,
-                         find_user_error)
+from dfei.errors import CheckpointError, ConfigError, PathExistsError, RunFailedError, UserError, find_user_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,3 +83,49 @@ def test_a_bug_exits_1_with_its_traceback_in_a_real_process():
     assert proc.returncode == 1
     assert "Traceback (most recent call last)" in proc.stderr and "ValueError: Input contains NaN." in proc.stderr
     assert not proc.stderr.startswith("error:")
+
+
+def test_missing_or_unreadable_config_and_checkpoint_files_are_user_errors(tmp_path):
+    from dfei.errors import PathNotFoundError
+    from dfei.train.checkpoint import load_checkpoint
+    from dfei.train.config import load_config
+
+    with pytest.raises(PathNotFoundError, match="--config .*missing.yaml: no such file"):
+        load_config(str(tmp_path / "missing.yaml"), {})
+    (tmp_path / "bad.yaml").write_text("alpha: [0.1\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not a readable YAML/JSON file"):
+        load_config(str(tmp_path / "bad.yaml"), {})
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "model.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="no state.json; not a complete dfei checkpoint"):
+        load_checkpoint(str(tmp_path / "ckpt"))
+    (tmp_path / "ckpt" / "state.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="model.pt: not a readable checkpoint file"):
+        load_checkpoint(str(tmp_path / "ckpt"))
+
+
+def test_an_error_raised_while_handling_a_user_error_is_a_bug_with_its_traceback():
+    def body():
+        try:
+            raise DatasetError("x.parquet: bad")
+        except DatasetError:
+            raise KeyError("a bug in the handler")  # not `from`: its context is not its cause
+
+    with pytest.raises(KeyError):
+        run_cli(body)
+
+
+def test_unknown_models_and_predict_settings_are_refused_before_ray():
+    from dfei.train.config import TrainConfig
+    from dfei.train.predict import check_settings
+
+    with pytest.raises(ConfigError, match=r"model must be one of .* got 'foo\+dfei'"):
+        TrainConfig(data="d", model="foo+dfei")
+    with pytest.raises(ConfigError, match="--batch-size must be >= 1"):
+        check_settings(0, 1, False)
+    if "RAY_ADDRESS" not in os.environ:
+        import torch
+
+        if torch.cuda.device_count() == 0:
+            with pytest.raises(UserError, match="--use-gpu gives each of the 1 scoring actor"):
+                check_settings(8192, 1, True)

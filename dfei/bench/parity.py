@@ -32,18 +32,22 @@ def parse_variant(text: str) -> dict[str, Any]:
 
 
 def run_parity(base: TrainConfig, variants: list[str], seeds: int, out: str, log=print) -> dict[str, Any]:
-    from dfei.train.runner import init_ray, run_training, write_json_atomic
+    from dfei.data.dataset import ParquetDataset
+    from dfei.train.runner import init_ray, preflight, run_training, write_json_atomic
 
     if len(variants) < 2:
         raise ConfigError(f"--variants needs at least two settings, got {variants}")
     if seeds < 2:
         raise ConfigError(f"--seeds must be >= 2 for a paired t-test, got {seeds}")
     parsed = {v: parse_variant(v) for v in variants}
+    dataset = None
     for v, overrides in parsed.items():  # each variant on this base (e.g. mode=fused on a dense base): before any run
         try:
-            TrainConfig.from_dict({**base.to_dict(), **overrides}, where=f"variant {v!r}")
+            variant = TrainConfig.from_dict({**base.to_dict(), **overrides}, where=f"variant {v!r}")
         except ValueError as err:
             raise ConfigError(f"variant {v!r} on the base config: {err}") from None
+        dataset = dataset or ParquetDataset(variant.data)
+        preflight(variant, dataset, log)  # fits this machine (embedded Ray), a valid split to select on
     os.makedirs(out, exist_ok=True)
     ray_started = False
     auc: dict[str, list[float]] = {v: [] for v in variants}

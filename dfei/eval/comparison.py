@@ -39,6 +39,9 @@ def significance(values: dict[str, dict[str, list[float]]], columns: list[str], 
         return out
     for col in columns:
         best = best_model(baselines, {m: _mean(values[m][col]) for m in baselines})
+        if best is None:  # no baseline has an AUC in this column: nothing to test against
+            out[col] = {"baseline": "-", "p": float("nan"), "mark": ""}
+            continue
         a, b = np.asarray(values[model][col], float), np.asarray(values[best][col], float)
         p = float(ttest_rel(a, b).pvalue) if len(a) >= 2 and len(a) == len(b) and np.any(a != b) else float("nan")
         better = _mean(a) > _mean(b)
@@ -47,10 +50,12 @@ def significance(values: dict[str, dict[str, list[float]]], columns: list[str], 
     return out
 
 
-def best_model(models: list[str], means: dict[str, float]) -> str:
-    """The model with the highest mean; a NaN mean (AUC undefined on every seed) never wins, and
-    ties go to the first listed. The table's marks and the t-test both use this pick."""
-    return max(models, key=lambda m: -math.inf if math.isnan(means[m]) else means[m])
+def best_model(models: list[str], means: dict[str, float]) -> str | None:
+    """The model with the highest mean; a NaN mean (AUC undefined on every seed) never wins, ties go
+    to the first listed, and a column where every mean is NaN has no best (None). The table's marks
+    and the t-test both use this pick."""
+    defined = [m for m in models if not math.isnan(means[m])]
+    return max(defined, key=lambda m: means[m]) if defined else None
 
 
 def _mean(values) -> float:

@@ -28,7 +28,6 @@ from dfei.models.base import PredictProba, check_domain_indices
 from dfei.models.layers import MLP, FeatureEmbedding, GlobalBatchStatistics
 
 
-
 @dataclass
 class DFEIConfig:
     cardinalities: list[int]

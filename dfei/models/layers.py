@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 # (sums [G, n], counts [G]) of this rank's rows -> the same summed over every rank. An autograd-aware
 # all-reduce: its backward sums the gradient over the ranks (dfei.train.distributed.StatsReducer).
 BatchStatsAllReduce = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

@@ -63,16 +63,16 @@ class STAR(GlobalBatchStatistics, MultiDomainModel):
         if self.training:
             # sums of (e - shift) and its square over the global batch (every rank's rows under DDP,
             # GlobalBatchStatistics); the shift (the running mean, equal on every rank) keeps the
-            # one-pass variance exact in float32
-            c = e - running_mean
+            # one-pass variance exact
+            c = (e - running_mean).double()  # float64 sums: exact even before the shift is near the mean
             sums, count = self.global_sums(torch.cat([c.sum(0), c.square().sum(0)]).unsqueeze(0),
-                                           e.new_full((1,), float(e.shape[0])))
+                                           c.new_full((1,), float(e.shape[0])))
             n = count[0]
             use_batch = n > 1  # a 1-row global batch has no variance: the running statistics serve
             mean_c = sums[0, :dim] / n.clamp(min=1.0)
-            mean = torch.where(use_batch, mean_c + running_mean, running_mean)
-            var = torch.where(use_batch, (sums[0, dim:] / n.clamp(min=1.0) - mean_c.square()).clamp(min=0.0),
-                              running_var)
+            var_c = (sums[0, dim:] / n.clamp(min=1.0) - mean_c.square()).clamp(min=0.0)
+            mean = torch.where(use_batch, mean_c.to(e.dtype) + running_mean, running_mean)
+            var = torch.where(use_batch, var_c.to(e.dtype), running_var)
             with torch.no_grad():  # the first batch sets the statistics (embeddings start tiny)
                 rate = torch.where(self.stats_initialized[d], self.momentum, 1.0) * use_batch.to(e.dtype)
                 self.running_mean[d].lerp_(mean.detach(), rate)

@@ -49,12 +49,22 @@ def save_checkpoint(directory: str, model_state: dict, optimizer_state: dict | N
     _atomic(os.path.join(directory, STATE_FILE), write_json)
 
 
-def load_checkpoint_state(directory: str) -> dict[str, Any]:
-    """{"state", "has_optimizer"} of a checkpoint, reading no tensors (what a run was, not its weights)."""
+def _state(directory: str) -> dict[str, Any]:
+    """state.json of a checkpoint directory; CheckpointError when it is not a dfei checkpoint."""
     if not os.path.exists(os.path.join(directory, MODEL_FILE)):
         raise CheckpointError(f"{directory}: no {MODEL_FILE}; not a dfei checkpoint")
-    with open(os.path.join(directory, STATE_FILE)) as f:
-        state = json.load(f)
+    try:
+        with open(os.path.join(directory, STATE_FILE)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"{directory}: no {STATE_FILE}; not a complete dfei checkpoint") from None
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{directory}/{STATE_FILE}: unreadable ({err})") from None
+
+
+def load_checkpoint_state(directory: str) -> dict[str, Any]:
+    """{"state", "has_optimizer"} of a checkpoint, reading no tensors (what a run was, not its weights)."""
+    state = _state(directory)
     return {"state": state, "has_optimizer": os.path.exists(os.path.join(directory, OPTIMIZER_FILE))}
 
 
@@ -62,16 +72,20 @@ def load_checkpoint(directory: str, map_location: str | torch.device = "cpu",
                     optimizer: bool = True) -> dict[str, Any]:
     """{"model", "best_model", "optimizer", "state"}; best_model falls back to model. With
     optimizer=False the optimizer state is not read ("optimizer" is None): inference needs only
-    the weights. Raises CheckpointError when `directory` is not a dfei checkpoint."""
+    the weights. Raises CheckpointError when `directory` is not a dfei checkpoint or a file of it
+    cannot be read."""
     def load(name: str):
         path = os.path.join(directory, name)
-        return torch.load(path, map_location=map_location, weights_only=True) if os.path.exists(path) else None
+        if not os.path.exists(path):
+            return None
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # torch raises several types for a truncated or foreign file
+            raise CheckpointError(f"{path}: not a readable checkpoint file ({type(err).__name__}: "
+                                  f"{str(err).splitlines()[0][:200]})") from None
 
-    if not os.path.exists(os.path.join(directory, MODEL_FILE)):
-        raise CheckpointError(f"{directory}: no {MODEL_FILE}; not a dfei checkpoint")
+    state = _state(directory)
     model = load(MODEL_FILE)
-    with open(os.path.join(directory, STATE_FILE)) as f:
-        state = json.load(f)
     return {"model": model, "best_model": load(BEST_MODEL_FILE) or model,
             "optimizer": load(OPTIMIZER_FILE) if optimizer else None, "state": state}
 

@@ -16,7 +16,7 @@ from dfei.eval.comparison import ablation_plot, per_seed, tsne_plot, write_table
 from dfei.models import MODELS
 from dfei.train.checkpoint import load_checkpoint
 from dfei.train.config import TrainConfig
-from dfei.train.runner import init_ray, run_training
+from dfei.train.runner import init_ray, preflight, run_training
 
 
 def _train_ctr(dataset: ParquetDataset) -> list[float]:
@@ -35,6 +35,7 @@ def compare(base: TrainConfig, models: list[str], seeds: int, out: str, log=prin
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     dataset = ParquetDataset(base.data)
+    preflight(base, dataset, log)  # the embedding table is every model's: one check before Ray starts
     os.makedirs(out, exist_ok=True)
     init_ray(log)
     results: dict[str, dict[int, dict]] = {m: {} for m in models}

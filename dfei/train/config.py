@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from dfei.errors import ConfigError
+from dfei.errors import ConfigError, PathNotFoundError
 
 MODES = ("sequential", "fused")
 EMBEDDING_UPDATES = ("lazy", "dense")
@@ -77,7 +77,10 @@ class TrainConfig:
         if len(drops) != len(dims):
             raise ConfigError(f"tower_dropouts has {len(drops)} rate(s) for {len(dims)} tower layer(s) {list(dims)}; "
                               "give one rate per layer")
+        from dfei.models.registry import MODELS  # (torch only; no Ray)
+
         checks = [
+            (self.model in MODELS, f"model must be one of {sorted(MODELS)}, got {self.model!r}"),
             (self.embed_dim >= 1, f"embed_dim must be >= 1, got {self.embed_dim}"),
             (self.l2 >= 0 and math.isfinite(self.l2), f"l2 must be a finite number >= 0, got {self.l2}"),
             (self.shuffle_rows >= 1, f"shuffle_rows must be >= 1, got {self.shuffle_rows}"),
@@ -146,8 +149,13 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> TrainConfig:
     if path:
         import yaml
 
-        with open(path) as f:
-            loaded = yaml.safe_load(f) or {}
+        try:
+            with open(path) as f:
+                loaded = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise PathNotFoundError(f"--config {path}: no such file") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise ConfigError(f"--config {path}: not a readable YAML/JSON file: {err}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
         if isinstance(loaded.get("train_config"), dict):  # a sweep's best.json: its best trial's settings

@@ -77,7 +77,7 @@ def attach_reducer(model: nn.Module, world_size: int) -> None:
     if world_size <= 1:
         return
     modules = batch_statistics_modules(model)
-    owned = {id(b) for _, m in modules for b in m.buffers()}
+    owned = {id(b) for _, m in modules for b in m.buffers(recurse=False)}
     persistent = set(model.state_dict())  # model state; non-persistent buffers are constants of the architecture
     stray = [n for n, b in model.named_buffers() if n in persistent and id(b) not in owned]
     if stray:
@@ -165,29 +165,48 @@ def differing_state(model: nn.Module, world_size: int) -> dict[str, list[str]]:
     return {"buffers": [n for n in differ if n in buffers], "parameters": [n for n in differ if n not in buffers]}
 
 
+PARAMETER_TOLERANCE = 1e-4  # relative to the tensor's largest magnitude: last-bit drift, not a desync
+
+
 def check_replicas(model: nn.Module, world_size: int, when: str, log=print) -> list[str]:
     """Before an evaluation or a checkpoint on N > 1 ranks: every rank must hold the same state.
 
     Buffers are equal by construction (GlobalBatchStatistics): a buffer that differs is a bug and
     raises RuntimeError on every rank, naming it. Parameters are equal when every rank applies the
     same averaged gradients; a backend whose reductions are not bitwise deterministic (some GPU
-    kernels) may leave last-bit differences, so a differing parameter is logged and replaced by
-    rank 0's, and evaluation and checkpoint then agree. Returns the parameters replaced."""
+    kernels) may leave last-bit differences: a parameter within PARAMETER_TOLERANCE of rank 0's
+    is replaced by rank 0's (logged), so evaluation and checkpoint agree; a larger difference is a
+    desync and raises RuntimeError on every rank. Returns the parameters replaced."""
     if world_size <= 1:
         return []
-    differ = differing_state(model, world_size)
+    import torch.distributed as dist
+
+    differ = differing_state(model, world_size)  # the same lists on every rank
     if differ["buffers"]:
         raise RuntimeError(f"{when}: buffers {differ['buffers']} differ between ranks; every rank must hold the "
                            "same model state (this is a bug: the buffers' module must reduce its statistics over "
                            "the ranks, see GlobalBatchStatistics)")
-    if differ["parameters"]:
-        import torch.distributed as dist
-
-        log(f"[train] warning: {when}: parameters {differ['parameters']} differed between ranks; using rank 0's")
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name in differ["parameters"]:
-                dist.broadcast(params[name].data, src=0)
+    if not differ["parameters"]:
+        return []
+    params = dict(model.named_parameters())
+    refs, gaps = [], []
+    with torch.no_grad():
+        for name in differ["parameters"]:
+            ref = params[name].detach().clone()
+            dist.broadcast(ref, src=0)
+            refs.append(ref)
+            gaps.append(((params[name] - ref).abs().max() / ref.abs().max().clamp(min=1e-12)).double().reshape(1))
+        gap = torch.cat(gaps)
+        dist.all_reduce(gap, op=dist.ReduceOp.MAX)
+        worst = int(gap.argmax())
+        if float(gap[worst]) > PARAMETER_TOLERANCE:
+            raise RuntimeError(f"{when}: parameter {differ['parameters'][worst]} differs between ranks by "
+                               f"{float(gap[worst]):.3g} of its magnitude (> {PARAMETER_TOLERANCE:g}): the ranks "
+                               "did not apply the same updates (this is a bug in the gradient all-reduce)")
+        for name, ref in zip(differ["parameters"], refs):
+            params[name].copy_(ref)
+    log(f"[train] warning: {when}: parameters {differ['parameters']} differed between ranks by at most "
+        f"{float(gap.max()):.2g} of their magnitude; using rank 0's")
     return differ["parameters"]
 
 

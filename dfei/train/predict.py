@@ -19,7 +19,7 @@ import torch
 from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
 from dfei.data.spec import DatasetError, DatasetSpec
-from dfei.errors import CheckpointError, PathExistsError
+from dfei.errors import CheckpointError, ConfigError, PathExistsError, ResourceError
 from dfei.models import build_model
 from dfei.train.checkpoint import load_checkpoint, load_checkpoint_state, non_finite_tensors
 from dfei.train.config import TrainConfig
@@ -130,6 +130,21 @@ def check_compatible(trained: DatasetSpec, data: DatasetSpec, where: str) -> Non
     if unknown:
         raise DatasetError(f"{where}: domain id(s) {unknown} were not in the training data "
                            f"(trained on {[d.id for d in trained.domains]})")
+
+
+def check_settings(batch_size: int, num_workers: int, use_gpu: bool) -> None:
+    """Before Ray starts: positive sizes, and with an embedded Ray the GPUs --use-gpu asks for (one
+    per model-holding actor) must exist, or Ray Data would wait for them forever. Raises
+    ConfigError / ResourceError."""
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if num_workers < 1:
+        raise ConfigError(f"--num-workers must be >= 1, got {num_workers}")
+    if use_gpu and not os.environ.get("RAY_ADDRESS"):
+        gpus = torch.cuda.device_count()
+        if gpus < num_workers:
+            raise ResourceError(f"--use-gpu gives each of the {num_workers} scoring actor(s) a GPU; this machine has "
+                                f"{gpus} (drop --use-gpu, or lower --num-workers)")
 
 
 def predict(checkpoint: str, data: str, split: str, out: str, batch_size: int = 8192, num_workers: int = 1,

@@ -72,18 +72,24 @@ HASHING_HINT = ("hash the largest features into fewer buckets when preparing the
                 "pipelines bucket ids of 10^6+ values), or lower --embed-dim")
 
 
+def check_local_memory(spec: DatasetSpec, embed_dim: int, embedding_update: str, num_workers: int,
+                       what: str = "", memory_bytes: int | None = None) -> None:
+    """ResourceError unless `num_workers` training workers' tables fit this machine's memory."""
+    need = embedding_need(spec, embed_dim, embedding_update)
+    memory = machine_memory_bytes() if memory_bytes is None else memory_bytes
+    if need.worker_bytes * num_workers > MEMORY_FRACTION * memory:
+        raise ResourceError(f"{spec.name}: {need.describe(embed_dim)}; {what}{num_workers} worker(s) on this machine "
+                            f"need {_size(need.worker_bytes * num_workers)} but it has {_size(memory)}. To fit, "
+                            + HASHING_HINT)
+
+
 def check_local_fit(spec: DatasetSpec, embed_dim: int, embedding_update: str, num_workers: int, use_gpu: bool,
                     cpus_per_worker: float | None, memory_bytes: int | None = None,
                     cpu_count: int | None = None, gpu_count: int | None = None) -> None:
     """Before an embedded Ray starts on this machine: every worker's replica of the tables must fit in
     its memory, and the CPUs / GPUs asked for must exist (Ray Train would otherwise wait for them
     forever). Raises ResourceError naming the features or the setting."""
-    need = embedding_need(spec, embed_dim, embedding_update)
-    memory = machine_memory_bytes() if memory_bytes is None else memory_bytes
-    if need.worker_bytes * num_workers > MEMORY_FRACTION * memory:
-        raise ResourceError(f"{spec.name}: {need.describe(embed_dim)}; {num_workers} worker(s) on this machine need "
-                            f"{_size(need.worker_bytes * num_workers)} but it has {_size(memory)}. To fit, "
-                            + HASHING_HINT)
+    check_local_memory(spec, embed_dim, embedding_update, num_workers, memory_bytes=memory_bytes)
     cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
     if cpus_per_worker is not None and cpus_per_worker * num_workers > cpus:
         raise ResourceError(f"--cpus-per-worker {cpus_per_worker:g} x --num-workers {num_workers} needs "

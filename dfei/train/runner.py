@@ -99,6 +99,13 @@ def check_evaluable(dataset: ParquetDataset, log=print) -> None:
                 "undefined and left out of avg_auc")
 
 
+def preflight(cfg: TrainConfig, dataset: ParquetDataset, log=print) -> None:
+    """What every pipeline checks before it starts Ray for training runs of `cfg` on `dataset`
+    (train.py here; tune.py, compare.py and parity.py before their first run)."""
+    check_evaluable(dataset, log)
+    check_fit(cfg, dataset.spec, log)
+
+
 def check_fit(cfg: TrainConfig, spec, log=print) -> None:
     """Before Ray starts: an embedded Ray's workers must fit this machine (resources.check_local_fit)."""
     import ray
@@ -197,7 +204,6 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
     log(f"[data] {spec.name}: {spec.num_domains} domains, {len(spec.features)} features, "
         f"train {sum(dataset.rows('train')):,} / valid {sum(dataset.rows('valid')):,} / "
         f"test {sum(dataset.rows('test')):,} rows")
-    check_evaluable(dataset, log)
     if cfg.init_from:  # refuse an unusable checkpoint here, before Ray starts
         from dfei.train import warm_start
         from dfei.train.predict import finite_weights, load_any_checkpoint
@@ -207,7 +213,7 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
         finite_weights(load_any_checkpoint(cfg.init_from, optimizer=False), cfg.init_from)  # not a diverged run's
         log("[init] " + warm_start.summary(matching, cfg.init_from,
                                            warm_start.optimizer_source(cfg, ckpt["has_optimizer"])))
-    check_fit(cfg, spec, log)
+    preflight(cfg, dataset, log)
     os.makedirs(cfg.out, exist_ok=True)
     ray_mode = init_ray(log)
     t_ray = time.time()

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dfei.errors import RunFailedError, find_user_error
+from dfei.errors import RunFailedError, UserError, find_user_error
 from dfei.eval.comparison import _pyplot
 from dfei.train.config import TrainConfig
 from dfei.train.runner import write_json_atomic
@@ -24,6 +24,7 @@ METRIC = "valid_avg_auc"
 FIELDS = ["trial_id", "alpha", "k", "seed", "status", "best_valid_avg_auc", "best_epoch", "epochs_run",
           "test_avg_auc", "seconds", "model", "epochs", "patience", "lr", "shared_lr_scale", "batch_size",
           "embed_dim", "workers", "checkpoint", "error"]
+FAILED = ("error", "no result")  # statuses of trials that are not candidates for best.json
 # settings a trial inherits but that do not define the model it trains
 NOT_TRAINING_SETTINGS = ("out", "storage_path", "fail_once_at", "log_every_s", "max_failures")
 
@@ -64,11 +65,15 @@ def collect_rows(grid, base: TrainConfig, to_uri: Callable[[str], str], log=prin
                 row["checkpoint"] = to_uri(latest)
                 log(f"[tune] scoring the test split for trial {row['trial_id']} (it ended before its own final "
                     "evaluation) from its latest checkpoint's best weights")
-                row["test_avg_auc"] = evaluate_checkpoint(row["checkpoint"], base.data, ("test",))["test"]["avg_auc"]
+                try:
+                    row["test_avg_auc"] = evaluate_checkpoint(row["checkpoint"], base.data, ("test",))["test"]["avg_auc"]
+                except UserError as err:  # e.g. a diverged trial's checkpoint: recorded, the report goes on
+                    row["error"] = str(err)[:400]
+                    log(f"[tune] trial {row['trial_id']}: its checkpoint cannot be scored: {row['error']}")
         else:
             row["status"] = "error" if result.error else "no result"
         if result.error:
-            row.update(status="error", error=error_line(result.error))
+            row.update(status="error", error=error_line(result.error))  # the trial's own error first
             log(f"[tune] trial {row['trial_id']} failed: {row['error']}")
         rows.append(row)
     return sorted(rows, key=lambda r: -_num(r["best_valid_avg_auc"]))
@@ -102,7 +107,7 @@ def write_reports(rows: list[dict[str, Any]], base: TrainConfig, out: str, log=p
         f.write(table)
     curve = alpha_curve(rows, out)
     best, group = best_trial(rows)
-    failed = [r for r in rows if r["status"] in ("error", "no result")]
+    failed = [r for r in rows if r["status"] in FAILED]
     log("\n" + table)
     if best is None:
         errors = "\n".join(f"  trial {r['trial_id']} (alpha={r['alpha']:g} k={r['k']} seed={r['seed']}): "
@@ -138,8 +143,8 @@ def best_trial(rows: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[
     """The best (alpha, k) by mean best valid AUC over its seeds, and its best trial: with several
     seeds per point a single lucky seed does not pick the setting."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        if _num(r["best_valid_avg_auc"]) > -math.inf:
+    for r in rows:  # a failed trial is left out even when it reported epochs before failing
+        if r["status"] not in FAILED and _num(r["best_valid_avg_auc"]) > -math.inf:
             groups.setdefault((float(r["alpha"]), int(r["k"])), []).append(r)
     if not groups:
         return None, []

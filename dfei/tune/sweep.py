@@ -26,7 +26,8 @@ from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
 from dfei.errors import ConfigError, PathExistsError, PathNotFoundError
 from dfei.train.config import TrainConfig
-from dfei.train.runner import check_fit, checkpoint_uri, init_ray, write_json_atomic
+from dfei.train.resources import check_local_memory
+from dfei.train.runner import checkpoint_uri, init_ray, preflight, write_json_atomic
 from dfei.tune.space import TRIAL_DRIVER_CPU, ResourcePlan, SearchSpec, Values, plan_resources
 
 METRIC = "valid_avg_auc"  # the objective: mean valid AUC over domains, reported every epoch
@@ -157,10 +158,11 @@ def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, worke
     if base.storage_path and "://" not in base.storage_path:
         base = dataclasses.replace(base, storage_path=os.path.abspath(base.storage_path))
     dataset = ParquetDataset(base.data)  # fail fast, before Ray starts
-    check_fit(dataclasses.replace(base, num_workers=plan.workers_per_trial if resume else workers_per_trial),
-              dataset.spec)  # one trial's workers must fit this machine (embedded Ray)
+    # one trial's workers must fit this machine (embedded Ray); a valid split to select epochs on
+    preflight(dataclasses.replace(base, num_workers=plan.workers_per_trial if resume else workers_per_trial),
+              dataset, log)
     os.makedirs(out, exist_ok=True)
-    init_ray(log)
+    ray_mode = init_ray(log)
     import ray
 
     if not resume:
@@ -169,6 +171,9 @@ def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, worke
                               workers_per_trial, base.use_gpu, max_concurrent, base.cpus_per_worker,
                               reserve_cpus=1.0 if base.ingest == "ray-data" else 0.0)
         base = dataclasses.replace(base, num_workers=workers_per_trial)
+        if ray_mode == "embedded":  # every concurrent trial's workers hold a replica of the tables here
+            check_local_memory(dataset.spec, base.embed_dim, base.embedding_update,
+                               plan.concurrency * plan.workers_per_trial, f"{plan.concurrency} concurrent trial(s) x ")
         write_json_atomic(_settings_path(out), {"base_config": base.to_dict(), "search": spec.to_json(),
                                                 "resources": dataclasses.asdict(plan)})
     log(f"[tune] {spec.num_trials} trial(s) ({spec.search} search, scheduler {spec.scheduler}) of up to "

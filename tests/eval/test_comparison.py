@@ -35,3 +35,13 @@ def test_the_domain_feature_figure_needs_two_domains(tmp_path):
     assert tsne_plot(np.ones((1, 32), dtype=np.float32), ["A1"], [0.1], str(tmp_path)) is None
     path = tsne_plot(np.random.default_rng(0).random((2, 32)), ["A1", "A2"], [0.1, 0.2], str(tmp_path))
     assert path and open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_column_where_every_mean_is_nan_has_no_best(tmp_path):
+    nan = float("nan")
+    values = {"mlp": {"B1": [nan, nan], "avg": [0.6, 0.61]}, "dfei": {"B1": [nan, nan], "avg": [0.66, 0.67]}}
+    write_tables(values, ["B1"], str(tmp_path))
+    table = (tmp_path / "table.md").read_text()
+    mlp = next(line for line in table.splitlines() if line.startswith("| mlp"))
+    assert mlp.split("|")[2].strip() == "nan"  # not underlined nor bold as a "best"
+    assert "| best baseline | - | mlp |" in table

@@ -121,12 +121,14 @@ def test_a_partly_failed_sweep_says_how_many_failed(tmp_path):
     from dfei.tune.report import write_reports
 
     lines: list[str] = []
-    rows = [_row("a", "completed", 0.7), _row("b", "error", float("nan"), "training diverged at epoch 1 ...")]
+    # b failed after reporting a better epoch than a's: a failed trial is never the pick
+    rows = [_row("a", "completed", 0.7), _row("b", "error", 0.9, "training diverged at epoch 3 ...")]
     summary = write_reports(rows, TrainConfig(data="d"), str(tmp_path), lines.append)
-    assert summary["failed"] == 1 and json.load(open(tmp_path / "best.json"))["failed_trials"] == 1
+    best = json.load(open(tmp_path / "best.json"))
+    assert summary["failed"] == 1 and best["failed_trials"] == 1 and best["trial_id"] == "a"
     assert any("1 of 2 trial(s) failed" in line and "b: training diverged" in line for line in lines)
     assert lines[-1].endswith("best.json") and "1 of 2 trial(s) succeeded" in lines[-1]
     (tmp_path / "x").mkdir()
     with pytest.raises(RunFailedError, match=r"all 2 trial\(s\) of the sweep failed(.|\n)*trial b \(alpha=0.9"):
-        write_reports([_row("a", "error", float("nan"), "boom"), rows[1]], TrainConfig(data="d"),
+        write_reports([_row("a", "error", 0.8, "boom"), rows[1]], TrainConfig(data="d"),
                       str(tmp_path / "x"), lines.append)
