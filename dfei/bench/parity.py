@@ -40,14 +40,12 @@ def run_parity(base: TrainConfig, variants: list[str], seeds: int, out: str, log
     if seeds < 2:
         raise ConfigError(f"--seeds must be >= 2 for a paired t-test, got {seeds}")
     parsed = {v: parse_variant(v) for v in variants}
-    dataset = None
+    configs = {}
     for v, overrides in parsed.items():  # each variant on this base (e.g. mode=fused on a dense base): before any run
         try:
-            variant = TrainConfig.from_dict({**base.to_dict(), **overrides}, where=f"variant {v!r}")
+            configs[v] = TrainConfig.from_dict({**base.to_dict(), **overrides}, where=f"variant {v!r}")
         except ValueError as err:
             raise ConfigError(f"variant {v!r} on the base config: {err}") from None
-        dataset = dataset or ParquetDataset(variant.data)
-        preflight(variant, dataset, log)  # fits this machine (embedded Ray), a valid split to select on
     os.makedirs(out, exist_ok=True)
     ray_started = False
     auc: dict[str, list[float]] = {v: [] for v in variants}
@@ -57,7 +55,10 @@ def run_parity(base: TrainConfig, variants: list[str], seeds: int, out: str, log
             run_dir = os.path.join(out, "runs", v.replace("=", "-").replace("+", "_"), f"seed{seed}")
             path = os.path.join(run_dir, "metrics.json")
             if not os.path.exists(path):  # resumable
-                if not ray_started:
+                if not ray_started:  # every variant fits this machine (embedded Ray), a valid split to select on
+                    dataset = ParquetDataset(base.data)
+                    for variant in configs.values():
+                        preflight(variant, dataset, log)
                     init_ray(log)
                     ray_started = True
                 cfg = TrainConfig.from_dict({**base.to_dict(), **overrides, "seed": seed, "out": run_dir})
