@@ -66,18 +66,13 @@ def ddp_kwargs() -> dict[str, Any]:
     return {sync: False, "find_unused_parameters": True}
 
 
-def batch_statistics_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) of every module whose training forward uses global batch statistics."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, GlobalBatchStatistics)]
-
-
 def attach_reducer(model: nn.Module, world_size: int) -> None:
     """On N > 1 ranks, give every GlobalBatchStatistics module one all-reduce (on its own process
     group). Refuses a model with buffers outside such modules: nothing would keep them equal."""
     if world_size <= 1:
         return
-    modules = batch_statistics_modules(model)
-    owned = {id(b) for _, m in modules for b in m.buffers(recurse=False)}
+    modules = [m for m in model.modules() if isinstance(m, GlobalBatchStatistics)]
+    owned = {id(b) for m in modules for b in m.buffers(recurse=False)}
     persistent = set(model.state_dict())  # model state; non-persistent buffers are constants of the architecture
     stray = [n for n, b in model.named_buffers() if n in persistent and id(b) not in owned]
     if stray:
@@ -85,7 +80,7 @@ def attach_reducer(model: nn.Module, world_size: int) -> None:
                            "under DDP nothing would keep them equal on every rank")
     if modules:
         reducer = StatsReducer()
-        for _, module in modules:
+        for module in modules:
             module.reducer = reducer
 
 

@@ -19,10 +19,11 @@ import torch
 from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
 from dfei.data.spec import DatasetError, DatasetSpec
-from dfei.errors import CheckpointError, ConfigError, PathExistsError, ResourceError
+from dfei.errors import CheckpointError, ConfigError, PathExistsError
 from dfei.models import build_model
 from dfei.train.checkpoint import load_checkpoint, load_checkpoint_state, non_finite_tensors
 from dfei.train.config import TrainConfig
+from dfei.train.resources import check_local_gpus
 
 
 def load_any_checkpoint(checkpoint: str, state_only: bool = False, optimizer: bool = True) -> dict[str, Any]:
@@ -141,10 +142,7 @@ def check_settings(batch_size: int, num_workers: int, use_gpu: bool) -> None:
     if num_workers < 1:
         raise ConfigError(f"--num-workers must be >= 1, got {num_workers}")
     if use_gpu and not os.environ.get("RAY_ADDRESS"):
-        gpus = torch.cuda.device_count()
-        if gpus < num_workers:
-            raise ResourceError(f"--use-gpu gives each of the {num_workers} scoring actor(s) a GPU; this machine has "
-                                f"{gpus} (drop --use-gpu, or lower --num-workers)")
+        check_local_gpus(num_workers, "scoring actor(s)")
 
 
 def predict(checkpoint: str, data: str, split: str, out: str, batch_size: int = 8192, num_workers: int = 1,

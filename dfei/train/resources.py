@@ -95,13 +95,18 @@ def check_local_fit(spec: DatasetSpec, embed_dim: int, embedding_update: str, nu
         raise ResourceError(f"--cpus-per-worker {cpus_per_worker:g} x --num-workers {num_workers} needs "
                             f"{cpus_per_worker * num_workers:g} CPUs; this machine has {cpus}")
     if use_gpu:
-        if gpu_count is None:
-            import torch
+        check_local_gpus(num_workers, "worker(s)", gpu_count)
 
-            gpu_count = torch.cuda.device_count()
-        if gpu_count < num_workers:
-            raise ResourceError(f"--use-gpu gives each of the {num_workers} worker(s) a GPU; this machine has "
-                                f"{gpu_count} (drop --use-gpu, or lower --num-workers)")
+
+def check_local_gpus(needed: int, what: str, gpu_count: int | None = None) -> None:
+    """ResourceError unless this machine has `needed` GPUs (--use-gpu: one per worker or actor)."""
+    if gpu_count is None:
+        import torch
+
+        gpu_count = torch.cuda.device_count()
+    if gpu_count < needed:
+        raise ResourceError(f"--use-gpu gives each of the {needed} {what} a GPU; this machine has {gpu_count} "
+                            "(drop --use-gpu, or lower --num-workers)")
 
 
 def cluster_warnings(spec: DatasetSpec, embed_dim: int, embedding_update: str, num_workers: int,
