@@ -17,36 +17,30 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dfei.cli import mlflow_experiment, run_cli  # noqa: E402
-from dfei.train.config import load_config  # noqa: E402
+from dfei.train.config import add_config_flags, config_from_args  # noqa: E402
 
 ALL = "mlp,mmoe,ple,aitm,hmoe,star,pepnet,hinet,dfei"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True)
     p.add_argument("--models", default=ALL, help=f"comma-separated registry names (default {ALL}; also "
                                                   "<backbone>+dfei, dfei_wo_dfi, dfei_wo_dfei)")
     p.add_argument("--ablation", action="store_true", help="also run dfei_wo_dfi and dfei_wo_dfei (ablation.png)")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per model (default 5, as the paper)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="comparison directory: runs/<model>/seed<k>, tables, figures")
     p.add_argument("--config", help="YAML of TrainConfig keys applied to every run")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--patience", type=int)
-    p.add_argument("--num-workers", type=int)
-    p.add_argument("--cpus-per-worker", type=float)
-    p.add_argument("--mlflow", metavar="URI", help="log every run as an MLflow run to this tracking store")
-    p.add_argument("--mlflow-experiment", help="MLflow experiment name (default compare-<OUT's name>)")
+    add_config_flags(p, exclude=("model", "seed", "out"), help={
+        "mlflow": "log every run as an MLflow run to this tracking store",
+        "mlflow_experiment": "MLflow experiment name (default compare-<OUT's name>)"})
     args = p.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.ablation:
         models += [m for m in ("dfei_wo_dfi", "dfei_wo_dfei") if m not in models]
 
     def run() -> None:
-        base = load_config(args.config, {
-            "data": args.data, "epochs": args.epochs, "patience": args.patience, "num_workers": args.num_workers,
-            "cpus_per_worker": args.cpus_per_worker, "mlflow": args.mlflow,
-            "mlflow_experiment": mlflow_experiment(args.mlflow_experiment, args.mlflow, "compare", args.out)})
+        base = config_from_args(vars(args), args.config, mlflow_experiment=mlflow_experiment(
+            args.mlflow_experiment, args.mlflow, "compare", args.out))
         from dfei.train.compare import compare
 
         compare(base, models, args.seeds, args.out)

@@ -19,25 +19,21 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dfei.cli import run_cli  # noqa: E402
-from dfei.train.config import load_config  # noqa: E402
+from dfei.train.config import add_config_flags, config_from_args  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True)
     p.add_argument("--variants", required=True, help="comma-separated key=value[+key=value] (first = reference)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="parity directory: runs/<variant>/seed<k>, parity.md, parity.json")
     p.add_argument("--config", help="YAML of TrainConfig keys shared by every run")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--patience", type=int)
-    p.add_argument("--num-workers", type=int)
+    add_config_flags(p, exclude=("seed", "out"))  # settings shared by every variant
     args = p.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
 
     def run() -> None:
-        base = load_config(args.config, {"data": args.data, "epochs": args.epochs, "patience": args.patience,
-                                         "num_workers": args.num_workers})
+        base = config_from_args(vars(args), args.config)
         from dfei.bench.parity import run_parity
 
         run_parity(base, variants, args.seeds, args.out)

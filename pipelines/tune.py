@@ -28,8 +28,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dfei.cli import mlflow_experiment, run_cli  # noqa: E402
-from dfei.errors import ConfigError  # noqa: E402
-from dfei.train.config import load_config  # noqa: E402
+from dfei.train.config import add_config_flags, config_from_args  # noqa: E402
 from dfei.tune.space import SCHEDULERS, SEARCHES, SearchSpec, parse_values  # noqa: E402
 
 PAPER_ALPHAS = "0,0.1,0.3,0.5,0.7,0.9,1"
@@ -37,7 +36,6 @@ PAPER_ALPHAS = "0,0.1,0.3,0.5,0.7,0.9,1"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="dataset directory or URI (required unless --resume)")
     p.add_argument("--out", required=True, help="sweep directory: results, plots, best.json, Tune state")
     p.add_argument("--alpha", default=PAPER_ALPHAS,
                    help=f"alpha values in [0, 1], comma-separated (default: the paper's {PAPER_ALPHAS}); "
@@ -56,18 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted sweep in --out with its saved settings (Tuner.restore)")
     p.add_argument("--config", help="YAML of TrainConfig keys applied to every trial (flags override it)")
-    p.add_argument("--model", help="registered model with alpha/k (default dfei; also <backbone>+dfei)")
-    p.add_argument("--epochs", type=int, help="maximum epochs per trial (default 10)")
-    p.add_argument("--patience", type=int, help="early-stopping patience per trial (default 1)")
-    p.add_argument("--seed", type=int, help="first seed (default 0)")
-    p.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker")
-    p.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (default: derived from the cluster)")
-    p.add_argument("--ingest", choices=["arrow", "ray-data"], help="training ingest (default arrow)")
-    p.add_argument("--max-steps-per-epoch", type=int, help="cap Algorithm-1 steps per epoch (smoke runs)")
-    p.add_argument("--storage-path", help="URI or path for Tune state and checkpoints (default OUT)")
-    p.add_argument("--mlflow", metavar="URI", help="log every trial as an MLflow run (params, per-epoch metrics, "
-                                                   "checkpoint) to this tracking store")
-    p.add_argument("--mlflow-experiment", help="MLflow experiment name (default tune-<OUT's name>)")
+    add_config_flags(p, exclude=("alpha", "k", "out", "num_workers"), help={
+        "seed": "first seed (grid: seed, seed+1, ... per point)", "epochs": "maximum epochs per trial",
+        "patience": "early-stopping patience per trial",
+        "storage_path": "URI or path for Tune state and checkpoints (default OUT)",
+        "mlflow": "log every trial as an MLflow run (params, per-epoch metrics, checkpoint) to this tracking store",
+        "mlflow_experiment": "MLflow experiment name (default tune-<OUT's name>)"})
     return p.parse_args(argv)
 
 
@@ -82,14 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             return
         spec = SearchSpec(parse_values(args.alpha, "alpha", float), parse_values(args.k, "k", int),
                           args.search, args.scheduler, args.num_samples)
-        base = load_config(args.config, {
-            "data": args.data, "model": args.model, "epochs": args.epochs, "patience": args.patience,
-            "seed": args.seed, "use_gpu": args.use_gpu, "cpus_per_worker": args.cpus_per_worker,
-            "ingest": args.ingest, "max_steps_per_epoch": args.max_steps_per_epoch,
-            "storage_path": args.storage_path, "mlflow": args.mlflow,
-            "mlflow_experiment": mlflow_experiment(args.mlflow_experiment, args.mlflow, "tune", args.out)})
-        if not base.data:
-            raise ConfigError("--data is required (or `data:` in --config)")
+        base = config_from_args(vars(args), args.config, mlflow_experiment=mlflow_experiment(
+            args.mlflow_experiment, args.mlflow, "tune", args.out))
         run_sweep(base, spec, args.out, args.workers_per_trial, args.max_concurrent)
 
     return run_cli(run)

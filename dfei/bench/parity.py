@@ -13,8 +13,10 @@ import os
 from typing import Any
 
 import numpy as np
+import yaml
 from scipy.stats import ttest_rel
 
+from dfei.atomic import write_json_atomic
 from dfei.errors import ConfigError
 from dfei.train.config import TrainConfig
 
@@ -26,14 +28,14 @@ def parse_variant(text: str) -> dict[str, Any]:
         if "=" not in part:
             raise ConfigError(f"variant {text!r}: expected key=value[+key=value], got {part!r}")
         key, value = part.split("=", 1)
-        overrides[key.strip()] = value.strip()
+        overrides[key.strip()] = yaml.safe_load(value.strip())  # typed as in a --config file: 0.5, true, [64, 32]
     TrainConfig.from_dict({"data": "x", **overrides}, where=f"variant {text!r}")  # unknown keys / bad values fail here
     return overrides
 
 
 def run_parity(base: TrainConfig, variants: list[str], seeds: int, out: str, log=print) -> dict[str, Any]:
     from dfei.data.dataset import ParquetDataset
-    from dfei.train.runner import init_ray, preflight, run_training, write_json_atomic
+    from dfei.train.runner import init_ray, preflight, run_training
 
     if len(variants) < 2:
         raise ConfigError(f"--variants needs at least two settings, got {variants}")

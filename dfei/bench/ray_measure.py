@@ -2,7 +2,6 @@
 (the training readers with no model), and the EMA all-reduce's share of a 2-worker step."""
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -43,7 +42,7 @@ def ingest_loop(config: dict[str, Any]) -> dict[str, Any]:
     dataset = ParquetDataset(cfg.data)
     out = {}
     for backend in config["backends"]:
-        run = dataclasses.replace(cfg, ingest=backend)
+        run = cfg.replace(ingest=backend)
         rates = []
         for epoch in range(config["passes"]):
             readers = train_readers(run, dataset, rank, world, config.get("ray_data_rows"))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dfei.bench import measure
+from dfei.bench import measure, ray_measure
 from dfei.data.dataset import ParquetDataset
 from dfei.errors import ConfigError
 from dfei.train.config import TrainConfig
@@ -58,7 +58,7 @@ def _data(cfg: BenchConfig, log) -> str:
 
 
 def run(cfg: BenchConfig, log=print) -> dict[str, Any]:
-    from dfei.bench import ray_measure
+    """Measure every comparison in one run; writes cfg.out/benchmark.json and returns its figures."""
     from dfei.train.runner import init_ray, write_json_atomic
 
     t_all = time.time()
@@ -66,13 +66,8 @@ def run(cfg: BenchConfig, log=print) -> dict[str, Any]:
     device = torch.device("cuda" if cfg.use_gpu else "cpu")
     data = _data(cfg, log)
     dataset = ParquetDataset(data)
-    spec = dataset.spec
-    cards, domains = spec.cardinalities, spec.num_domains
-    res: dict[str, Any] = {"machine": _machine(), "config": dataclasses.asdict(cfg),
-                           "data": {"uri": data, "train_rows": sum(dataset.rows("train")), "domains": domains,
-                                    "features": len(cards), "id_table_rows": max(cards)}}
-    log(f"[bench] {spec.name}: {res['data']['train_rows']:,} train rows, {domains} domains, {len(cards)} features; "
-        f"device {device}, torch threads {torch.get_num_threads()}")
+    cards, domains = dataset.spec.cardinalities, dataset.spec.num_domains
+    res = _describe(cfg, dataset, data, device, log)
 
     # Ray first: every plain round then runs beside the same idle Ray processes, so the rounds
     # before and after each Ray run are measured in one setting
@@ -80,81 +75,19 @@ def run(cfg: BenchConfig, log=print) -> dict[str, Any]:
     ray_mode = init_ray(log)
     ray_init_s = time.time() - t0
 
-    # --- in-process: FLOPs, peak, embeddings, the first plain round ----------------------------------------
-    peak = measure.matmul_peak_flops(device=device)
-    flops = measure.flops_per_sample(cards, domains)
-    emb = {}
-    for lazy in (True, False):
-        t = measure.embedding_step_times(lazy, device=device, steps=20 if cfg.quick else 40,
-                                         rounds=2 if cfg.quick else 3)
-        emb["lazy" if lazy else "dense"] = {"step_s_1e4": t[10**4], "step_s_1e6": t[10**6], "ratio": t[10**6] / t[10**4]}
-    plain: dict[str, list[float]] = {}  # mode -> one rate per plain round (rounds + 1 of them)
-
-    def plain_round() -> None:
-        rates = measure.plain_rates_in_fresh_process(data, cfg.modes, cfg.seed, device.type, streaming=not cfg.quick)
-        for m, value in rates.items():
-            plain.setdefault(m, []).append(value)
-
-    plain_round()
-    log("[bench] plain loop: " + ", ".join(f"{m} {v[0]:,.0f}/s" for m, v in plain.items())
-        + f"; embeddings 1e6/1e4 lazy {emb['lazy']['ratio']:.2f}, dense {emb['dense']['ratio']:.2f}")
-
-    # --- Ray: 1-worker runs and plain rounds alternate (ABAB), so each run is compared with the plain
-    # loop measured just before and after it: the machine's load drifts by +-20 % over minutes here
+    peak, flops, emb, plain = _in_process(cfg, data, device, cards, domains, log)
     base = TrainConfig(data=data, epochs=1, patience=1, seed=cfg.seed, use_gpu=cfg.use_gpu,
                        log_every_s=3600.0, out=os.path.join(cfg.out, "runs"))
     h = cfg.headline_mode
     ray_modes = (h,) if cfg.quick else cfg.modes
-    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in ray_modes}
-    for r in range(cfg.repeats):
-        for m in ray_modes:
-            run_cfg = dataclasses.replace(base, mode=m, out=os.path.join(cfg.out, "runs", f"{m}-1w-{r}"))
-            runs[m].append(ray_measure.pipeline_rate(run_cfg))
-        plain_round()
-        log(f"[bench] round {r + 1}/{cfg.repeats}: ray 1 worker " + ", ".join(
-            f"{m} {runs[m][-1]['samples_per_s']:,.0f}/s" for m in ray_modes) + "; plain " + ", ".join(
-            f"{m} {plain[m][-1]:,.0f}/s" for m in cfg.modes))
-    two: dict[str, dict[str, Any]] = {}
-    if cfg.two_workers:
-        for m in ray_modes:
-            two[m] = ray_measure.pipeline_rate(dataclasses.replace(
-                base, mode=m, num_workers=2, epochs=cfg.epochs, patience=cfg.epochs,
-                out=os.path.join(cfg.out, "runs", f"{m}-2w")))
-            log(f"[bench] ray {m}, 2 workers: {two[m]['samples_per_s']:,.0f} samples/s")
-    # quick: the default backend only (ray-data starts one Ray Data execution per domain: ~40 s here)
-    ingest = ray_measure.ingest_rates(dataclasses.replace(base, mode=h),
-                                      backends=("arrow",) if cfg.quick else ("arrow", "ray-data"))
-    log("[bench] ingest: " + ", ".join(f"{b} {v['rows_per_s']:,.0f} rows/s" for b, v in ingest.items()))
-    sync = {}
-    if cfg.two_workers:
-        sync = ray_measure.sync_overhead(cards, domains, cfg.out, modes=ray_modes, use_gpu=cfg.use_gpu,
-                                         steps=4 if cfg.quick else 30)
-        log("[bench] EMA sync at 2 workers: " + ", ".join(f"{m} {v['overhead_frac']:.1%}" for m, v in sync.items()))
+    runs = _one_worker_rounds(cfg, base, ray_modes, data, device, plain, log)
+    two = _two_worker_runs(cfg, base, ray_modes, log)
+    ingest = _ingest(cfg, base, log)
+    sync = _sync(cfg, cards, domains, ray_modes, log)
 
-    def summary(m: str) -> dict[str, Any]:
-        ray = [run["samples_per_s"] for run in runs[m]]
-        paired = [ray[r] / ((plain[m][r] + plain[m][r + 1]) / 2) for r in range(len(ray))]
-        out = {"plain_sps": float(np.median(plain[m])), "ray_1w_sps": float(np.median(ray)),
-               "ratio_1w": float(np.median(paired)), "ratio_1w_paired": paired, "ray_1w_runs": ray,
-               "plain_runs": plain[m]}
-        if f"{m}+arrow" in plain:  # the plain loop fed by the arrow ingest, no Ray
-            out["stream_sps"] = float(np.median(plain[f"{m}+arrow"]))
-            out["stream_runs"] = plain[f"{m}+arrow"]
-        if m in two:
-            out["ray_2w_sps"] = two[m]["samples_per_s"]
-        return out
-
-    modes = {m: summary(m) for m in ray_modes}
-    t = modes[h]
-    ray_1w, ray_2w = t["ray_1w_sps"], t.get("ray_2w_sps")
-    res["train"] = {
-        "mode": h, "plain_sps": t["plain_sps"], "ray_1w_sps": ray_1w, "ray_2w_sps": ray_2w,
-        "ratio_1w": t["ratio_1w"], "ratio_2w_to_1w": ray_2w / ray_1w if ray_2w else None,
-        "stream_sps": t.get("stream_sps"),
-        "flops_per_sample": flops, "peak_flops": peak, "peak_fraction": flops * ray_1w / peak,
-        "modes": modes, "pipeline_runs": {**{f"{m}_1w": rs for m, rs in runs.items()},
-                                          **{f"{m}_2w": v for m, v in two.items()}},
-    }
+    modes = {m: _summary(m, runs[m], plain, two) for m in ray_modes}
+    res["train"] = _train_figures(h, modes, runs, two, flops, peak)
+    ray_1w = res["train"]["ray_1w_sps"]
     res["ingest"] = {"backend": "arrow", "rows_per_s": ingest["arrow"]["rows_per_s"],
                      "ratio_to_train": ingest["arrow"]["rows_per_s"] / ray_1w,
                      "backends": {b: {**v, "ratio_to_train": v["rows_per_s"] / ray_1w} for b, v in ingest.items()}}
@@ -170,6 +103,123 @@ def run(cfg: BenchConfig, log=print) -> dict[str, Any]:
     log("\n" + table(res))
     log(f"[bench] {res['seconds']:.0f}s; figures in {os.path.join(cfg.out, 'benchmark.json')}")
     return res
+
+
+def _describe(cfg: BenchConfig, dataset: ParquetDataset, data: str, device: torch.device, log) -> dict[str, Any]:
+    """The results' header: the machine, the config and the data measured."""
+    spec = dataset.spec
+    cards, domains = spec.cardinalities, spec.num_domains
+    res: dict[str, Any] = {"machine": _machine(), "config": dataclasses.asdict(cfg),
+                           "data": {"uri": data, "train_rows": sum(dataset.rows("train")), "domains": domains,
+                                    "features": len(cards), "id_table_rows": max(cards)}}
+    log(f"[bench] {spec.name}: {res['data']['train_rows']:,} train rows, {domains} domains, {len(cards)} features; "
+        f"device {device}, torch threads {torch.get_num_threads()}")
+    return res
+
+
+def _in_process(cfg: BenchConfig, data: str, device: torch.device, cards: list[int], domains: int,
+                log) -> tuple[float, float, dict[str, dict[str, float]], dict[str, list[float]]]:
+    """No Ray: the matmul peak, FLOPs per sample, embedding step times and the first plain round."""
+    peak = measure.matmul_peak_flops(device=device)
+    flops = measure.flops_per_sample(cards, domains)
+    emb = {}
+    for lazy in (True, False):
+        t = measure.embedding_step_times(lazy, device=device, steps=20 if cfg.quick else 40,
+                                         rounds=2 if cfg.quick else 3)
+        emb["lazy" if lazy else "dense"] = {"step_s_1e4": t[10**4], "step_s_1e6": t[10**6], "ratio": t[10**6] / t[10**4]}
+    plain: dict[str, list[float]] = {}  # mode -> one rate per plain round (repeats + 1 of them)
+    _plain_round(cfg, data, device, plain)
+    log("[bench] plain loop: " + ", ".join(f"{m} {v[0]:,.0f}/s" for m, v in plain.items())
+        + f"; embeddings 1e6/1e4 lazy {emb['lazy']['ratio']:.2f}, dense {emb['dense']['ratio']:.2f}")
+    return peak, flops, emb, plain
+
+
+def _plain_round(cfg: BenchConfig, data: str, device: torch.device, plain: dict[str, list[float]]) -> None:
+    """One epoch of the plain loop per mode (in a fresh process); appends each rate to plain[mode]."""
+    rates = measure.plain_rates_in_fresh_process(data, cfg.modes, cfg.seed, device.type, streaming=not cfg.quick)
+    for m, value in rates.items():
+        plain.setdefault(m, []).append(value)
+
+
+def _one_worker_rounds(cfg: BenchConfig, base: TrainConfig, ray_modes: tuple[str, ...], data: str,
+                       device: torch.device, plain: dict[str, list[float]], log) -> dict[str, list[dict[str, Any]]]:
+    """1-worker Ray runs and plain rounds alternate (ABAB), so each run is compared with the plain loop
+    measured just before and after it: the machine's load drifts by +-20 % over minutes here."""
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in ray_modes}
+    for r in range(cfg.repeats):
+        for m in ray_modes:
+            run_cfg = base.replace(mode=m, out=os.path.join(cfg.out, "runs", f"{m}-1w-{r}"))
+            runs[m].append(ray_measure.pipeline_rate(run_cfg))
+        _plain_round(cfg, data, device, plain)
+        log(f"[bench] round {r + 1}/{cfg.repeats}: ray 1 worker " + ", ".join(
+            f"{m} {runs[m][-1]['samples_per_s']:,.0f}/s" for m in ray_modes) + "; plain " + ", ".join(
+            f"{m} {plain[m][-1]:,.0f}/s" for m in cfg.modes))
+    return runs
+
+
+def _two_worker_runs(cfg: BenchConfig, base: TrainConfig, ray_modes: tuple[str, ...],
+                     log) -> dict[str, dict[str, Any]]:
+    """One cfg.epochs-epoch Ray run on 2 workers per mode (none without cfg.two_workers)."""
+    two: dict[str, dict[str, Any]] = {}
+    if not cfg.two_workers:
+        return two
+    for m in ray_modes:
+        run_cfg = base.replace(mode=m, num_workers=2, epochs=cfg.epochs, patience=cfg.epochs,
+                               out=os.path.join(cfg.out, "runs", f"{m}-2w"))
+        two[m] = ray_measure.pipeline_rate(run_cfg)
+        log(f"[bench] ray {m}, 2 workers: {two[m]['samples_per_s']:,.0f} samples/s")
+    return two
+
+
+def _ingest(cfg: BenchConfig, base: TrainConfig, log) -> dict[str, dict[str, Any]]:
+    """Each ingest backend's rows/s with no model, in the headline mode."""
+    # quick: the default backend only (ray-data starts one Ray Data execution per domain: ~40 s here)
+    ingest = ray_measure.ingest_rates(base.replace(mode=cfg.headline_mode),
+                                      backends=("arrow",) if cfg.quick else ("arrow", "ray-data"))
+    log("[bench] ingest: " + ", ".join(f"{b} {v['rows_per_s']:,.0f} rows/s" for b, v in ingest.items()))
+    return ingest
+
+
+def _sync(cfg: BenchConfig, cards: list[int], domains: int, ray_modes: tuple[str, ...],
+          log) -> dict[str, dict[str, Any]]:
+    """The EMA statistics all-reduce's share of a 2-worker step, per mode (none without cfg.two_workers)."""
+    if not cfg.two_workers:
+        return {}
+    sync = ray_measure.sync_overhead(cards, domains, cfg.out, modes=ray_modes, use_gpu=cfg.use_gpu,
+                                     steps=4 if cfg.quick else 30)
+    log("[bench] EMA sync at 2 workers: " + ", ".join(f"{m} {v['overhead_frac']:.1%}" for m, v in sync.items()))
+    return sync
+
+
+def _summary(m: str, runs: list[dict[str, Any]], plain: dict[str, list[float]],
+             two: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mode m's figures: each 1-worker run's rate over the mean of the plain rounds around it."""
+    ray = [r["samples_per_s"] for r in runs]
+    paired = [ray[r] / ((plain[m][r] + plain[m][r + 1]) / 2) for r in range(len(ray))]
+    out = {"plain_sps": float(np.median(plain[m])), "ray_1w_sps": float(np.median(ray)),
+           "ratio_1w": float(np.median(paired)), "ratio_1w_paired": paired, "ray_1w_runs": ray,
+           "plain_runs": plain[m]}
+    if f"{m}+arrow" in plain:  # the plain loop fed by the arrow ingest, no Ray
+        out["stream_sps"] = float(np.median(plain[f"{m}+arrow"]))
+        out["stream_runs"] = plain[f"{m}+arrow"]
+    if m in two:
+        out["ray_2w_sps"] = two[m]["samples_per_s"]
+    return out
+
+
+def _train_figures(h: str, modes: dict[str, dict[str, Any]], runs: dict[str, list[dict[str, Any]]],
+                   two: dict[str, dict[str, Any]], flops: float, peak: float) -> dict[str, Any]:
+    """The train.* keys: the headline mode h's figures, every mode's, and every run's."""
+    t = modes[h]
+    ray_1w, ray_2w = t["ray_1w_sps"], t.get("ray_2w_sps")
+    return {
+        "mode": h, "plain_sps": t["plain_sps"], "ray_1w_sps": ray_1w, "ray_2w_sps": ray_2w,
+        "ratio_1w": t["ratio_1w"], "ratio_2w_to_1w": ray_2w / ray_1w if ray_2w else None,
+        "stream_sps": t.get("stream_sps"),
+        "flops_per_sample": flops, "peak_flops": peak, "peak_fraction": flops * ray_1w / peak,
+        "modes": modes, "pipeline_runs": {**{f"{m}_1w": rs for m, rs in runs.items()},
+                                          **{f"{m}_2w": v for m, v in two.items()}},
+    }
 
 
 def _machine() -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dfei.atomic import atomic_directory
 from dfei.data.spec import SPLITS, DatasetSpec, Domain, Feature
 from dfei.errors import PathExistsError
 
@@ -90,11 +90,9 @@ def write_dataset(out: str, name: str, frames: dict[str, dict[str, np.ndarray]],
     out = os.path.abspath(out)
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise PathExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
-    tmp = f"{out}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     schema = pa.schema([(f.name, pa.int32()) for f in features] + [("label", pa.int8())])
     counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
-    try:
+    with atomic_directory(out) as tmp:
         for split in SPLITS:
             for dom in domain_list:
                 mask = domains[split] == dom.id
@@ -109,12 +107,6 @@ def write_dataset(out: str, name: str, frames: dict[str, dict[str, np.ndarray]],
                            user_column=user_column, row_counts=counts, meta=meta)
         with open(os.path.join(tmp, "dataset.json"), "w") as f:
             json.dump(spec.to_json(), f, indent=1, sort_keys=True, default=str)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for split in SPLITS:
         log(f"[convert] {split}: " + ", ".join(f"{n} {c:,}" for n, c in counts[split].items()))
     log(f"[convert] wrote {out}")

@@ -60,7 +60,7 @@ class DomainReader:
 
     def __init__(self, dataset: ParquetDataset, split: str, domain_index: int, rank: int = 0,
                  world_size: int = 1, batch_size: int = 512, shuffle: bool = False, seed: int = 0,
-                 shuffle_rows: int = 1 << 16, equal_shares: bool = True):
+                 shuffle_buffer_rows: int = 1 << 16, equal_shares: bool = True):
         self.dataset = dataset
         self.partition = dataset.partitions[split][domain_index]
         self.domain_index = domain_index
@@ -69,7 +69,7 @@ class DomainReader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed_seq = [seed, domain_index, rank]
-        self.shuffle_rows = max(shuffle_rows, batch_size)
+        self.shuffle_buffer_rows = max(shuffle_buffer_rows, batch_size)
         self.features = dataset.spec.feature_names
         self.label = dataset.spec.label
 
@@ -119,7 +119,7 @@ class DomainReader:
             for unit in units:
                 buffer.append(self._read(unit, files))
                 buffered += unit.hi - unit.lo
-                if buffered >= self.shuffle_rows:
+                if buffered >= self.shuffle_buffer_rows:
                     rest, buffered = yield from drain(final=False)
                     buffer = [rest] if buffered else []
             if buffered:

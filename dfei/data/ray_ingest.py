@@ -40,7 +40,7 @@ class RayDataDomainReader:
     """Worker side: the same interface as `DomainReader`, over this rank's shard of domain d."""
 
     def __init__(self, dataset: ParquetDataset, split: str, domain_index: int, rank: int, rows: int,
-                 batch_size: int = 512, shuffle: bool = False, seed: int = 0, shuffle_rows: int = 1 << 16):
+                 batch_size: int = 512, shuffle: bool = False, seed: int = 0, shuffle_buffer_rows: int = 1 << 16):
         import ray.train
 
         self.iterator = ray.train.get_dataset_shard(shard_name(split, domain_index, rank))
@@ -49,7 +49,7 @@ class RayDataDomainReader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed * 1_000_003 + domain_index * 1009 + rank
-        self.shuffle_rows = shuffle_rows
+        self.shuffle_buffer_rows = shuffle_buffer_rows
         self.features = dataset.spec.feature_names
         self.label = dataset.spec.label
 
@@ -58,7 +58,7 @@ class RayDataDomainReader:
         return -(-self.num_rows // self.batch_size)
 
     def batches(self, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        shuffle = {"local_shuffle_buffer_size": min(self.shuffle_rows, max(self.num_rows, 1)),
+        shuffle = {"local_shuffle_buffer_size": min(self.shuffle_buffer_rows, max(self.num_rows, 1)),
                    "local_shuffle_seed": self.seed + epoch} if self.shuffle and self.num_rows else {}
         for batch in self.iterator.iter_batches(batch_size=self.batch_size, batch_format="numpy", **shuffle):
             x = np.stack([batch[c] for c in self.features], axis=1).astype(np.int64, copy=False)

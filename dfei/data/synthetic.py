@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dfei.atomic import atomic_directory
 from dfei.data.profiles import PROFILES, SPLITS, DomainProfile
 from dfei.data.spec import DatasetSpec, Domain, Feature, domain_dir
 from dfei.errors import ConfigError, PathExistsError
@@ -300,67 +300,62 @@ def generate(profile: str, scale: float, seed: int, out: str, workers: int | Non
     t0 = time.time()
     world = _world(profile, scale, seed)  # cached before the pool forks: workers inherit it
     keep = [d for d, name in enumerate(names) if not domains or name in domains]
-    tmp = f"{out}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    jobs = []
-    for split in SPLITS:
-        for d in keep:
-            n = world.domains[d].rows(split, scale)
-            common = (profile, scale, seed, split, d, n)
-            if n <= EXACT_MAX_ROWS:
-                jobs.append((*common, list(range(num_files(n))), None, domain_dir(tmp, split, d), day))
-            else:  # one job per file, all with the shard's calibrated threshold
-                tau = shard_threshold(world, split, d, n, day)
-                jobs += [(*common, [f], tau, domain_dir(tmp, split, d), day) for f in range(num_files(n))]
-    jobs.sort(key=lambda j: -min(j[5], ROWS_PER_FILE * len(j[6])))  # largest first for load balance
-    total = sum(world.domains[d].rows(split, scale) for split in SPLITS for d in keep)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    log(f"[generate] {profile} x{scale}: {len(keep)} domains, {total:,} rows, "
-        f"{len(world.p):,} users, {len(world.q):,} items, {len(jobs)} jobs on {workers} process(es)")
-    counts: dict[str, dict[int, list[int]]] = {s: {} for s in SPLITS}
-    done = 0
-    executor = ProcessPoolExecutor(workers) if workers > 1 else None
-    try:
-        if executor is None:
-            results = map(_job, jobs)
-        else:
-            results = (f.result() for f in as_completed([executor.submit(_job, j) for j in jobs]))
-        next_report = 0.0
-        for split, d, rows, positives in results:
-            acc = counts[split].setdefault(d, [0, 0])
-            acc[0], acc[1] = acc[0] + rows, acc[1] + positives
-            done += rows
-            if done / total >= next_report:
-                next_report = done / total + 0.05
-                elapsed = time.time() - t0
-                bar = "#" * int(30 * done / total)
-                log(f"[generate] [{bar:<30}] {done / total:6.1%} {done:,}/{total:,} rows, "
-                    f"{done / max(elapsed, 1e-9):,.0f} rows/s, ETA {elapsed * (total - done) / max(done, 1):.0f}s")
-        stats = {s: {world.domains[d].name: {"rows": r, "ctr": p / r}
-                     for d, (r, p) in sorted(counts[s].items())} for s in SPLITS}
-        spec = DatasetSpec(
-            name=f"{profile}-s{scale:g}-seed{seed}" + (f"-day{day}" if day else "")
-                 + (f"-{len(keep)}of{len(names)}domains" if len(keep) < len(names) else ""),
-            label="label", user_column="user_id",
-            domains=[Domain(d, names[d]) for d in keep],
-            features=[Feature(name, card) for name, card in world.cardinalities.items()],
-            row_counts={s: {name: int(v["rows"]) for name, v in stats[s].items()} for s in SPLITS},
-            meta={"generator": "dfei.data.synthetic", "profile": profile, "scale": scale, "seed": seed, "day": day,
-                  "ctr": {s: {name: round(v["ctr"], 6) for name, v in stats[s].items()} for s in SPLITS}},
-        )
-        with open(os.path.join(tmp, "dataset.json"), "w") as f:
-            json.dump(spec.to_json(), f, indent=1, sort_keys=True)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        if executor is not None:  # running jobs would otherwise recreate tmp after we delete it
-            executor.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)
+    with atomic_directory(out) as tmp:
+        jobs = []
+        for split in SPLITS:
+            for d in keep:
+                n = world.domains[d].rows(split, scale)
+                common = (profile, scale, seed, split, d, n)
+                if n <= EXACT_MAX_ROWS:
+                    jobs.append((*common, list(range(num_files(n))), None, domain_dir(tmp, split, d), day))
+                else:  # one job per file, all with the shard's calibrated threshold
+                    tau = shard_threshold(world, split, d, n, day)
+                    jobs += [(*common, [f], tau, domain_dir(tmp, split, d), day) for f in range(num_files(n))]
+        jobs.sort(key=lambda j: -min(j[5], ROWS_PER_FILE * len(j[6])))  # largest first for load balance
+        total = sum(world.domains[d].rows(split, scale) for split in SPLITS for d in keep)
+        workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+        log(f"[generate] {profile} x{scale}: {len(keep)} domains, {total:,} rows, "
+            f"{len(world.p):,} users, {len(world.q):,} items, {len(jobs)} jobs on {workers} process(es)")
+        counts: dict[str, dict[int, list[int]]] = {s: {} for s in SPLITS}
+        done = 0
+        executor = ProcessPoolExecutor(workers) if workers > 1 else None
+        try:
+            if executor is None:
+                results = map(_job, jobs)
+            else:
+                results = (f.result() for f in as_completed([executor.submit(_job, j) for j in jobs]))
+            next_report = 0.0
+            for split, d, rows, positives in results:
+                acc = counts[split].setdefault(d, [0, 0])
+                acc[0], acc[1] = acc[0] + rows, acc[1] + positives
+                done += rows
+                if done / total >= next_report:
+                    next_report = done / total + 0.05
+                    elapsed = time.time() - t0
+                    bar = "#" * int(30 * done / total)
+                    log(f"[generate] [{bar:<30}] {done / total:6.1%} {done:,}/{total:,} rows, "
+                        f"{done / max(elapsed, 1e-9):,.0f} rows/s, ETA {elapsed * (total - done) / max(done, 1):.0f}s")
+            stats = {s: {world.domains[d].name: {"rows": r, "ctr": p / r}
+                         for d, (r, p) in sorted(counts[s].items())} for s in SPLITS}
+            spec = DatasetSpec(
+                name=f"{profile}-s{scale:g}-seed{seed}" + (f"-day{day}" if day else "")
+                     + (f"-{len(keep)}of{len(names)}domains" if len(keep) < len(names) else ""),
+                label="label", user_column="user_id",
+                domains=[Domain(d, names[d]) for d in keep],
+                features=[Feature(name, card) for name, card in world.cardinalities.items()],
+                row_counts={s: {name: int(v["rows"]) for name, v in stats[s].items()} for s in SPLITS},
+                meta={"generator": "dfei.data.synthetic", "profile": profile, "scale": scale, "seed": seed, "day": day,
+                      "ctr": {s: {name: round(v["ctr"], 6) for name, v in stats[s].items()} for s in SPLITS}},
+            )
+            with open(os.path.join(tmp, "dataset.json"), "w") as f:
+                json.dump(spec.to_json(), f, indent=1, sort_keys=True)
+        except BaseException:
+            if executor is not None:  # running jobs would otherwise recreate tmp after it is deleted
+                executor.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            if executor is not None:
+                executor.shutdown(cancel_futures=True)
     log(f"[generate] wrote {out} in {time.time() - t0:.1f}s")
     return spec
 

@@ -17,6 +17,8 @@ import os
 import numpy as np
 from scipy.stats import ttest_rel
 
+from dfei.atomic import atomic_write
+
 BASELINE_NAMES = ("mlp", "mmoe", "ple", "aitm", "hmoe", "star", "pepnet", "hinet")
 
 
@@ -118,6 +120,14 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path: str) -> str:
+    """Lay out, write atomically as PNG (120 dpi), close; returns `path`."""
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
+    _pyplot().close(fig)
+    return path
+
+
 def ablation_plot(values: dict[str, dict[str, list[float]]], domains: list[str], out: str) -> str | None:
     variants = [("dfei", "DFEI"), ("dfei_wo_dfi", "w/o DFI"), ("dfei_wo_dfei", "w/o DFEI")]
     present = [(m, label) for m, label in variants if m in values]
@@ -136,11 +146,7 @@ def ablation_plot(values: dict[str, dict[str, list[float]]], domains: list[str],
     ax.set_ylabel("test AUC")
     ax.set_title("Ablation of the DFEI modules (paper Fig. 2a)")
     ax.legend()
-    fig.tight_layout()
-    path = os.path.join(out, "ablation.png")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, os.path.join(out, "ablation.png"))
 
 
 def tsne_plot(v: np.ndarray, names: list[str], ctr: list[float], out: str, seed: int = 0) -> str | None:
@@ -162,8 +168,4 @@ def tsne_plot(v: np.ndarray, names: list[str], ctr: list[float], out: str, seed:
         ax.annotate(name, (px, py), textcoords="offset points", xytext=(4, 4))
     ax.set_title("t-SNE of the final domain features v_d (paper Fig. 4)")
     ax.legend()
-    fig.tight_layout()
-    path = os.path.join(out, "domain_features_tsne.png")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, os.path.join(out, "domain_features_tsne.png"))

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from dfei.models.layers import MLP, FeatureEmbedding
+from dfei.models.layers import MLP, FeatureEmbedding, route_by_domain
 
 TOWER = [128, 64, 32]  # paper Table 4: towers and experts
 DROPOUT = [0.1, 0.2, 0.3]
@@ -91,13 +91,9 @@ class MultiDomainModel(PredictProba, nn.Module):
             if not 0 <= domain < self.num_domains:
                 raise IndexError(f"domain index {domain} outside [0, {self.num_domains})")
             return self.forward_domain(e, domain)
-        out = e.new_empty(e.shape[0])
         present = torch.unique(domain).tolist()
         check_domain_indices(present, self.num_domains)
-        for d in present:
-            idx = (domain == d).nonzero(as_tuple=True)[0]
-            out = out.index_copy(0, idx, self.forward_domain(e.index_select(0, idx), d))
-        return out
+        return route_by_domain(self.forward_domain, e, domain, present, out=e.new_empty(e.shape[0]))
 
 
 def experts(n: int, input_dim: int) -> nn.ModuleList:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from dfei.models.base import PredictProba, check_domain_indices
-from dfei.models.layers import MLP, FeatureEmbedding, GlobalBatchStatistics
+from dfei.models.layers import MLP, FeatureEmbedding, GlobalBatchStatistics, route_by_domain
 
 
 @dataclass
@@ -177,13 +177,10 @@ class DFEI(PredictProba, nn.Module):
         # Apply modules[d] to the rows of each present domain d; loops over domains, not rows.
         if segments is not None:  # rows grouped by domain (fused steps): slices, no gathers
             return torch.cat([modules[d](h[a:b]) for d, a, b in segments])
-        out = h.new_empty(h.shape[0], out_dim)
         present = torch.unique(domain).tolist()
         check_domain_indices(present, self.num_domains)
-        for d in present:
-            idx = (domain == d).nonzero(as_tuple=True)[0]
-            out = out.index_copy(0, idx, modules[d](h.index_select(0, idx)))
-        return out
+        return route_by_domain(lambda rows, d: modules[d](rows), h, domain, present,
+                               out=h.new_empty(h.shape[0], out_dim))
 
     def forward(self, x: torch.Tensor, domain: int | torch.Tensor) -> torch.Tensor:
         # x: [batch, n_features] -> logits [batch]

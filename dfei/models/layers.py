@@ -1,7 +1,7 @@
-"""Building blocks shared by every model: the feature embedding and the MLP tower."""
+"""Building blocks shared by every model: the feature embedding, the MLP tower and per-domain row routing."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -91,3 +91,21 @@ class MLP(nn.Sequential):
             input_dim = dim
         super().__init__(*layers)
         self.output_dim = input_dim
+
+
+def route_by_domain(fn: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, domain: torch.Tensor,
+                    domains: Iterable[int], out: torch.Tensor) -> torch.Tensor:
+    """Apply `fn(rows, d)` to each domain d's rows of `x` and write the results into those rows of `out`.
+
+    x: [batch, ...]; domain: [batch] int64 model domain indices; out: [batch, ...] shaped like fn's
+    results; returns a new tensor like `out` (out-of-place, so autograd reaches every fn call). One
+    gather and one scatter per domain: a loop over domains, not rows. Rows whose domain is not in
+    `domains` keep out's values (new_empty: undefined; a NaN fill marks them). A listed domain with
+    no rows calls fn on an empty [0, ...] slice and writes nothing, so a fixed list such as range(D)
+    gives one graph for any domain mix (what torch.jit.trace and the ONNX exporter need); eager
+    callers pass the present domains (torch.unique) to skip those calls.
+    """
+    for d in domains:
+        rows = (domain == d).nonzero().squeeze(1)  # [rows of d]; nonzero() + squeeze traces and exports
+        out = out.index_copy(0, rows, fn(x.index_select(0, rows), d))
+    return out

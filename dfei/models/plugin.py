@@ -16,7 +16,7 @@ from torch import nn
 
 from dfei.models.base import DROPOUT, TOWER, MultiDomainModel, check_domain_indices, head
 from dfei.models.dfei import DomainFeatureExtraction, DomainFeatureIntegration
-from dfei.models.layers import MLP
+from dfei.models.layers import MLP, route_by_domain
 
 
 class DFEIPlugin(MultiDomainModel):
@@ -49,15 +49,10 @@ class DFEIPlugin(MultiDomainModel):
         else:
             dom, present = domain, torch.unique(domain).tolist()
             check_domain_indices(present, self.num_domains)
-            u = e.new_empty(e.shape[0], self.backbone.representation_dim)
-            for d in present:
-                idx = (dom == d).nonzero(as_tuple=True)[0]
-                u = u.index_copy(0, idx, self.backbone.represent(e.index_select(0, idx), d))
+            u = route_by_domain(self.backbone.represent, e, dom, present,
+                                out=e.new_empty(e.shape[0], self.backbone.representation_dim))
         v = self.dfe(u, dom)  # [D, u_dim]
         z, _ = self.dfi(e, v)  # [batch, k]
         h = torch.cat([s, u, v.index_select(0, dom), z], dim=1)
-        out = e.new_empty(e.shape[0])
-        for d in present:
-            idx = (dom == d).nonzero(as_tuple=True)[0]
-            out = out.index_copy(0, idx, self.heads[d](h.index_select(0, idx)).squeeze(1))
-        return out
+        return route_by_domain(lambda rows, d: self.heads[d](rows).squeeze(1), h, dom, present,
+                               out=e.new_empty(e.shape[0]))

@@ -17,7 +17,6 @@ model to 1e-5, or nothing is written.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 import warnings
@@ -27,7 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from dfei.atomic import atomic_write, write_json_atomic
 from dfei.errors import ConfigError, PathExistsError
+from dfei.models.layers import route_by_domain
 
 FORMATS = ("torchscript", "onnx")
 TOLERANCE = 1e-5
@@ -54,9 +55,8 @@ class ServingModule(nn.Module):
         match = (domain_ids.unsqueeze(1) == self.known_ids.unsqueeze(0)).to(torch.int64)  # [batch, D], ids unique
         index = (match * self.positions).sum(1) - 1  # [batch] model index; -1 for an unknown id
         logits = torch.full((features.shape[0],), float("nan"), dtype=torch.float32, device=features.device)
-        for d in range(self.num_domains):
-            rows = (index == d).nonzero().squeeze(1)  # [rows of d]; empty when d is absent
-            logits = logits.index_copy(0, rows, self.model(features.index_select(0, rows), d))
+        # every domain, present or not: the traced graph must serve any mix; unknown ids keep NaN
+        logits = route_by_domain(self.model, features, index, range(self.num_domains), out=logits)
         return torch.sigmoid(logits)
 
 
@@ -74,7 +74,7 @@ def export_checkpoint(checkpoint: str, fmt: str, out: str, best: bool = True, ov
                       log=print) -> dict[str, Any]:
     """Write `out` and `out`.json; returns the sidecar (with the parity error measured)."""
     from dfei.serving.loader import ServingModel
-    from dfei.train.predict import load_model
+    from dfei.train.checkpoint import load_model
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {FORMATS}, got {fmt!r}")
@@ -93,8 +93,9 @@ def export_checkpoint(checkpoint: str, fmt: str, out: str, best: bool = True, ov
     serving = ServingModule(model, ids).eval()
     example = _rows(spec.cardinalities, ids, 512, seed=0)
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = f"{out}.tmp-{os.getpid()}"
-    try:
+    meta: dict[str, Any] = {}
+
+    def write(tmp: str) -> None:  # export, then check parity on the written file: only a good model is renamed
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on the per-domain loop: checked below on other rows
             if fmt == "torchscript":
@@ -104,7 +105,7 @@ def export_checkpoint(checkpoint: str, fmt: str, out: str, best: bool = True, ov
                 torch.onnx.export(serving, example, tmp, input_names=["features", "domain_ids"],
                                   output_names=["ctr"], dynamo=True, external_data=False,
                                   dynamic_shapes={"features": {0: batch}, "domain_ids": {0: batch}})
-        meta = _sidecar(fmt, os.path.basename(out), tmp, checkpoint, spec, cfg, model)
+        meta.update(_sidecar(fmt, os.path.basename(out), tmp, checkpoint, spec, cfg, model))
         # parity on unseen rows: another batch size, all domains mixed, then one domain absent
         loaded = ServingModel(tmp, meta)
         errors = []
@@ -119,17 +120,13 @@ def export_checkpoint(checkpoint: str, fmt: str, out: str, best: bool = True, ov
         if not max(errors) <= TOLERANCE:
             raise RuntimeError(f"the exported {fmt} model differs from the eager one by {max(errors):.3g} "
                                f"(> {TOLERANCE}); nothing written")
-        with open(tmp + ".json", "w") as f:
-            json.dump(meta, f, indent=1)
-        os.replace(tmp, out)
-        os.replace(tmp + ".json", out + ".json")
-    finally:
-        for p in (tmp, tmp + ".json"):
-            if os.path.exists(p):
-                os.remove(p)
+
+    atomic_write(out, write)
+    write_json_atomic(out + ".json", meta)  # the loader refuses a model without its sidecar
     size_mb = os.path.getsize(out) / 2**20
     log(f"[export] {fmt}: {out} ({size_mb:.1f} MB) + {os.path.basename(out)}.json; {spec.num_domains} domains, "
-        f"{len(spec.features)} features; max |exported - eager| {max(errors):.2e} on {rows:,} rows "
+        f"{len(spec.features)} features; max |exported - eager| {meta['parity']['max_abs_error_vs_eager']:.2e} "
+        f"on {meta['parity']['rows']:,} rows "
         f"({time.time() - t0:.1f}s)")
     return meta
 

@@ -1,4 +1,7 @@
-"""Checkpoint files: tensors via torch.save (loaded with weights_only=True), the rest as JSON.
+"""Checkpoints: the one way to write, read and rebuild a model from one (training, batch
+inference, warm start, export). Imports no Ray: the serving side uses it too.
+
+Files: tensors via torch.save (loaded with weights_only=True), the rest as JSON.
 
     model.pt       model state dict, including the DFE buffers v and initialized
     best_model.pt  only when the best epoch is not this one (so every checkpoint is self-contained)
@@ -9,13 +12,21 @@ Every file is written to a temporary name and renamed, so a crash never leaves a
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+import tempfile
 from typing import Any
 
 import torch
+from torch import nn
 
+from dfei.atomic import atomic_write
+from dfei.data.spec import DatasetSpec
 from dfei.errors import CheckpointError
+from dfei.models.registry import build_model
+from dfei.train.config import TrainConfig
 
 MODEL_FILE = "model.pt"
 BEST_MODEL_FILE = "best_model.pt"
@@ -23,30 +34,56 @@ OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "state.json"
 
 
-def _atomic(path: str, write) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+@dataclasses.dataclass
+class TrainState:
+    """Where a run stands after an epoch: exactly what a checkpoint's state.json holds besides the
+    config and dataset spec (to_json adds those). `epoch` and `best_epoch` count from 0; -1 before
+    the first. Resuming continues from epoch + 1 with this early-stopping state."""
+
+    epoch: int = -1
+    global_step: int = 0  # optimizer updates so far, over all epochs
+    best_auc: float = -math.inf  # best mean valid AUC over domains so far
+    best_epoch: int = -1
+    bad_epochs: int = 0  # epochs since the best one
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # one row per epoch
+
+    def stopped(self, patience: int) -> bool:
+        """Early stopping reached: no better mean valid AUC for `patience` epochs."""
+        return self.bad_epochs >= patience
+
+    def record(self, epoch: int, valid_avg_auc: float, row: dict[str, Any]) -> bool:
+        """Account for a finished epoch; True when it is the best so far."""
+        improved = valid_avg_auc > self.best_auc
+        if improved:
+            self.best_auc, self.best_epoch, self.bad_epochs = valid_avg_auc, epoch, 0
+        else:
+            self.bad_epochs += 1
+        self.epoch = epoch
+        self.history.append(row)
+        return improved
+
+    def to_json(self, cfg: TrainConfig, spec: DatasetSpec) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "config": cfg.to_dict(), "dataset": spec.to_json()}
+
+    @classmethod
+    def from_json(cls, state: dict[str, Any]) -> "TrainState":
+        return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
 
 
 def save_checkpoint(directory: str, model_state: dict, optimizer_state: dict | None, state: dict[str, Any],
                     best_model_state: dict | None = None) -> None:
     os.makedirs(directory, exist_ok=True)
-    _atomic(os.path.join(directory, MODEL_FILE), lambda p: torch.save(model_state, p))
+    atomic_write(os.path.join(directory, MODEL_FILE), lambda p: torch.save(model_state, p))
     if best_model_state is not None:
-        _atomic(os.path.join(directory, BEST_MODEL_FILE), lambda p: torch.save(best_model_state, p))
+        atomic_write(os.path.join(directory, BEST_MODEL_FILE), lambda p: torch.save(best_model_state, p))
     if optimizer_state is not None:
-        _atomic(os.path.join(directory, OPTIMIZER_FILE), lambda p: torch.save(optimizer_state, p))
+        atomic_write(os.path.join(directory, OPTIMIZER_FILE), lambda p: torch.save(optimizer_state, p))
 
     def write_json(p: str) -> None:
         with open(p, "w") as f:
             json.dump(state, f, indent=1, sort_keys=True)
 
-    _atomic(os.path.join(directory, STATE_FILE), write_json)
+    atomic_write(os.path.join(directory, STATE_FILE), write_json)
 
 
 def _state(directory: str) -> dict[str, Any]:
@@ -94,3 +131,58 @@ def non_finite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors of a state dict that hold nan or inf."""
     return [name for name, t in state_dict.items()
             if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def model_from_config(cfg: TrainConfig, spec: DatasetSpec) -> nn.Module:
+    """The model `cfg` describes for the features and domains of `spec`, freshly initialised (from
+    torch's current RNG state): training, warm start, batch inference and export all build it here."""
+    return build_model(cfg.model, spec.cardinalities, spec.num_domains, alpha=cfg.alpha, k=cfg.k,
+                       embed_dim=cfg.embed_dim, tower_dims=list(cfg.tower_dims),
+                       tower_dropouts=list(cfg.tower_dropouts))
+
+
+def load_any_checkpoint(checkpoint: str, state_only: bool = False, optimizer: bool = True) -> dict[str, Any]:
+    """A checkpoint directory, local or at any fsspec/pyarrow URI (copied to a temporary local
+    directory with pyarrow.fs, as Ray's Checkpoint.as_directory does, without needing Ray); with
+    state_only, its load_checkpoint_state (no tensors); with optimizer=False, without the optimizer
+    state. Raises CheckpointError when it is missing or not a dfei checkpoint."""
+    def load(directory: str) -> dict[str, Any]:
+        return load_checkpoint_state(directory) if state_only else load_checkpoint(directory, optimizer=optimizer)
+
+    if "://" not in checkpoint:
+        if not os.path.isdir(checkpoint):
+            raise CheckpointError(f"{checkpoint}: no such checkpoint directory")
+        return load(checkpoint)
+    import pyarrow.fs as pafs
+
+    from dfei.data import fs as dfs
+
+    filesystem, path = dfs.resolve(checkpoint)
+    if filesystem.get_file_info(path).type != pafs.FileType.Directory:
+        raise CheckpointError(f"{checkpoint}: no such checkpoint directory")
+    with tempfile.TemporaryDirectory(prefix="dfei-ckpt-") as local:
+        pafs.copy_files(path, local, source_filesystem=filesystem, destination_filesystem=pafs.LocalFileSystem())
+        return load(local)
+
+
+def finite_weights(ckpt: dict[str, Any], checkpoint: str, best: bool = False) -> dict[str, torch.Tensor]:
+    """The checkpoint's (best) weights; CheckpointError when any holds nan or inf (a diverged run's)."""
+    weights = ckpt["best_model" if best else "model"]
+    bad = non_finite_tensors(weights)
+    if bad:
+        raise CheckpointError(f"{checkpoint}: {len(bad)} tensor(s) hold nan or inf ({', '.join(bad[:5])}"
+                              f"{', ...' if len(bad) > 5 else ''}): the weights of a diverged run; use an earlier "
+                              "checkpoint")
+    return weights
+
+
+def load_model(checkpoint: str, best: bool = False) -> tuple[nn.Module, DatasetSpec, TrainConfig]:
+    """The model of a checkpoint (its epoch's weights, or with best=True the run's best epoch so far),
+    in eval mode on the CPU, with the dataset spec and config it was trained with. Reads no
+    optimizer state. Raises CheckpointError when the weights hold nan or inf (a diverged run's)."""
+    ckpt = load_any_checkpoint(checkpoint, optimizer=False)
+    cfg = TrainConfig.from_dict(ckpt["state"]["config"], where=f"{checkpoint}/{STATE_FILE}")
+    spec = DatasetSpec.from_json(ckpt["state"]["dataset"])
+    model = model_from_config(cfg, spec)
+    model.load_state_dict(finite_weights(ckpt, checkpoint, best))
+    return model.eval(), spec, cfg

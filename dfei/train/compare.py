@@ -1,7 +1,6 @@
 """Train every model x seed with the one train loop, resumably, then write the comparison report."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -47,7 +46,7 @@ def compare(base: TrainConfig, models: list[str], seeds: int, out: str, log=prin
             log(f"[compare] {i + 1}/{total} {model} seed {seed}: done before, skipped")
         else:
             log(f"[compare] {i + 1}/{total} {model} seed {seed}: training ({time.time() - t0:.0f}s elapsed)")
-            run_training(dataclasses.replace(base, model=model, seed=seed, out=run_dir), log=lambda *a: None,
+            run_training(base.replace(model=model, seed=seed, out=run_dir), log=lambda *a: None,
                          run_name=f"{model}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
         with open(path) as f:
             results[model][seed] = json.load(f)

@@ -1,149 +1,190 @@
-"""Training configuration: one dataclass, filled from a YAML file and overridden by CLI flags."""
+"""Training configuration: every setting declared once, here.
+
+Each `TrainConfig` field carries its type, default, range and help text. From that one declaration
+come the validation (pydantic, which names the key, the value and what was expected), the YAML
+loading (`load_config`) and the command-line flags of train.py, tune.py, compare.py and parity.py
+(`add_config_flags`, `config_from_args`).
+"""
 from __future__ import annotations
 
-import dataclasses
-import math
-from dataclasses import dataclass, field
-from typing import Any
+import argparse
+import contextvars
+import types
+import typing
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from dfei.errors import ConfigError, PathNotFoundError
 
 MODES = ("sequential", "fused")
 EMBEDDING_UPDATES = ("lazy", "dense")
 INGEST_BACKENDS = ("arrow", "ray-data")
+EXHAUSTION = ("exhaust", "cycle")
+# keys of older configs (checkpoints' state.json, best.json files): old name -> current name
+RENAMED = {"shuffle_rows": "shuffle_buffer_rows"}
+REMOVED = ("fail_once_at",)  # a test hook; fault drills now inject failures from the test side
+_WHERE = contextvars.ContextVar("where", default="config")  # what from_dict's errors name
 
 
-@dataclass
-class TrainConfig:
-    data: str = ""
-    out: str = "runs/dfei"
-    model: str = "dfei"
-    epochs: int = 10
-    num_workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float | None = None  # None: an equal share of the cluster's CPUs
-    seed: int = 0
+def _number(value: Any) -> Any:
+    # pydantic's lax mode reads True as 1; a boolean where a number belongs is a mistake
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_number)]
+Float = Annotated[float, BeforeValidator(_number)]
+
+
+def _field(default: Any, help: str, metavar: str | None = None, **constraints: Any) -> Any:
+    return Field(default, description=help, json_schema_extra={"metavar": metavar} if metavar else None,
+                 **constraints)
+
+
+class TrainConfig(BaseModel):
+    """One training run's settings (train.py; every trial of tune.py, every run of compare.py and parity.py).
+
+    Raises ConfigError naming the key, the value and what was expected when a value does not fit
+    its declaration. Paper defaults: §4.2 and Table 4 (alpha 0.9, k 32, towers [128, 64, 32]),
+    Algorithm 1 (Adam, lr 1e-3, shared lr/D, batch 512 per domain).
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+
+    data: str = _field("", "dataset directory or URI (dataset.json + split/domain=<id>/*.parquet)")
+    out: str = _field("runs/dfei", "run directory for metrics.json and Ray results")
+    model: str = _field("dfei", "registered model name (dfei, a baseline, <backbone>+dfei, an ablation)")
+    epochs: Int = _field(10, "maximum epochs (early stopping may end sooner)", ge=1)
+    patience: Int = _field(1, "epochs without a better mean valid AUC before stopping (authors: 1)", ge=1)
+    num_workers: Int = _field(1, "Ray Train workers (DDP)", ge=1)
+    use_gpu: StrictBool = _field(False, "one GPU per worker")
+    cpus_per_worker: Float | None = _field(None, "CPUs per worker (default: an equal share of the cluster)", gt=0)
+    seed: Int = _field(0, "random seed (weights, shuffling, dropout)")
     # model (paper Table 4 and §4.2)
-    alpha: float = 0.9
-    k: int = 32
-    embed_dim: int = 16
-    tower_dims: list[int] = field(default_factory=lambda: [128, 64, 32])
-    tower_dropouts: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3])
+    alpha: Float = _field(0.9, "DFE decay coefficient of the EMA of domain features", ge=0.0, le=1.0)
+    k: Int = _field(32, "DFI attention dimension", ge=1)
+    embed_dim: Int = _field(16, "embedding size per feature", ge=1)
+    tower_dims: list[Annotated[Int, Field(ge=1)]] = _field(
+        [128, 64, 32], "hidden sizes of the shared and domain towers, comma-separated", min_length=1)
+    tower_dropouts: list[Annotated[Float, Field(ge=0.0, lt=1.0)]] = _field(
+        [0.1, 0.2, 0.3], "dropout rate in [0, 1) after each tower layer, comma-separated")
     # optimisation (Algorithm 1)
-    lr: float = 1e-3
-    l2: float = 1e-6  # weight decay on the embedding tables only, as the authors
-    shared_lr_scale: float | None = None  # None: 1/D (Algorithm 1); 1.0 turns it off
-    batch_size: int = 512
-    # sequential: Algorithm 1 as written, one update per domain batch; fused: one update per step
-    # over all domains' batches (dfei/train/engine.py)
-    mode: str = "sequential"
-    # lazy: only the embedding rows in the batch are updated (sparse gradients; step cost independent
-    # of the table size); dense: every row every step, as the authors' TF Adam (dfei/train/optim.py)
-    embedding_update: str = "lazy"
-    exhaustion: str = "exhaust"  # exhaust (authors) | cycle
-    patience: int = 1  # stop after this many epochs without a better mean valid AUC (authors: 1, max 10 epochs)
-    # ingest (DESIGN §2): arrow streams Parquet per rank (any scale); ray-data holds equal
-    # per-domain shards in the object store
-    ingest: str = "arrow"
-    shuffle_rows: int = 1 << 16
-    eval_batch_size: int = 8192
-    max_steps_per_epoch: int | None = None  # cap for smoke tests; None = the whole epoch
-    # incremental training (dfei/train/warm_start.py): start from a previous run's checkpoint
-    init_from: str | None = None
-    reset_optimizer: bool = False
-    drop_missing_domains: bool = False
-    new_domain_from: str | None = None  # a checkpoint domain whose tower and head seed each new domain's
-    # tracking (dfei/train/tracking.py): TensorBoard events under <out>/tensorboard; MLflow when a
-    # tracking URI is given (sqlite:///path/mlflow.db, http://server:5000, ...)
-    tensorboard: bool = True
-    mlflow: str | None = None
-    mlflow_experiment: str = "dfei"
+    lr: Float = _field(1e-3, "learning rate of the domain parameters (Adam)", gt=0)
+    l2: Float = _field(1e-6, "weight decay on the embedding tables only, as the authors", ge=0)
+    shared_lr_scale: Float | None = _field(
+        None, "shared parameters' lr = lr x scale (default 1/D, Algorithm 1; 1.0 turns it off)", gt=0)
+    batch_size: Int = _field(512, "mini-batch per domain", ge=1)
+    mode: Literal[MODES] = _field(
+        "sequential", "sequential: Algorithm 1 as written, one update per domain batch; fused: one update per "
+        "step over all domains' batches (one forward/backward, one collective per step)")
+    embedding_update: Literal[EMBEDDING_UPDATES] = _field(
+        "lazy", "lazy: only the embedding rows in the batch are updated (step cost independent of the table "
+        "size); dense: every row every step, as the authors' TF Adam")
+    exhaustion: Literal[EXHAUSTION] = _field(
+        "exhaust", "exhaust: a domain that runs out sits out the rest of the epoch (as the authors); cycle: "
+        "small domains repeat until the largest is done")
+    # ingest (DESIGN §2)
+    ingest: Literal[INGEST_BACKENDS] = _field(
+        "arrow", "training ingest: arrow (pyarrow readers per rank, bounded memory at any scale) or ray-data "
+        "(per-domain Ray Datasets split equally on the driver, held in the object store)")
+    shuffle_buffer_rows: Int = _field(1 << 16, "rows per domain held in the training shuffle buffer", ge=1)
+    eval_batch_size: Int = _field(8192, "rows per evaluation batch", ge=1)
+    max_steps_per_epoch: Int | None = _field(None, "cap on Algorithm-1 steps per epoch (smoke runs)", ge=1)
+    # incremental training (dfei/train/warm_start.py)
+    init_from: str | None = _field(
+        None, "incremental training: start from this checkpoint's weights, domain features (their EMA "
+        "continues) and optimizer state; new domains get fresh towers", metavar="CKPT")
+    reset_optimizer: StrictBool = _field(
+        False, "with --init-from: start Adam from scratch (weights and v carried over)")
+    drop_missing_domains: StrictBool = _field(
+        False, "with --init-from: allow data without some of the checkpoint's domains (their towers are dropped)")
+    new_domain_from: str | None = _field(
+        None, "with --init-from: a new domain's tower and head start as a copy of this checkpoint domain's "
+        "(default: fresh); its v_d still starts from its first batch", metavar="DOMAIN")
+    # tracking (dfei/train/tracking.py)
+    tensorboard: StrictBool = _field(True, "write TensorBoard event files under RUN_DIR/tensorboard")
+    mlflow: str | None = _field(None, "also log params, per-epoch metrics and the best checkpoint to this MLflow "
+                                      "tracking store (sqlite:///path/mlflow.db, http://host:5000)", metavar="URI")
+    mlflow_experiment: str = _field("dfei", "MLflow experiment name")
     # Ray
-    max_failures: int = 0
-    storage_path: str | None = None  # None: <out>/ray_results
-    log_every_s: float = 30.0
-    # testing fault tolerance: {"epoch": E, "step": S, "marker": PATH} makes rank 0 raise once at
-    # that Algorithm-1 step (the marker file records that it happened, across restarts)
-    fail_once_at: dict[str, Any] | None = None
+    max_failures: Int = _field(0, "worker failures to recover from (Ray Train restarts from the last checkpoint)", ge=0)
+    storage_path: str | None = _field(None, "Ray Train storage for checkpoints (default RUN_DIR/ray_results)",
+                                      metavar="URI")
+    log_every_s: Float = _field(30.0, "seconds between progress lines within an epoch", gt=0)
 
-    def __post_init__(self) -> None:
-        dims, drops = self.tower_dims, self.tower_dropouts
-        if not (isinstance(dims, (list, tuple)) and dims and all(isinstance(x, int) and not isinstance(x, bool)
-                                                                  and x >= 1 for x in dims)):
-            raise ConfigError(f"tower_dims must be a non-empty list of positive integers (e.g. [128, 64, 32]), got {dims!r}")
-        if not (isinstance(drops, (list, tuple)) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                          and 0.0 <= x < 1.0 for x in drops)):
-            raise ConfigError(f"tower_dropouts must be a list of rates in [0, 1) (e.g. [0.1, 0.2, 0.3]), got {drops!r}")
-        if len(drops) != len(dims):
-            raise ConfigError(f"tower_dropouts has {len(drops)} rate(s) for {len(dims)} tower layer(s) {list(dims)}; "
-                              "give one rate per layer")
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise ConfigError(describe(err, _WHERE.get())) from None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
         from dfei.models.registry import MODELS  # (torch only; no Ray)
 
-        checks = [
-            (self.model in MODELS, f"model must be one of {sorted(MODELS)}, got {self.model!r}"),
-            (self.embed_dim >= 1, f"embed_dim must be >= 1, got {self.embed_dim}"),
-            (self.l2 >= 0 and math.isfinite(self.l2), f"l2 must be a finite number >= 0, got {self.l2}"),
-            (self.shuffle_rows >= 1, f"shuffle_rows must be >= 1, got {self.shuffle_rows}"),
-            (self.max_failures >= 0, f"max_failures must be >= 0, got {self.max_failures}"),
-            (self.cpus_per_worker is None or self.cpus_per_worker > 0,
-             f"cpus_per_worker must be > 0, got {self.cpus_per_worker}"),
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.num_workers >= 1, f"num_workers must be >= 1, got {self.num_workers}"),
-            (0.0 <= self.alpha <= 1.0, f"alpha must be in [0, 1], got {self.alpha}"),
-            (self.k >= 1, f"k must be >= 1, got {self.k}"),
-            (self.lr > 0 and math.isfinite(self.lr), f"lr must be a finite number > 0, got {self.lr}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
-            (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
-             f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}"),
-            (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
-            (self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}"),
-            (self.embedding_update in EMBEDDING_UPDATES,
-             f"embedding_update must be one of {EMBEDDING_UPDATES}, got {self.embedding_update!r}"),
-            (self.mode != "fused" or self.embedding_update == "lazy",
-             "mode fused needs embedding_update lazy (its learning rates are per embedding row)"),
-            (self.exhaustion in ("exhaust", "cycle"), f"exhaustion must be exhaust or cycle, got {self.exhaustion!r}"),
-            (self.ingest in INGEST_BACKENDS, f"ingest must be one of {INGEST_BACKENDS}, got {self.ingest!r}"),
-            (self.shared_lr_scale is None or (self.shared_lr_scale > 0 and math.isfinite(self.shared_lr_scale)),
-             f"shared_lr_scale must be a finite number > 0, got {self.shared_lr_scale}"),
-            (self.new_domain_from is None or self.init_from is not None,
-             f"new_domain_from ({self.new_domain_from!r}) needs init_from: it names a domain of that checkpoint"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
+        if len(self.tower_dropouts) != len(self.tower_dims):
+            raise ValueError(f"tower_dropouts has {len(self.tower_dropouts)} rate(s) for {len(self.tower_dims)} "
+                             f"tower layer(s) {self.tower_dims}; give one rate per layer")
+        if self.mode == "fused" and self.embedding_update != "lazy":
+            raise ValueError("mode fused needs embedding_update lazy (its learning rates are per embedding row)")
+        if self.new_domain_from is not None and self.init_from is None:
+            raise ValueError(f"new_domain_from ({self.new_domain_from!r}) needs init_from: it names a domain "
+                             "of that checkpoint")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with `changes` applied, validated like a new config (ConfigError when invalid)."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> "TrainConfig":
-        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-        names = set(types)
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
-        return cls(**{k: _typed(k, v, types[k], where) for k, v in values.items()})
+        """Validate a mapping of keys (a YAML file, a checkpoint's config); ConfigError names `where`,
+        the key, the value and what was expected. Keys of older configs are renamed (RENAMED) or
+        dropped (REMOVED, when unset)."""
+        values = dict(values)
+        for old, new in RENAMED.items():
+            if old in values and new not in values:
+                values[new] = values.pop(old)
+        for key in REMOVED:
+            if key in values and values[key] is None:
+                del values[key]
+        token = _WHERE.set(where)
+        try:
+            return cls(**values)
+        finally:
+            _WHERE.reset(token)
 
 
-def _typed(key: str, value: Any, annotation: str, where: str) -> Any:
-    """YAML reads `1e-3` as a string and `2` as an int: coerce numbers to the field's type."""
-    if value is None or isinstance(value, bool):
-        return value
-    for name, kind in (("float", float), ("int", int)):
-        if annotation.startswith(name) and not isinstance(value, (list, dict)):
-            try:
-                number = kind(float(value)) if kind is int and float(value).is_integer() else kind(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{where}: {key} must be a number ({annotation}), got {value!r}") from None
-            return number
-    return value
+def describe(err: ValidationError, where: str) -> str:
+    """pydantic's errors as one message: `where: key = value: what was expected`, one per problem."""
+    unknown = [str(e["loc"][0]) for e in err.errors() if e["type"] == "extra_forbidden"]
+    lines = ([f"{where}: unknown key(s) {sorted(unknown)}; valid keys: {sorted(TrainConfig.model_fields)}"]
+             if unknown else [])
+    for e in err.errors():
+        if e["type"] == "extra_forbidden":
+            continue
+        message = e["msg"].removeprefix("Value error, ")
+        if e["loc"]:
+            key = str(e["loc"][0]) + "".join(f"[{i}]" for i in e["loc"][1:])
+            lines.append(f"{where}: {key} = {e['input']!r}: {message}")
+        else:
+            lines.append(f"{where}: {message}")
+    return "; ".join(lines)
 
 
 def load_config(path: str | None, overrides: dict[str, Any]) -> TrainConfig:
     """YAML file values, then every override that is not None (CLI flags given by the user).
 
-    The file is a mapping of TrainConfig keys, or a tune sweep's best.json (its `train_config`).
+    The file is a mapping of TrainConfig keys (`-` or `_` in names), or a tune sweep's best.json
+    (its `train_config`). Raises PathNotFoundError for a missing file, ConfigError for an
+    unreadable one, an unknown key or a bad value.
     """
     values: dict[str, Any] = {}
     if path:
@@ -160,6 +201,85 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> TrainConfig:
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
         if isinstance(loaded.get("train_config"), dict):  # a sweep's best.json: its best trial's settings
             loaded = loaded["train_config"]
-        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+        values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig.from_dict(values, where=path or "config")
+
+
+# ---- command-line flags, derived from the fields ----------------------------------------------
+
+CONFIG_FIELDS = "_config_fields"  # the parser default naming the TrainConfig fields that have flags
+
+def _flag_type(annotation: Any) -> tuple[Any, bool]:
+    """(scalar type or Literal, is a list) of a field annotation, Optional and Annotated removed."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return _flag_type(args[0])
+    if typing.get_origin(annotation) is Annotated:
+        return _flag_type(args[0])
+    if typing.get_origin(annotation) is list:
+        return _flag_type(args[0])[0], True
+    return annotation, False
+
+
+def _comma_list(kind: type):
+    def parse(text: str) -> list:
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+    return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = (),
+                     help: dict[str, str] | None = None) -> None:
+    """One `--flag-name` per TrainConfig field not in `exclude`, typed, with the field's help and
+    default. Every flag defaults to None (absent): only flags the user gives override --config.
+    `help` replaces a field's help text where a pipeline gives it another meaning (e.g. per trial).
+    The fields it added are remembered on the parser: config_from_args reads only those."""
+    from dfei.models.registry import MODELS
+
+    fields = [name for name in TrainConfig.model_fields if name not in exclude]
+    parser.set_defaults(**{CONFIG_FIELDS: fields})
+    for name, field in TrainConfig.model_fields.items():
+        if name in exclude:
+            continue
+        text = (help or {}).get(name, field.description)
+        flag = "--" + name.replace("_", "-")
+        kind, is_list = _flag_type(field.annotation)
+        extra = field.json_schema_extra or {}
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "metavar": extra.get("metavar")}
+        if kind is bool:
+            if field.default:
+                parser.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_false", default=None,
+                                    help=f"do not {text[0].lower()}{text[1:]}")
+            else:
+                parser.add_argument(flag, dest=name, action="store_true", default=None, help=text)
+            continue
+        if name == "model":  # the registry's names, listed in the help rather than the usage line
+            kwargs.update(choices=sorted(MODELS), metavar="MODEL")
+            text = f"{text}; one of {', '.join(sorted(MODELS))}"
+        elif typing.get_origin(kind) is Literal:
+            kwargs["choices"] = list(typing.get_args(kind))
+            kwargs.pop("metavar")
+        elif is_list:
+            kwargs["type"] = _comma_list(typing.get_args(kind)[0] if typing.get_origin(kind) is Annotated else kind)
+        else:
+            kwargs["type"] = kind
+        default = field.default
+        if default not in (None, "") and name not in (help or {}):
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            text = f"{text} (default {shown})"
+        parser.add_argument(flag, help=text, **kwargs)
+
+
+def config_from_args(args: dict[str, Any], config_file: str | None = None, **overrides: Any) -> TrainConfig:
+    """The TrainConfig of a pipeline's parsed flags (`vars(parser.parse_args())` of a parser given
+    add_config_flags): --config's file, then the flags given, then `overrides` (values the pipeline
+    sets itself). A pipeline's own flags of the same name (tune.py's --alpha list) are not read.
+    ConfigError when no dataset is named."""
+    given = {k: args[k] for k in args[CONFIG_FIELDS] if k in args}
+    cfg = load_config(config_file, {**given, **overrides})
+    if not cfg.data:
+        raise ConfigError("--data is required (or `data:` in --config)")
+    return cfg

@@ -92,7 +92,11 @@ def embedding_parameter_name(model: nn.Module) -> str:
 def exclude_sparse_embedding_from_ddp(model: nn.Module) -> bool:
     """With lazy embedding updates the table's gradient is row-sparse, which DDP can reduce on gloo
     only (NCCL has no sparse all-reduce): DDP leaves it alone and `allreduce_sparse_grad` does it,
-    with dense collectives that every backend has. Call before wrapping the model in DDP."""
+    with dense collectives that every backend has. Call before wrapping the model in DDP.
+
+    Private API, checked against PyTorch 2.13: DDP's static _set_params_and_buffers_to_ignore_for_model,
+    the only way to exclude one parameter of a module from DDP (pytorch/pytorch#43690; Ray Train's
+    prepare_model wraps the whole module). tests/train/test_private_apis.py fails loudly if it goes."""
     if not getattr(model.embedding, "sparse", False):
         return False
     from torch.nn.parallel import DistributedDataParallel

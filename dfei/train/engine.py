@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -57,17 +58,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     the steady-state rate (samples after the first update / time since it) and `diverged`.
     """
     model.train()
-    loss_sum = torch.zeros(num_domains, dtype=torch.float64, device=device)  # read once per log line, not per step
-    samples = np.zeros(num_domains, dtype=np.int64)
-    n_batches = np.zeros(num_domains, dtype=np.int64)
+    totals = _Totals.zeros(num_domains, device)
     t0 = last_log = time.time()
-    first_update = None
-    first_samples = 0
-    step = -1
-    updates = 0  # optimizer steps: one per item (a domain batch in sequential, a whole step in fused)
-    # the first non-finite batch as ((step * D + domain) * 2 + is_nan), kept on the device (no sync per step)
-    first_bad = torch.full((), _NO_DIVERGENCE, dtype=torch.int64, device=device)
-    diverged = None
+    first_update, first_samples, step, updates, diverged = None, 0, -1, 0, None
     for step, d, x, y in batches:
         if max_steps is not None and step >= max_steps:
             break
@@ -75,55 +68,95 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         yb = torch.from_numpy(y).to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)  # other domains' parameters keep grad None: Adam skips them
         fused = not isinstance(d, (int, np.integer))
-        if not fused:
-            loss = F.binary_cross_entropy_with_logits(model(xb, int(d)), yb)
-            first_bad = _first_bad(first_bad, loss.detach(), step * num_domains + int(d))
-            loss_sum[int(d)] += loss.detach() * len(y)
-            samples[d] += len(y)
-            n_batches[d] += 1
+        if fused:
+            loss, db, present = _fused_loss(model, xb, yb, d, step, totals)
         else:
-            counts = np.bincount(d, minlength=num_domains)
-            db = torch.from_numpy(d).to(device, non_blocking=True)
-            per_row = F.binary_cross_entropy_with_logits(model(xb, db), yb, reduction="none")
-            sums = torch.zeros(num_domains, dtype=per_row.dtype, device=device).index_add(0, db, per_row)
-            count_t = torch.from_numpy(counts).to(device, per_row.dtype)
-            loss = (sums / count_t.clamp(min=1)).sum()  # absent domains contribute 0
-            bad = ~torch.isfinite(sums.detach())  # [D]
-            worst = torch.argmax(bad.to(torch.int8))  # the first non-finite domain (0 when none)
-            first_bad = _first_bad(first_bad, sums.detach()[worst], step * num_domains + worst)
-            loss_sum += sums.detach()
-            samples += counts
-            n_batches += counts > 0
+            loss = _domain_loss(model, xb, yb, int(d), step, totals)
         loss.backward()
         if after_backward is not None:
             after_backward()
         if fused:
-            _fused_update(optimizer, int((counts > 0).sum()), model, xb, db, num_domains, gather)
+            _fused_update(optimizer, present, model, xb, db, num_domains, gather)
         else:
             optimizer.step()
         updates += 1
         if updates % check_every == 0:
-            diverged = _divergence(first_bad, num_domains, min_over_ranks)
+            diverged = _divergence(totals.first_bad, num_domains, min_over_ranks)
             if diverged is not None:
                 break
         if first_update is None:
-            first_update, first_samples = time.time(), int(samples.sum())
+            first_update, first_samples = time.time(), int(totals.samples.sum())
         if on_progress is not None and time.time() - last_log >= progress_every_s:
             last_log = time.time()
-            on_progress({"step": step, "samples": int(samples.sum()), "seconds": last_log - t0,
-                         "loss": float(loss_sum.sum()) / max(int(samples.sum()), 1)})
+            on_progress({"step": step, "samples": int(totals.samples.sum()), "seconds": last_log - t0,
+                         "loss": float(totals.loss_sum.sum()) / max(int(totals.samples.sum()), 1)})
     if diverged is None and updates % check_every != 0:  # the updates since the last check
-        diverged = _divergence(first_bad, num_domains, min_over_ranks)
-    domain_loss = loss_sum.cpu().numpy()  # waits for the device's last kernels: the clock below is honest
+        diverged = _divergence(totals.first_bad, num_domains, min_over_ranks)
+    steps = step + 1 if max_steps is None else min(step + 1, max_steps)
+    return _epoch_stats(totals, t0, first_update, first_samples, steps, updates, diverged)
+
+
+@dataclass
+class _Totals:
+    """An epoch's running sums, per domain; loss_sum and first_bad stay on the device (no host
+    sync per update)."""
+
+    loss_sum: torch.Tensor  # [D] float64: sum of per-row losses
+    samples: np.ndarray  # [D] int64
+    batches: np.ndarray  # [D] int64
+    # the first non-finite batch as ((step * D + domain) * 2 + is_nan); _NO_DIVERGENCE when none
+    first_bad: torch.Tensor
+
+    @classmethod
+    def zeros(cls, num_domains: int, device: torch.device) -> "_Totals":
+        return cls(torch.zeros(num_domains, dtype=torch.float64, device=device),
+                   np.zeros(num_domains, dtype=np.int64), np.zeros(num_domains, dtype=np.int64),
+                   torch.full((), _NO_DIVERGENCE, dtype=torch.int64, device=device))
+
+
+def _domain_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, d: int, step: int,
+                 totals: _Totals) -> torch.Tensor:
+    """Sequential mode: domain d's mean loss over its batch [rows]."""
+    num_domains = len(totals.samples)
+    loss = F.binary_cross_entropy_with_logits(model(xb, d), yb)
+    totals.first_bad = _first_bad(totals.first_bad, loss.detach(), step * num_domains + d)
+    totals.loss_sum[d] += loss.detach() * len(yb)
+    totals.samples[d] += len(yb)
+    totals.batches[d] += 1
+    return loss
+
+
+def _fused_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, d: np.ndarray, step: int,
+                totals: _Totals) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Fused mode: the sum over the present domains of each one's mean loss; with the domain index
+    of every row on the device [rows] and the number of present domains."""
+    num_domains = len(totals.samples)
+    counts = np.bincount(d, minlength=num_domains)
+    db = torch.from_numpy(d).to(xb.device, non_blocking=True)
+    per_row = F.binary_cross_entropy_with_logits(model(xb, db), yb, reduction="none")
+    sums = torch.zeros(num_domains, dtype=per_row.dtype, device=xb.device).index_add(0, db, per_row)
+    count_t = torch.from_numpy(counts).to(xb.device, per_row.dtype)
+    loss = (sums / count_t.clamp(min=1)).sum()  # absent domains contribute 0
+    bad = ~torch.isfinite(sums.detach())  # [D]
+    worst = torch.argmax(bad.to(torch.int8))  # the first non-finite domain (0 when none)
+    totals.first_bad = _first_bad(totals.first_bad, sums.detach()[worst], step * num_domains + worst)
+    totals.loss_sum += sums.detach()
+    totals.samples += counts
+    totals.batches += counts > 0
+    return loss, db, int((counts > 0).sum())
+
+
+def _epoch_stats(totals: _Totals, t0: float, first_update: float | None, first_samples: int, steps: int,
+                 updates: int, diverged: dict | None) -> dict:
+    domain_loss = totals.loss_sum.cpu().numpy()  # waits for the device's last kernels: the clock below is honest
     t_end = time.time()
     seconds = t_end - t0
-    total = int(samples.sum())
+    total = int(totals.samples.sum())
     steady_s = t_end - first_update if first_update else 0.0
     return {
         "loss": float(domain_loss.sum() / max(total, 1)),
-        "domain_loss": (domain_loss / np.maximum(samples, 1)).tolist(),
-        "samples": total, "batches": n_batches.tolist(), "updates": updates,
-        "steps": step + 1 if max_steps is None else min(step + 1, max_steps),
+        "domain_loss": (domain_loss / np.maximum(totals.samples, 1)).tolist(),
+        "samples": total, "batches": totals.batches.tolist(), "updates": updates, "steps": steps,
         "seconds": seconds, "samples_per_s": total / seconds if seconds > 0 else 0.0,
         "steady_samples_per_s": (total - first_samples) / steady_s if steady_s > 0 else 0.0,
         "first_update_unix": first_update, "diverged": diverged,

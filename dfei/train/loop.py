@@ -1,39 +1,61 @@
-"""The Ray Train worker function: the one train loop reused by train, tune and compare."""
+"""The Ray Train worker function: the one train loop reused by train, tune and compare.
+
+`train_loop_per_worker` reads as its phases: set up the worker, build the model, restore a run
+(Ray Train's checkpoint after a failure, or --init-from's), distribute it, then per epoch train,
+evaluate, record and checkpoint, and at the end evaluate the best weights. The run's progress is
+one `TrainState` (what a checkpoint's state.json holds).
+"""
 from __future__ import annotations
 
 import copy
 import logging
-import math
-import os
 import resource
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from dfei.data.dataset import ParquetDataset
 from dfei.data.ingest import DomainReader, steps_per_epoch, training_stream
 from dfei.data.ray_ingest import RayDataDomainReader
-from dfei.models import build_model
 from dfei.train import warm_start
-from dfei.train.checkpoint import load_checkpoint, save_checkpoint
+from dfei.train.checkpoint import TrainState, load_any_checkpoint, load_checkpoint, model_from_config, save_checkpoint
 from dfei.train.config import TrainConfig
-from dfei.train.distributed import broadcast_state, check_replicas, ddp_kwargs, prepare_distributed
+from dfei.train.distributed import DistributedHooks, broadcast_state, check_replicas, ddp_kwargs, prepare_distributed
 from dfei.train.engine import merge_parts, predict_split, score_split, train_epoch, unwrap
 from dfei.train.optim import build_optimizer, shared_groups
-from dfei.train.predict import load_any_checkpoint
 
 
-def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    return {"alpha": cfg.alpha, "k": cfg.k, "embed_dim": cfg.embed_dim,
-            "tower_dims": list(cfg.tower_dims), "tower_dropouts": list(cfg.tower_dropouts)}
+@dataclass
+class Worker:
+    """What every phase of one worker's run needs: its settings, data, place in the group and log."""
+
+    cfg: TrainConfig
+    dataset: ParquetDataset
+    rank: int
+    world: int
+    device: torch.device
+    log: Callable[[str], None]
+    ray_data_rows: list[list[int]] | None  # per domain, per rank: set by the driver for --ingest ray-data
+
+
+@dataclass
+class Restored:
+    """What a run starts from besides fresh weights (all None for a first run)."""
+
+    state: TrainState
+    best_weights: dict | None = None  # the best epoch's model state dict, when it is not the current one
+    optimizer_state: dict | None = None
+    resumed_from: dict | None = None  # after a failure: where Ray Train's checkpoint left off
+    init_from: dict | None = None  # incremental training: what came from --init-from's checkpoint
 
 
 def divergence_message(diverged: dict[str, Any], lr: float) -> str:
@@ -42,13 +64,192 @@ def divergence_message(diverged: dict[str, Any], lr: float) -> str:
             f"{diverged['domain_name']}): loss is {diverged['loss']}; try a lower --lr (this run: {lr:g})")
 
 
-def _evaluate(model, dataset, split, device, rank, world, batch_size) -> dict:
-    parts = predict_split(model, dataset, split, device, rank, world, batch_size)
-    if world > 1:
-        gathered: list = [None] * world
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    t_start = time.time()
+    w = setup_worker(config)
+    model, optimizer, hooks = build(w)
+    restored = restore(w, model, optimizer)
+    model = distribute(w, model, optimizer, restored.optimizer_state)
+    t_ready = time.time()  # model built, checkpoint loaded, DDP set up
+    torch.manual_seed(w.cfg.seed * 1009 + w.rank + 1)  # dropout streams differ per rank
+    state, first_update = restored.state, None
+    # a run restarted after it had already early-stopped (e.g. a failure during the final
+    # evaluation) must not train again
+    last_epoch = state.epoch if state.stopped(w.cfg.patience) else w.cfg.epochs - 1
+    for epoch in range(state.epoch + 1, last_epoch + 1):
+        stats = train_one_epoch(w, model, optimizer, hooks, epoch)
+        first_update = first_update or stats["first_update_unix"]
+        state.global_step += stats["updates"]
+        if stats["diverged"] is not None:  # every rank stops here: nothing is evaluated or checkpointed
+            return diverged_result(w, state, stats, epoch)
+        restored.best_weights = end_epoch(w, model, optimizer, state, stats, epoch, restored.best_weights)
+        if state.stopped(w.cfg.patience):
+            w.log(f"[train] early stop: no improvement for {state.bad_epochs} epoch(s); "
+                  f"best epoch {state.best_epoch + 1}")
+            break
+    return final_result(w, model, restored, {"worker_start_unix": t_start, "worker_ready_unix": t_ready,
+                                             "first_update_unix": first_update})
+
+
+# ---- phases ------------------------------------------------------------------------------------
+
+def setup_worker(config: dict[str, Any]) -> Worker:
+    config = dict(config)
+    ray_data_rows = config.pop("ray_data_rows", None)
+    cfg = TrainConfig.from_dict(config)
+    quiet_ray_train_report_logs()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    return Worker(cfg, ParquetDataset(cfg.data), rank, world, ray.train.torch.get_device(),
+                  _say if rank == 0 else (lambda message: None), ray_data_rows)
+
+
+def build(w: Worker) -> tuple[nn.Module, torch.optim.Optimizer, DistributedHooks]:
+    """The model (identical initial weights on every rank), its optimizer and the DDP hooks."""
+    torch.manual_seed(w.cfg.seed)
+    model = model_from_config(w.cfg, w.dataset.spec)
+    optimizer = build_optimizer(model, w.cfg.lr, w.cfg.l2, w.cfg.shared_lr_scale,
+                                lazy_embeddings=w.cfg.embedding_update == "lazy")
+    return model, optimizer, prepare_distributed(model, w.world)
+
+
+def restore(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer) -> Restored:
+    """Load Ray Train's checkpoint when this is a restart after a failure; else --init-from's
+    (incremental training: weights, v with its EMA continuing, Adam state); else nothing."""
+    cfg, checkpoint = w.cfg, ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as ckpt_dir:
+            ckpt = load_checkpoint(ckpt_dir)
+        model.load_state_dict(ckpt["model"])
+        state = TrainState.from_json(ckpt["state"])
+        dfe = getattr(model, "dfe", None)
+        resumed = {"epoch": state.epoch, "global_step": state.global_step, "unix": time.time(),
+                   "v": dfe.v.tolist() if dfe is not None else None}
+        w.log(f"[train] resumed after epoch {state.epoch + 1} at update {state.global_step} "
+              f"(best valid avg AUC {state.best_auc:.4f} at epoch {state.best_epoch + 1})")
+        return Restored(state, ckpt["best_model"], ckpt["optimizer"], resumed_from=resumed)
+    if not cfg.init_from:
+        return Restored(TrainState())
+    ckpt = load_any_checkpoint(cfg.init_from)
+    matching = warm_start.plan(cfg, w.dataset.spec, ckpt, cfg.init_from)
+    model.load_state_dict(warm_start.model_state(model, ckpt["model"], matching))
+    source = warm_start.optimizer_source(cfg, ckpt["optimizer"] is not None)
+    optimizer_state = (warm_start.optimizer_state(model, optimizer, ckpt["optimizer"], matching)
+                       if source == "restored" else None)
+    w.log("[train] initialised " + warm_start.summary(matching, cfg.init_from, source))
+    return Restored(TrainState(), optimizer_state=optimizer_state,
+                    init_from=warm_start.describe(matching, cfg.init_from, source))
+
+
+def distribute(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer,
+               optimizer_state: dict | None) -> nn.Module:
+    """Move to the device, restore Adam's moments there, start every rank from rank 0's state (the
+    embedding outside DDP and the buffers included), wrap in DDP."""
+    model.to(w.device)
+    if optimizer_state is not None:  # after the move: Adam's moments follow their parameters' device
+        optimizer.load_state_dict(optimizer_state)
+    if w.world > 1:
+        broadcast_state(model)
+    return ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs())
+
+
+def train_one_epoch(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer, hooks: DistributedHooks,
+                    epoch: int) -> dict[str, Any]:
+    """Algorithm 1 over this rank's share of every domain's training rows (engine.train_epoch)."""
+    cfg = w.cfg
+    readers = train_readers(cfg, w.dataset, w.rank, w.world, w.ray_data_rows)
+    n_steps = steps_per_epoch(readers) if cfg.max_steps_per_epoch is None else min(
+        steps_per_epoch(readers), cfg.max_steps_per_epoch)
+
+    def progress(p: dict) -> None:
+        w.log(f"[train] epoch {epoch + 1} step {p['step'] + 1}/{n_steps} "
+              f"({(p['step'] + 1) / max(n_steps, 1):.0%}), {p['samples'] / p['seconds']:,.0f} samples/s/worker, "
+              f"loss {p['loss']:.4f}")
+
+    stream = training_stream(readers, epoch, cfg.exhaustion, cfg.mode)
+    try:
+        return train_epoch(model, optimizer, stream, w.device, w.dataset.spec.num_domains, cfg.max_steps_per_epoch,
+                           progress, cfg.log_every_s, hooks.after_backward, hooks.gather, hooks.min_over_ranks)
+    finally:
+        stream.close()
+
+
+def train_readers(cfg: TrainConfig, dataset: ParquetDataset, rank: int, world: int,
+                  ray_data_rows: list[list[int]] | None) -> list:
+    """One training reader per domain over this rank's rows (also used by the benchmarks)."""
+    n = dataset.spec.num_domains
+    if cfg.ingest == "ray-data":
+        return [RayDataDomainReader(dataset, "train", d, rank, ray_data_rows[d][rank], cfg.batch_size, shuffle=True,
+                                    seed=cfg.seed, shuffle_buffer_rows=cfg.shuffle_buffer_rows) for d in range(n)]
+    return [DomainReader(dataset, "train", d, rank, world, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                         shuffle_buffer_rows=cfg.shuffle_buffer_rows) for d in range(n)]
+
+
+def end_epoch(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState,
+              stats: dict[str, Any], epoch: int, best_weights: dict | None) -> dict | None:
+    """Evaluate on valid, record the epoch in `state`, report it to Ray Train with a checkpoint;
+    returns the best weights so far."""
+    check_replicas(unwrap(model), w.world, f"after epoch {epoch + 1}", w.log)
+    t_eval = time.time()
+    valid = evaluate(w, model, "valid")
+    world = w.world
+    row = {"epoch": epoch, "train_loss": stats["loss"], "valid_avg_auc": valid["avg_auc"],
+           "samples": stats["samples"] * world, "train_seconds": stats["seconds"], "eval_seconds": time.time() - t_eval,
+           "samples_per_s": stats["samples_per_s"] * world,
+           "steady_samples_per_s": stats["steady_samples_per_s"] * world, "steps": stats["steps"]}
+    improved = state.record(epoch, valid["avg_auc"], row)
+    if improved:
+        best_weights = copy.deepcopy(unwrap(model).state_dict())
+    w.log(f"[train] epoch {epoch + 1}/{w.cfg.epochs}: loss {stats['loss']:.4f}, valid avg AUC {valid['avg_auc']:.4f}"
+          f"{' (best)' if improved else ''}, {row['samples']:,} samples in {stats['seconds']:.1f}s "
+          f"({row['samples_per_s']:,.0f}/s), eval {row['eval_seconds']:.1f}s")
+    metrics = {**row, "best_valid_avg_auc": state.best_auc, "best_epoch": state.best_epoch, **_flat("valid", valid),
+               **_tracked(unwrap(model), optimizer, w.dataset.spec.domain_names, stats)}
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = None
+        if w.rank == 0:
+            save_checkpoint(tmp, unwrap(model).state_dict(), optimizer.state_dict(),
+                            state.to_json(w.cfg, w.dataset.spec), None if improved else best_weights)
+            ckpt = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:04d}")
+    return best_weights
+
+
+def diverged_result(w: Worker, state: TrainState, stats: dict[str, Any], epoch: int) -> dict[str, Any]:
+    diverged = {**stats["diverged"], "epoch": epoch,
+                "domain_name": w.dataset.spec.domain_names[stats["diverged"]["domain"]]}
+    w.log(f"[train] {divergence_message(diverged, w.cfg.lr)}")
+    return {"diverged": diverged, "history": state.history, "global_step": state.global_step}
+
+
+def final_result(w: Worker, model: nn.Module, restored: Restored, timings: dict[str, Any]) -> dict[str, Any]:
+    """Valid and test metrics of the best weights (the best checkpoint's model.pt / best_model.pt)."""
+    state = restored.state
+    if restored.best_weights is not None:
+        unwrap(model).load_state_dict(restored.best_weights)
+    check_replicas(unwrap(model), w.world, "before the final evaluation", w.log)
+    valid, test = evaluate(w, model, "valid"), evaluate(w, model, "test")
+    dfe = getattr(unwrap(model), "dfe", None)
+    v = dfe.v.detach().cpu().numpy() if dfe is not None else None
+    return {
+        "valid": valid, "test": test, "best_epoch": state.best_epoch, "epochs_run": state.epoch + 1,
+        "global_step": state.global_step, "resumed_from": restored.resumed_from, "init_from": restored.init_from,
+        "stopped_early": state.stopped(w.cfg.patience), "history": state.history, "diverged": None,
+        "domain_feature_norms": np.linalg.norm(v, axis=1).tolist() if v is not None else None,
+        "timings": {**timings, "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
+    }
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+def evaluate(w: Worker, model: nn.Module, split: str) -> dict:
+    """Per-domain metrics of `split`: every rank scores its share, rank 0's view is gathered."""
+    parts = predict_split(model, w.dataset, split, w.device, w.rank, w.world, w.cfg.eval_batch_size)
+    if w.world > 1:
+        gathered: list = [None] * w.world
         dist.all_gather_object(gathered, parts)
         parts = merge_parts(gathered)
-    return score_split(dataset, parts)
+    return score_split(w.dataset, parts)
 
 
 def _flat(prefix: str, split: dict) -> dict[str, float]:
@@ -70,175 +271,32 @@ def _tracked(model, optimizer, names: list[str], stats: dict) -> dict[str, float
     return out
 
 
-def _fail_once(batches: Iterator[tuple], epoch: int, spec: dict[str, Any] | None, rank: int) -> Iterator[tuple]:
-    """Raise once at (epoch, step) on rank 0: the fault-tolerance drill of `fail_once_at`."""
-    for item in batches:
-        if spec and rank == 0 and epoch == spec["epoch"] and item[0] == spec["step"] and not os.path.exists(spec["marker"]):
-            with open(spec["marker"], "w") as f:
-                f.write(str(time.time()))
-            raise RuntimeError(f"injected failure (fail_once_at) at epoch {epoch + 1}, step {item[0]}")
-        yield item
-
-
 def _say(message: str) -> None:
     # sys.stdout directly: Ray Train's patched print() would emit every line twice
     sys.stdout.write(message + "\n")
     sys.stdout.flush()
 
 
-def _quiet_report_lines(record: logging.LogRecord) -> bool:
+def _not_a_report_line(record: logging.LogRecord) -> bool:
     # Ray Train logs every report (its full metrics dict) and checkpoint at INFO; our own epoch
     # line says it better, and metrics.json names the best checkpoint
     return not str(record.msg).startswith(("Reporting training result", "Checkpoint successfully created"))
 
 
-def train_readers(cfg: TrainConfig, dataset: ParquetDataset, rank: int, world: int,
-                   ray_data_rows: list[list[int]] | None) -> list:
-    n = dataset.spec.num_domains
-    if cfg.ingest == "ray-data":
-        return [RayDataDomainReader(dataset, "train", d, rank, ray_data_rows[d][rank], cfg.batch_size, shuffle=True,
-                                    seed=cfg.seed, shuffle_rows=cfg.shuffle_rows) for d in range(n)]
-    return [DomainReader(dataset, "train", d, rank, world, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                         shuffle_rows=cfg.shuffle_rows) for d in range(n)]
+def quiet_ray_train_report_logs() -> bool:
+    """Filter Ray Train's per-report INFO lines out of the worker's log; True when attached.
 
-
-def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
-    config = dict(config)
-    ray_data_rows = config.pop("ray_data_rows", None)  # set by the driver for the ray-data backend
-    cfg = TrainConfig.from_dict(config)
-    t_start = time.time()
-    try:  # internal loggers (some named by file path); cosmetic, so never fatal
+    Private API, checked against Ray 2.60.0: the lines come from the module loggers of
+    ray.train.v2._internal.execution.context (a logger named by its file path, so no public
+    logger name reaches it) and .storage. Cosmetic, so never fatal here;
+    tests/train/test_private_apis.py fails loudly when a Ray upgrade removes them."""
+    try:
         from ray.train.v2._internal.execution import context as _train_context
         from ray.train.v2._internal.execution import storage as _train_storage
 
         for module in (_train_context, _train_storage):
-            module.logger.addFilter(_quiet_report_lines)
+            if _not_a_report_line not in module.logger.filters:
+                module.logger.addFilter(_not_a_report_line)
+        return True
     except (ImportError, AttributeError):
-        pass
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    log = _say if rank == 0 else (lambda message: None)
-
-    dataset = ParquetDataset(cfg.data)
-    spec = dataset.spec
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = build_model(cfg.model, spec.cardinalities, spec.num_domains, **model_kwargs(cfg))
-    optimizer = build_optimizer(model, cfg.lr, cfg.l2, cfg.shared_lr_scale,
-                                lazy_embeddings=cfg.embedding_update == "lazy")
-    hooks = prepare_distributed(model, world)
-    device = ray.train.torch.get_device()
-
-    start_epoch, best_auc, best_epoch, bad_epochs, history, global_step = 0, -math.inf, -1, 0, [], 0
-    best_state, resumed_from, optimizer_state, warm = None, None, None, None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as ckpt_dir:
-            ckpt = load_checkpoint(ckpt_dir)
-        model.load_state_dict(ckpt["model"])
-        optimizer_state = ckpt["optimizer"]
-        st = ckpt["state"]
-        start_epoch, best_auc, best_epoch = st["epoch"] + 1, st["best_auc"], st["best_epoch"]
-        bad_epochs, history, global_step = st["bad_epochs"], st["history"], st["global_step"]
-        best_state = ckpt["best_model"]
-        dfe = getattr(model, "dfe", None)
-        resumed_from = {"epoch": st["epoch"], "global_step": global_step, "unix": time.time(),
-                        "v": dfe.v.tolist() if dfe is not None else None}
-        log(f"[train] resumed after epoch {st['epoch'] + 1} at update {global_step} "
-            f"(best valid avg AUC {best_auc:.4f} at epoch {best_epoch + 1})")
-    elif cfg.init_from:  # incremental training: a previous run's weights, v (EMA continues) and Adam state
-        ckpt = load_any_checkpoint(cfg.init_from)
-        matching = warm_start.plan(cfg, spec, ckpt, cfg.init_from)
-        model.load_state_dict(warm_start.model_state(model, ckpt["model"], matching))
-        restore = warm_start.optimizer_source(cfg, ckpt["optimizer"] is not None)
-        if restore == "restored":
-            optimizer_state = warm_start.optimizer_state(model, optimizer, ckpt["optimizer"], matching)
-        warm = warm_start.describe(matching, cfg.init_from, restore)
-        log("[train] initialised " + warm_start.summary(matching, cfg.init_from, restore))
-    model.to(device)
-    if optimizer_state is not None:  # after the move: Adam's moments follow their parameters' device
-        optimizer.load_state_dict(optimizer_state)
-    if world > 1:  # every rank starts from rank 0's state, the embedding outside DDP and the buffers included
-        broadcast_state(model)
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs())
-    t_ready = time.time()  # model built, checkpoint loaded, DDP set up
-    torch.manual_seed(cfg.seed * 1009 + rank + 1)  # dropout streams differ per rank
-
-    first_update = None
-    # a run restarted after it had already early-stopped (e.g. a failure during the final
-    # evaluation) must not train again
-    stopped_early = bad_epochs >= cfg.patience
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, cfg.epochs if not stopped_early else start_epoch):
-        readers = train_readers(cfg, dataset, rank, world, ray_data_rows)
-        n_steps = steps_per_epoch(readers) if cfg.max_steps_per_epoch is None else min(
-            steps_per_epoch(readers), cfg.max_steps_per_epoch)
-
-        def progress(p: dict, epoch=epoch, n_steps=n_steps) -> None:
-            log(f"[train] epoch {epoch + 1} step {p['step'] + 1}/{n_steps} "
-                f"({(p['step'] + 1) / max(n_steps, 1):.0%}), {p['samples'] / p['seconds']:,.0f} samples/s/worker, "
-                f"loss {p['loss']:.4f}")
-
-        stream = training_stream(readers, epoch, cfg.exhaustion, cfg.mode)
-        try:
-            stats = train_epoch(model, optimizer, _fail_once(stream, epoch, cfg.fail_once_at, rank), device,
-                                spec.num_domains, cfg.max_steps_per_epoch, progress, cfg.log_every_s,
-                                hooks.after_backward, hooks.gather, hooks.min_over_ranks)
-        finally:
-            stream.close()
-        first_update = first_update or stats["first_update_unix"]
-        global_step += stats["updates"]
-        if stats["diverged"] is not None:  # every rank stops here: nothing is evaluated or checkpointed
-            diverged = {**stats["diverged"], "epoch": epoch, "domain_name": spec.domain_names[stats["diverged"]["domain"]]}
-            log(f"[train] {divergence_message(diverged, cfg.lr)}")
-            return {"diverged": diverged, "history": history, "global_step": global_step}
-        check_replicas(unwrap(model), world, f"after epoch {epoch + 1}", log)
-        t_eval = time.time()
-        valid = _evaluate(model, dataset, "valid", device, rank, world, cfg.eval_batch_size)
-        eval_s = time.time() - t_eval
-        improved = valid["avg_auc"] > best_auc
-        if improved:
-            best_auc, best_epoch, bad_epochs = valid["avg_auc"], epoch, 0
-            best_state = copy.deepcopy(unwrap(model).state_dict())
-        else:
-            bad_epochs += 1
-        row = {"epoch": epoch, "train_loss": stats["loss"], "valid_avg_auc": valid["avg_auc"],
-               "samples": stats["samples"] * world,
-               "train_seconds": stats["seconds"], "eval_seconds": eval_s,
-               "samples_per_s": stats["samples_per_s"] * world,
-               "steady_samples_per_s": stats["steady_samples_per_s"] * world, "steps": stats["steps"]}
-        history.append(row)
-        log(f"[train] epoch {epoch + 1}/{cfg.epochs}: loss {stats['loss']:.4f}, valid avg AUC {valid['avg_auc']:.4f}"
-            f"{' (best)' if improved else ''}, {stats['samples'] * world:,} samples in {stats['seconds']:.1f}s "
-            f"({row['samples_per_s']:,.0f}/s), eval {eval_s:.1f}s")
-        stop = bad_epochs >= cfg.patience
-        state = {"epoch": epoch, "global_step": global_step, "best_auc": best_auc, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                 "history": history, "config": cfg.to_dict(), "dataset": spec.to_json()}
-        metrics = {**row, "best_valid_avg_auc": best_auc, "best_epoch": best_epoch, **_flat("valid", valid),
-                   **_tracked(unwrap(model), optimizer, spec.domain_names, stats)}
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:
-                save_checkpoint(tmp, unwrap(model).state_dict(), optimizer.state_dict(), state,
-                                None if improved else best_state)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:04d}")
-        if stop:
-            stopped_early = True
-            log(f"[train] early stop: no improvement for {bad_epochs} epoch(s); best epoch {best_epoch + 1}")
-            break
-
-    # final evaluation from the best weights (the best checkpoint's model.pt / best_model.pt)
-    if best_state is not None:
-        unwrap(model).load_state_dict(best_state)
-    check_replicas(unwrap(model), world, "before the final evaluation", log)
-    valid = _evaluate(model, dataset, "valid", device, rank, world, cfg.eval_batch_size)
-    test = _evaluate(model, dataset, "test", device, rank, world, cfg.eval_batch_size)
-    v = unwrap(model).dfe.v.detach().cpu().numpy() if getattr(unwrap(model), "dfe", None) is not None else None
-    return {
-        "valid": valid, "test": test, "best_epoch": best_epoch, "epochs_run": epoch + 1,
-        "global_step": global_step, "resumed_from": resumed_from, "init_from": warm,
-        "stopped_early": stopped_early, "history": history, "diverged": None,
-        "domain_feature_norms": np.linalg.norm(v, axis=1).tolist() if v is not None else None,
-        "timings": {"worker_start_unix": t_start, "worker_ready_unix": t_ready, "first_update_unix": first_update,
-                    "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
-    }
+        return False

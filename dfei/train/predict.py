@@ -9,65 +9,19 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shutil
 import time
 from typing import Any
 
 import numpy as np
 import torch
 
+from dfei.atomic import atomic_directory
 from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
 from dfei.data.spec import DatasetError, DatasetSpec
 from dfei.errors import CheckpointError, ConfigError, PathExistsError
-from dfei.models import build_model
-from dfei.train.checkpoint import load_checkpoint, load_checkpoint_state, non_finite_tensors
-from dfei.train.config import TrainConfig
+from dfei.train.checkpoint import finite_weights, load_any_checkpoint, load_model
 from dfei.train.resources import check_local_gpus
-
-
-def load_any_checkpoint(checkpoint: str, state_only: bool = False, optimizer: bool = True) -> dict[str, Any]:
-    """A checkpoint directory, local or at any fsspec/pyarrow URI; with state_only, its
-    load_checkpoint_state (no tensors); with optimizer=False, without the optimizer state."""
-    def load(directory: str) -> dict[str, Any]:
-        return load_checkpoint_state(directory) if state_only else load_checkpoint(directory, optimizer=optimizer)
-
-    if "://" not in checkpoint:
-        if not os.path.isdir(checkpoint):
-            raise CheckpointError(f"{checkpoint}: no such checkpoint directory")
-        return load(checkpoint)
-    from ray.train import Checkpoint
-
-    filesystem, path = dfs.resolve(checkpoint)
-    with Checkpoint(path, filesystem=filesystem).as_directory() as local:
-        return load(local)
-
-
-def finite_weights(ckpt: dict[str, Any], checkpoint: str, best: bool = False) -> dict[str, torch.Tensor]:
-    """The checkpoint's (best) weights; CheckpointError when any holds nan or inf (a diverged run's)."""
-    weights = ckpt["best_model" if best else "model"]
-    bad = non_finite_tensors(weights)
-    if bad:
-        raise CheckpointError(f"{checkpoint}: {len(bad)} tensor(s) hold nan or inf ({', '.join(bad[:5])}"
-                              f"{', ...' if len(bad) > 5 else ''}): the weights of a diverged run; use an earlier "
-                              "checkpoint")
-    return weights
-
-
-def load_model(checkpoint: str, best: bool = False) -> tuple[torch.nn.Module, DatasetSpec, TrainConfig]:
-    """The model of a checkpoint (its epoch's weights, or with best=True the run's best epoch so far),
-    in eval mode on the CPU, with the dataset spec and config it was trained with. Reads no
-    optimizer state. Raises CheckpointError when the weights hold nan or inf (a diverged run's)."""
-    from dfei.train.loop import model_kwargs
-
-    ckpt = load_any_checkpoint(checkpoint, optimizer=False)
-    state = ckpt["state"]
-    cfg = TrainConfig.from_dict(state["config"])
-    spec = DatasetSpec.from_json(state["dataset"])
-    weights = finite_weights(ckpt, checkpoint, best)
-    model = build_model(cfg.model, spec.cardinalities, spec.num_domains, **model_kwargs(cfg))
-    model.load_state_dict(weights)
-    return model.eval(), spec, cfg
 
 
 def evaluate_checkpoint(checkpoint: str, data: str, splits: tuple[str, ...] = ("valid", "test"),
@@ -173,17 +127,10 @@ def predict(checkpoint: str, data: str, split: str, out: str, batch_size: int = 
     scored = ds.map_batches(DomainScorer, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu},
                             batch_size=batch_size, batch_format="numpy", concurrency=num_workers,
                             num_gpus=1 if use_gpu else 0)
-    tmp = f"{out}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_directory(out) as tmp:
         scored.write_parquet(tmp)
         written = ray.data.read_parquet(tmp).count()
         if written != rows:
             raise RuntimeError(f"wrote {written:,} scores for {rows:,} input rows")
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log(f"[predict] wrote {rows:,} scores to {out} in {time.time() - t0:.1f}s")
     return {"rows": rows, "out": out}

@@ -1,12 +1,12 @@
 """Driver side of a training run: Ray start-up, the TorchTrainer, metrics.json and the report."""
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
+from dfei.atomic import write_json_atomic
 from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
 from dfei.errors import DatasetError, TrainingDivergedError
@@ -52,11 +52,14 @@ def _cpus_per_worker(cfg: TrainConfig) -> float:
 
 
 def build_trainer(cfg: TrainConfig, run_name: str, dataset: ParquetDataset | None = None,
-                  callbacks: list | None = None):
+                  callbacks: list | None = None, train_loop_per_worker: Callable[[dict], Any] | None = None):
+    """The TorchTrainer of one run: `train_loop_per_worker` (default dfei.train.loop's; fault drills
+    pass a wrapper of it) on cfg.num_workers workers, checkpoints under the storage path."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from dfei.train.loop import train_loop_per_worker
+    if train_loop_per_worker is None:
+        from dfei.train.loop import train_loop_per_worker
 
     loop_config, datasets = cfg.to_dict(), None
     if cfg.ingest == "ray-data":
@@ -147,7 +150,7 @@ def _tracking(cfg: TrainConfig, spec, run_name: str, callbacks: list):
         callbacks.append(TensorBoardCallback(os.path.join(cfg.out, TENSORBOARD_DIR)))
     if not cfg.mlflow:
         return callbacks, None
-    params = {k: v for k, v in cfg.to_dict().items() if k not in ("fail_once_at", "mlflow")}
+    params = {k: v for k, v in cfg.to_dict().items() if k != "mlflow"}
     params.update(dataset=spec.name, num_domains=spec.num_domains, num_features=len(spec.features))
     tracker = MLflowRun(cfg.mlflow, cfg.mlflow_experiment, run_name, params,
                         tags={"model": cfg.model, "dataset": spec.name, "mode": cfg.mode, "seed": str(cfg.seed),
@@ -171,48 +174,25 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN (an undefined AUC) becomes null: strict JSON has no NaN."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and value != value:
-        return None
-    return value
-
-
-def write_json_atomic(path: str, payload: dict[str, Any]) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(_json_safe(payload), f, indent=1, default=float, allow_nan=False)
-    os.replace(tmp, path)
-
-
 def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
-                 callbacks: list | None = None) -> dict[str, Any]:
+                 callbacks: list | None = None, train_loop_per_worker: Callable[[dict], Any] | None = None
+                 ) -> dict[str, Any]:
     """Validate the data, train on Ray, write <out>/metrics.json, print the per-domain table.
 
     `run_name` names the Ray Train run under the storage path (default: model, time and pid);
-    `callbacks` are Ray Train callbacks (Tune passes its report callback here).
+    `callbacks` are Ray Train callbacks (Tune passes its report callback here);
+    `train_loop_per_worker` replaces the worker function (tests wrap it to inject failures).
     """
     t0 = time.time()
     # workers do not share the driver's working directory: hand them absolute local paths
-    cfg = dataclasses.replace(cfg, data=_absolute(cfg.data), out=_absolute(cfg.out))
+    cfg = cfg.replace(data=_absolute(cfg.data), out=_absolute(cfg.out))
     dataset = ParquetDataset(cfg.data)  # fail fast, before any Ray start-up
     spec = dataset.spec
     log(f"[data] {spec.name}: {spec.num_domains} domains, {len(spec.features)} features, "
         f"train {sum(dataset.rows('train')):,} / valid {sum(dataset.rows('valid')):,} / "
         f"test {sum(dataset.rows('test')):,} rows")
-    if cfg.init_from:  # refuse an unusable checkpoint here, before Ray starts
-        from dfei.train import warm_start
-        from dfei.train.predict import finite_weights, load_any_checkpoint
-
-        ckpt = load_any_checkpoint(cfg.init_from, state_only=True)
-        matching = warm_start.plan(cfg, spec, ckpt, cfg.init_from)
-        finite_weights(load_any_checkpoint(cfg.init_from, optimizer=False), cfg.init_from)  # not a diverged run's
-        log("[init] " + warm_start.summary(matching, cfg.init_from,
-                                           warm_start.optimizer_source(cfg, ckpt["has_optimizer"])))
+    if cfg.init_from:
+        check_init_from(cfg, spec, log)
     preflight(cfg, dataset, log)
     os.makedirs(cfg.out, exist_ok=True)
     ray_mode = init_ray(log)
@@ -221,8 +201,32 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
         warn_cluster_fit(cfg, spec, log)
     run_name = run_name or f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     callbacks, tracker = _tracking(cfg, spec, run_name, list(callbacks or []))
+    result, out = _fit(cfg, run_name, dataset, callbacks, train_loop_per_worker, tracker)
+    metrics = _metrics(cfg, spec, result, out, ray_mode, {"start": t0, "ray": t_ray, "end": time.time()})
+    _write_metrics(cfg, metrics, tracker)
+    _report(cfg, out, metrics, log)
+    return metrics
+
+
+def check_init_from(cfg: TrainConfig, spec, log=print) -> None:
+    """Refuse an unusable --init-from checkpoint before Ray starts: another architecture, other
+    features or domains (warm_start.plan), or a diverged run's weights."""
+    from dfei.train import warm_start
+    from dfei.train.checkpoint import finite_weights, load_any_checkpoint
+
+    ckpt = load_any_checkpoint(cfg.init_from, state_only=True)
+    matching = warm_start.plan(cfg, spec, ckpt, cfg.init_from)
+    finite_weights(load_any_checkpoint(cfg.init_from, optimizer=False), cfg.init_from)  # not a diverged run's
+    log("[init] " + warm_start.summary(matching, cfg.init_from,
+                                       warm_start.optimizer_source(cfg, ckpt["has_optimizer"])))
+
+
+def _fit(cfg: TrainConfig, run_name: str, dataset: ParquetDataset, callbacks: list,
+         train_loop_per_worker: Callable[[dict], Any] | None, tracker) -> tuple[Any, dict[str, Any]]:
+    """Run the TorchTrainer; (Ray's Result, rank 0's return value). A failed or diverged run raises
+    (and marks the MLflow run failed)."""
     try:
-        result = build_trainer(cfg, run_name, dataset, callbacks).fit()
+        result = build_trainer(cfg, run_name, dataset, callbacks, train_loop_per_worker).fit()
         out = result.return_value
         if out is None:
             raise RuntimeError(f"training failed: {result.error}")
@@ -232,11 +236,18 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
         if tracker is not None:
             tracker.finish({}, None, failed=True)
         raise
-    t_end = time.time()
+    return result, out
+
+
+def _metrics(cfg: TrainConfig, spec, result, out: dict[str, Any], ray_mode: str,
+             clock: dict[str, float]) -> dict[str, Any]:
+    """metrics.json's content (without `tracking`): per-domain AUC, history, settings, timings.
+    `clock`: the driver's unix times at start, Ray ready and fit end."""
+    t0, t_ray, t_end = clock["start"], clock["ray"], clock["end"]
     timings = out["timings"]
     first = timings.get("first_update_unix")
     history = out["history"]
-    metrics = {
+    return {
         "avg_auc": {"valid": out["valid"]["avg_auc"], "test": out["test"]["avg_auc"]},
         "splits": {"valid": out["valid"]["domains"], "test": out["test"]["domains"]},
         "model": cfg.model,
@@ -273,6 +284,10 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
             "worker_peak_rss_mb": timings.get("worker_peak_rss_mb"),  # rank 0's training process
         },
     }
+
+
+def _write_metrics(cfg: TrainConfig, metrics: dict[str, Any], tracker) -> None:
+    """RUN_DIR/metrics.json (atomically), then the MLflow run's final metrics and artifacts."""
     metrics["tracking"] = {"tensorboard": os.path.join(cfg.out, TENSORBOARD_DIR) if cfg.tensorboard else None,
                            "mlflow": {"uri": tracker.uri, "experiment": cfg.mlflow_experiment,
                                       "run_id": tracker.run_id} if tracker else None}
@@ -280,9 +295,12 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
     if tracker is not None:
         tracker.finish(final_metrics(metrics), metrics["checkpoint"],
                        extra_files=[os.path.join(cfg.out, "metrics.json")])
+
+
+def _report(cfg: TrainConfig, out: dict[str, Any], metrics: dict[str, Any], log=print) -> None:
+    """The per-domain table and the run's last lines."""
     log("\n" + domain_table({"valid": out["valid"], "test": out["test"]}))
     log(f"\n[done] test avg AUC {metrics['avg_auc']['test']:.4f} (valid {metrics['avg_auc']['valid']:.4f}, "
-        f"best epoch {metrics['best_epoch']}); {t_end - t0:.0f}s total, first step after "
+        f"best epoch {metrics['best_epoch']}); {metrics['timings']['total_s']:.0f}s total, first step after "
         f"{metrics['timings']['time_to_first_step_s'] or float('nan'):.1f}s\n"
         f"[done] metrics: {os.path.join(cfg.out, 'metrics.json')}; best checkpoint: {metrics['checkpoint']}")
-    return metrics

@@ -22,7 +22,7 @@ from torch import nn
 
 from dfei.data.spec import DatasetError, DatasetSpec
 from dfei.errors import CheckpointError
-from dfei.models import build_model
+from dfei.train.checkpoint import model_from_config
 from dfei.train.config import TrainConfig
 
 PER_DOMAIN_MODULES = ("domain_towers", "heads")  # DFEI's modules indexed by domain
@@ -109,12 +109,11 @@ def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, old_opti
                     p: dict[str, Any]) -> dict:
     """The new optimizer's state dict carrying each parameter's Adam state from the checkpoint
     (a new domain's parameters start without state); learning rates are this run's."""
-    from dfei.train.loop import model_kwargs
     from dfei.train.optim import param_groups
 
     old_cfg, old_spec = p["old_cfg"], p["old_spec"]
     with torch.device("meta"):  # only its parameter names and their order in the optimizer: no memory
-        old_model = build_model(old_cfg.model, old_spec.cardinalities, old_spec.num_domains, **model_kwargs(old_cfg))
+        old_model = model_from_config(old_cfg, old_spec)
     old_names = {id(q): n for n, q in old_model.named_parameters()}
     order = [old_names[id(q)] for g in param_groups(old_model, 1.0, 0.0, 1.0) for q in g["params"]]
     old_by_name = {order[int(i)]: st for i, st in old_optimizer_state["state"].items()}

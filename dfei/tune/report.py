@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from dfei.atomic import atomic_write, write_json_atomic
 from dfei.errors import RunFailedError, UserError, find_user_error
-from dfei.eval.comparison import _pyplot
+from dfei.eval.comparison import _pyplot, save_figure
 from dfei.train.config import TrainConfig
-from dfei.train.runner import write_json_atomic
 
 METRIC = "valid_avg_auc"
 FIELDS = ["trial_id", "alpha", "k", "seed", "status", "best_valid_avg_auc", "best_epoch", "epochs_run",
@@ -26,7 +26,7 @@ FIELDS = ["trial_id", "alpha", "k", "seed", "status", "best_valid_avg_auc", "bes
           "embed_dim", "workers", "checkpoint", "error"]
 FAILED = ("error", "no result")  # statuses of trials that are not candidates for best.json
 # settings a trial inherits but that do not define the model it trains
-NOT_TRAINING_SETTINGS = ("out", "storage_path", "fail_once_at", "log_every_s", "max_failures")
+NOT_TRAINING_SETTINGS = ("out", "storage_path", "log_every_s", "max_failures")
 
 
 def _history(result) -> list[dict]:
@@ -162,13 +162,14 @@ def _mean_or_nan(values) -> float:
 
 
 def _write_csv(rows: list[dict[str, Any]], path: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in FIELDS})
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS)
+            w.writeheader()
+            for row in rows:
+                w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in FIELDS})
+
+    atomic_write(path, write)
 
 
 def _by_alpha(rows: list[dict[str, Any]]) -> dict[Any, dict[float, dict[str, list[float]]]]:
@@ -226,10 +227,4 @@ def alpha_curve(rows: list[dict[str, Any]], out: str) -> str | None:
     ax.set_title("Mean avg AUC vs alpha (paper Fig. 3)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(out, "alpha_curve.png")
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, os.path.join(out, "alpha_curve.png"))

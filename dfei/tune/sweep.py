@@ -22,12 +22,13 @@ from typing import Any
 
 from ray.tune import Callback
 
+from dfei.atomic import write_json_atomic
 from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
 from dfei.errors import ConfigError, PathExistsError, PathNotFoundError
 from dfei.train.config import TrainConfig
 from dfei.train.resources import check_local_memory
-from dfei.train.runner import checkpoint_uri, init_ray, preflight, write_json_atomic
+from dfei.train.runner import checkpoint_uri, init_ray, preflight
 from dfei.tune.space import TRIAL_DRIVER_CPU, ResourcePlan, SearchSpec, Values, plan_resources
 
 METRIC = "valid_avg_auc"  # the objective: mean valid AUC over domains, reported every epoch
@@ -139,11 +140,19 @@ def _check_model(model: str) -> None:
                          "<backbone>+dfei")
 
 
+def replace_restored_callbacks(tuner, callbacks: list) -> None:
+    """A restored Tuner's run config holds the first session's callbacks (their clock and printer):
+    use this session's. Tuner.restore takes no callbacks and Tuner has no public run-config setter.
+
+    Private API, checked against Ray 2.60.0: Tuner._local_tuner (a TunerInternal) and its
+    get_run_config(); tests/train/test_private_apis.py fails loudly when a Ray upgrade removes them."""
+    tuner._local_tuner.get_run_config().callbacks = callbacks
+
+
 def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, workers_per_trial: int = 1,
               max_concurrent: int | None = None, resume: bool = False, log=print) -> dict[str, Any]:
     """Run a sweep, or with resume=True continue the one in `out` with its saved settings (base and
     spec are then ignored); write results.csv/.md, alpha_curve.png and best.json."""
-    from ray import tune
 
     from dfei.tune.report import collect_rows, write_reports
 
@@ -154,12 +163,12 @@ def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, worke
     elif os.path.exists(_settings_path(out)) or os.path.exists(os.path.join(out, EXPERIMENT)):
         raise PathExistsError(f"{out} already holds a sweep; pass --resume to continue it, or choose another --out")
     _check_model(base.model)
-    base = dataclasses.replace(base, data=base.data if "://" in base.data else os.path.abspath(base.data))
+    base = base.replace(data=base.data if "://" in base.data else os.path.abspath(base.data))
     if base.storage_path and "://" not in base.storage_path:
-        base = dataclasses.replace(base, storage_path=os.path.abspath(base.storage_path))
+        base = base.replace(storage_path=os.path.abspath(base.storage_path))
     dataset = ParquetDataset(base.data)  # fail fast, before Ray starts
     # one trial's workers must fit this machine (embedded Ray); a valid split to select epochs on
-    preflight(dataclasses.replace(base, num_workers=plan.workers_per_trial if resume else workers_per_trial),
+    preflight(base.replace(num_workers=plan.workers_per_trial if resume else workers_per_trial),
               dataset, log)
     os.makedirs(out, exist_ok=True)
     ray_mode = init_ray(log)
@@ -170,7 +179,7 @@ def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, worke
         plan = plan_resources(resources.get("CPU", 0.0), resources.get("GPU", 0.0), spec.num_trials,
                               workers_per_trial, base.use_gpu, max_concurrent, base.cpus_per_worker,
                               reserve_cpus=1.0 if base.ingest == "ray-data" else 0.0)
-        base = dataclasses.replace(base, num_workers=workers_per_trial)
+        base = base.replace(num_workers=workers_per_trial)
         if ray_mode == "embedded":  # every concurrent trial's workers hold a replica of the tables here
             check_local_memory(dataset.spec, base.embed_dim, base.embedding_update,
                                plan.concurrency * plan.workers_per_trial, f"{plan.concurrency} concurrent trial(s) x ")
@@ -180,33 +189,40 @@ def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, worke
         f"{base.epochs} epoch(s) on {dataset.spec.name}; {plan.concurrency} at a time, {plan.workers_per_trial} "
         f"worker(s) per trial with {plan.cpus_per_worker:g} CPU{' + 1 GPU' if plan.use_gpu else ''} each")
 
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=base.to_dict(), out=out, cpus_per_worker=plan.cpus_per_worker),
-        {"CPU": TRIAL_DRIVER_CPU})
     storage_uri = base.storage_path or out
-    storage, filesystem = _tune_storage(storage_uri)
-    # Tune saves the sweep state at most this often: an interrupted sweep loses at most ~1 s of it
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    progress = ProgressLines(spec.num_trials, log)
     t0 = time.time()
-    if resume:
-        tuner = tune.Tuner.restore(dfs.join(storage_uri, EXPERIMENT), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=True, storage_filesystem=filesystem)
-        # the saved run config holds the first session's callback (its clock and printer): use this one
-        tuner._local_tuner.get_run_config().callbacks = [progress]
-    else:
-        tuner = tune.Tuner(
-            trainable, param_space=spec.param_space(base.seed),
-            tune_config=tune.TuneConfig(metric=METRIC, mode="max", num_samples=1 if spec.search == "grid" else
-                                        spec.num_samples, max_concurrent_trials=plan.concurrency,
-                                        scheduler=_scheduler(spec, base.epochs)),
-            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=storage, storage_filesystem=filesystem,
-                                      callbacks=[progress], verbose=0))
-    grid = tuner.fit()
+    grid = build_tuner(base, spec, plan, out, storage_uri, resume, log).fit()
     rows = collect_rows(grid, base, lambda path: checkpoint_uri(path, storage_uri), log)
     summary = write_reports(rows, base, out, log)
     summary["seconds"] = time.time() - t0
     return summary
+
+
+def build_tuner(base: TrainConfig, spec: SearchSpec, plan: ResourcePlan, out: str, storage_uri: str, resume: bool,
+                log=print):
+    """The Tuner of a sweep (every trial: run_trial with these resources), or with resume=True the
+    interrupted one in storage_uri, restored with this session's progress printer."""
+    from ray import tune
+
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=base.to_dict(), out=out, cpus_per_worker=plan.cpus_per_worker),
+        {"CPU": TRIAL_DRIVER_CPU})
+    storage, filesystem = _tune_storage(storage_uri)
+    # Tune saves the sweep state at most this often: an interrupted sweep loses at most ~1 s of it
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    progress = ProgressLines(spec.num_trials, log)
+    if resume:
+        tuner = tune.Tuner.restore(dfs.join(storage_uri, EXPERIMENT), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True, storage_filesystem=filesystem)
+        replace_restored_callbacks(tuner, [progress])
+        return tuner
+    return tune.Tuner(
+        trainable, param_space=spec.param_space(base.seed),
+        tune_config=tune.TuneConfig(metric=METRIC, mode="max", num_samples=1 if spec.search == "grid" else
+                                    spec.num_samples, max_concurrent_trials=plan.concurrency,
+                                    scheduler=_scheduler(spec, base.epochs)),
+        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=storage, storage_filesystem=filesystem,
+                                  callbacks=[progress], verbose=0))
 
 
 def _tune_storage(uri: str):

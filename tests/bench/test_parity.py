@@ -19,7 +19,7 @@ def test_variants_parse_and_bad_ones_are_named():
         parse_variant("fused")
     with pytest.raises(ValueError, match="unknown key"):
         parse_variant("mood=fused")
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(ValueError, match="mode = 'parallel': Input should be 'sequential' or 'fused'"):
         parse_variant("mode=parallel")
 
 

@@ -99,7 +99,7 @@ def test_shuffled_reader_yields_every_row_once_deterministically(public_tiny):
     ds = ParquetDataset(public_tiny)
     plain = DomainReader(ds, "train", 1, batch_size=100)
     rows = np.concatenate([x for x, _ in plain.batches()])
-    shuffled = DomainReader(ds, "train", 1, batch_size=100, shuffle=True, seed=1, shuffle_rows=1000)
+    shuffled = DomainReader(ds, "train", 1, batch_size=100, shuffle=True, seed=1, shuffle_buffer_rows=1000)
     a = np.concatenate([x for x, _ in shuffled.batches(epoch=0)])
     b = np.concatenate([x for x, _ in shuffled.batches(epoch=0)])
     c = np.concatenate([x for x, _ in shuffled.batches(epoch=1)])

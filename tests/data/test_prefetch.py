@@ -62,7 +62,7 @@ def _open_parquet_files(root: str) -> list[str]:
 def test_an_epoch_stopped_early_leaves_no_parquet_file_open(public_tiny):
     root = os.path.realpath(public_tiny)
     ds = ParquetDataset(public_tiny)
-    readers = [DomainReader(ds, "train", d, batch_size=64, shuffle=True, shuffle_rows=64)
+    readers = [DomainReader(ds, "train", d, batch_size=64, shuffle=True, shuffle_buffer_rows=64)
                for d in range(ds.spec.num_domains)]
     for mode in ("sequential", "fused"):
         stream = training_stream(readers, epoch=0, exhaustion="exhaust", mode=mode)

@@ -13,7 +13,7 @@ import torch
 
 from dfei.data.dataset import ParquetDataset
 from dfei.serving.loader import RequestError, ServingModel
-from dfei.train.predict import load_model
+from dfei.train.checkpoint import load_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

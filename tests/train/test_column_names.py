@@ -19,11 +19,9 @@ import torch
 
 from dfei.data.dataset import ParquetDataset
 from dfei.errors import CheckpointError
-from dfei.models import build_model
-from dfei.train.checkpoint import save_checkpoint
+from dfei.train.checkpoint import model_from_config, save_checkpoint
 from dfei.train.config import TrainConfig
 from dfei.train.engine import predict_split
-from dfei.train.loop import model_kwargs
 
 DOMAIN_IDS = (3, 7)  # not 0..D-1: the id -> index map is exercised
 FEATURES = [("domain", 40), ("score", 5), ("user", 20)]
@@ -50,7 +48,7 @@ def named(tmp_path_factory):
     ds = ParquetDataset(str(root))
     cfg = TrainConfig(data=str(root))
     torch.manual_seed(0)
-    model = build_model("dfei", ds.spec.cardinalities, ds.spec.num_domains, **model_kwargs(cfg)).eval()
+    model = model_from_config(cfg, ds.spec).eval()
     with torch.no_grad():
         model.dfe.v.normal_()  # a trained-looking buffer: scores depend on it
     ckpt = str(root / "ckpt")
@@ -90,7 +88,8 @@ def test_predict_scores_a_feature_named_domain_as_evaluation_does(ray_session, n
 
 
 def test_predict_refuses_a_checkpoint_with_non_finite_weights(ray_session, named, tmp_path):
-    from dfei.train.predict import load_model, predict
+    from dfei.train.checkpoint import load_model
+    from dfei.train.predict import predict
 
     root, ds, model, _ = named
     state = model.state_dict()

@@ -1,8 +1,17 @@
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+
 import pytest
 
-from dfei.train.config import TrainConfig, load_config
+from dfei.errors import ConfigError
+from dfei.train.config import TrainConfig, add_config_flags, config_from_args, load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_yaml_values_then_cli_overrides(tmp_path):
@@ -12,39 +21,109 @@ def test_yaml_values_then_cli_overrides(tmp_path):
     assert (cfg.data, cfg.alpha, cfg.k, cfg.num_workers, cfg.epochs) == ("/d", 0.7, 16, 2, 10)
 
 
-def test_bad_config_values_are_named(tmp_path):
-    f = tmp_path / "run.yaml"
-    f.write_text("data: /d\nalfa: 0.5\n")
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['alfa'\]"):
-        load_config(str(f), {})
-    with pytest.raises(ValueError, match="alpha must be in"):
-        TrainConfig(alpha=1.2)
-    with pytest.raises(ValueError, match="exhaustion"):
-        TrainConfig(exhaustion="loop")
-
-
 def test_yaml_numbers_written_without_a_dot_are_numbers(tmp_path):
     f = tmp_path / "run.yaml"
-    f.write_text("data: /d\nlr: 1e-3\nl2: 1e-6\nepochs: 2\n")  # YAML 1.1 reads 1e-3 as a string
+    f.write_text("data: /d\nlr: 1e-3\nl2: 1e-6\nepochs: 2\nuse_gpu: no\n")  # YAML 1.1 reads 1e-3 as a string
     cfg = load_config(str(f), {})
-    assert cfg.lr == 1e-3 and cfg.l2 == 1e-6 and cfg.epochs == 2
-    f.write_text("data: /d\nlr: fast\n")
-    with pytest.raises(ValueError, match=r"lr must be a number \(float\), got 'fast'"):
+    assert cfg.lr == 1e-3 and cfg.l2 == 1e-6 and cfg.epochs == 2 and cfg.use_gpu is False
+
+
+@pytest.mark.parametrize("line,message", [
+    ("epochs: 2.5", r"run\.yaml: epochs = 2\.5: Input should be a valid integer, got a number with a fractional part"),
+    ('use_gpu: "no"', r"run\.yaml: use_gpu = 'no': Input should be a valid boolean"),
+    ('tower_dims: "128,64"', r"run\.yaml: tower_dims = '128,64': Input should be a valid list"),
+    ("tower_dims: [128, 0, 32]", r"run\.yaml: tower_dims\[1\] = 0: Input should be greater than or equal to 1"),
+    ("epochs: true", r"run\.yaml: epochs = True: expected a number, got a boolean"),
+    ("lr: fast", r"run\.yaml: lr = 'fast': Input should be a valid number"),
+    ("lr: .inf", r"run\.yaml: lr = inf: Input should be a finite number"),
+    ("alpha: 1.2", r"run\.yaml: alpha = 1\.2: Input should be less than or equal to 1"),
+    ("exhaustion: loop", r"run\.yaml: exhaustion = 'loop': Input should be 'exhaust' or 'cycle'"),
+    ("data: 7", r"run\.yaml: data = 7: Input should be a valid string"),
+    ("alfa: 0.5\nbatchsize: 3", r"run\.yaml: unknown key\(s\) \['alfa', 'batchsize'\]; valid keys: \[.*'alpha'"),
+    ("model: dfie", r"run\.yaml: model must be one of \[.*'dfei'.*\], got 'dfie'"),
+])
+def test_each_bad_yaml_value_is_an_error_naming_key_value_and_expectation(tmp_path, line, message):
+    f = tmp_path / "run.yaml"
+    f.write_text(f"data: /d\n{line}\n")
+    with pytest.raises(ConfigError, match=message):
         load_config(str(f), {})
-    with pytest.raises(ValueError, match="eval_batch_size"):
-        TrainConfig(eval_batch_size=0)
 
 
 @pytest.mark.parametrize("values,message", [
-    ({"tower_dims": "128,64"}, r"tower_dims must be a non-empty list of positive integers .* got '128,64'"),
     ({"tower_dims": [128, 64]}, r"tower_dropouts has 3 rate\(s\) for 2 tower layer\(s\) \[128, 64\]"),
-    ({"tower_dropouts": [0.1, 1.5, 0.3]}, r"tower_dropouts must be a list of rates in \[0, 1\)"),
-    ({"lr": float("inf")}, "lr must be a finite number > 0, got inf"),
-    ({"embed_dim": 0}, "embed_dim must be >= 1"),
-    ({"cpus_per_worker": 0}, "cpus_per_worker must be > 0"),
+    ({"tower_dropouts": [0.1, 1.5, 0.3]}, r"tower_dropouts\[1\] = 1\.5: Input should be less than 1"),
+    ({"lr": float("inf")}, "lr = inf: Input should be a finite number"),
+    ({"embed_dim": 0}, "embed_dim = 0: Input should be greater than or equal to 1"),
+    ({"cpus_per_worker": 0}, "cpus_per_worker = 0: Input should be greater than 0"),
+    ({"eval_batch_size": 0}, "eval_batch_size = 0"),
+    ({"mode": "fused", "embedding_update": "dense"}, "mode fused needs embedding_update lazy"),
+    ({"new_domain_from": "B1"}, r"new_domain_from \('B1'\) needs init_from"),
 ])
 def test_settings_that_would_fail_inside_a_worker_are_refused_at_once(values, message):
-    from dfei.errors import ConfigError
-
     with pytest.raises(ConfigError, match=message):
         TrainConfig(data="/d", **values)
+
+
+def test_older_configs_load_renamed_and_removed_keys():
+    """A checkpoint's state.json from before the rename of shuffle_rows and the removal of fail_once_at."""
+    cfg = TrainConfig.from_dict({"data": "/d", "shuffle_rows": 1024, "fail_once_at": None})
+    assert cfg.shuffle_buffer_rows == 1024
+    with pytest.raises(ConfigError, match="fail_once_at"):
+        TrainConfig.from_dict({"data": "/d", "fail_once_at": {"epoch": 1}})
+
+
+def test_replace_validates():
+    cfg = TrainConfig(data="/d")
+    assert cfg.replace(k=8).k == 8 and cfg.k == 32
+    with pytest.raises(ConfigError, match="k = 0"):
+        cfg.replace(k=0)
+
+
+def test_flags_are_derived_from_the_fields():
+    p = argparse.ArgumentParser()
+    add_config_flags(p)
+    args = vars(p.parse_args(["--data", "/d", "--tower-dims", "64,32", "--tower-dropouts", "0,0.5", "--use-gpu",
+                              "--no-tensorboard", "--epochs", "3", "--mode", "fused"]))
+    cfg = config_from_args(args)
+    assert (cfg.tower_dims, cfg.tower_dropouts, cfg.use_gpu, cfg.tensorboard, cfg.epochs, cfg.mode) == (
+        [64, 32], [0.0, 0.5], True, False, 3, "fused")
+    assert config_from_args(vars(p.parse_args(["--data", "/d"]))) == TrainConfig(data="/d")  # absent: defaults
+    with pytest.raises(ConfigError, match="--data is required"):
+        config_from_args(vars(p.parse_args([])))
+    with pytest.raises(SystemExit):
+        p.parse_args(["--tower-dims", "64,x"])
+
+
+# each CLI's own flags, as before TrainConfig's flags were derived (they must all still be there)
+OWN_FLAGS = {"train": ["--config"], "tune": ["--alpha", "--k", "--out", "--search", "--scheduler", "--num-samples",
+                                             "--workers-per-trial", "--max-concurrent", "--resume", "--config"],
+             "compare": ["--models", "--ablation", "--seeds", "--out", "--config"],
+             "parity": ["--variants", "--seeds", "--out", "--config"]}
+
+
+@pytest.mark.parametrize("script,excluded", [
+    ("train", ()), ("tune", ("alpha", "k", "out", "num_workers")), ("compare", ("model", "seed", "out")),
+    ("parity", ("seed", "out")),
+])
+def test_every_cli_lists_every_config_flag(script, excluded, capsys):
+    spec = importlib.util.spec_from_file_location(f"pipeline_{script}", os.path.join(ROOT, "pipelines", f"{script}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    flags = [("--no-" if name == "tensorboard" else "--") + name.replace("_", "-")
+             for name in TrainConfig.model_fields if name not in excluded]
+    missing = [f for f in flags + OWN_FLAGS[script] if f"{f} " not in text and not text.count(f + "\n")]
+    assert not missing, f"{script}.py --help lacks {missing}"
+
+
+def test_models_serving_and_config_import_without_ray():
+    """dfei.models, dfei.serving (export and loader) and the checkpoint/config modules they use must
+    not need Ray: a serving host has no Ray."""
+    code = ("import sys; sys.modules['ray'] = None\n"  # any `import ray` now raises ImportError
+            "import dfei.models, dfei.serving.export, dfei.serving.loader, dfei.train.checkpoint, dfei.train.config\n"
+            "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')] or sys.modules['ray'] is None\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

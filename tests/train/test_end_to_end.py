@@ -10,11 +10,9 @@ import pytest
 import torch
 
 from dfei.data.dataset import ParquetDataset
-from dfei.models import build_model
-from dfei.train.checkpoint import load_checkpoint
+from dfei.train.checkpoint import load_checkpoint, model_from_config
 from dfei.train.config import TrainConfig
 from dfei.train.engine import predict_split, score_split
-from dfei.train.loop import model_kwargs
 from dfei.train.runner import run_training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -64,7 +62,7 @@ def test_best_checkpoint_reproduces_the_reported_test_metrics(run):
     state = ckpt["state"]
     assert state["best_epoch"] + 1 == metrics["best_epoch"]
     ds = ParquetDataset(cfg.data)
-    model = build_model(cfg.model, ds.spec.cardinalities, ds.spec.num_domains, **model_kwargs(cfg))
+    model = model_from_config(cfg, ds.spec)
     model.load_state_dict(ckpt["best_model"])
     assert bool(model.dfe.initialized.all()) and float(model.dfe.v.norm()) > 0  # a trained buffer, not noise
     test = score_split(ds, predict_split(model, ds, "test", torch.device("cpu")))
