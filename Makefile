@@ -9,13 +9,22 @@ TORCH_INDEX ?=
 DEMO_DATA ?= data/public-s0.05
 DEMO_RUN ?= runs/demo
 
-.PHONY: install demo test clean
+.PHONY: install demo test readme-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# one stamp per (torch spec, index): changing either reinstalls torch on an existing venv (pip alone
+# would keep an installed 2.13.0+cpu for "torch==2.13.0" from a CUDA index)
+TORCH_STAMP := $(VENV)/.torch-$(shell printf '%s %s' '$(TORCH_SPEC)' '$(TORCH_INDEX)' | md5sum | cut -c1-12)
+
+$(TORCH_STAMP): | $(BIN)/python
+	rm -f $(VENV)/.torch-*
+	$(BIN)/pip uninstall --quiet --yes torch 2>/dev/null || true
 	$(BIN)/pip install --quiet $(TORCH_INDEX) "$(TORCH_SPEC)"
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(TORCH_STAMP) | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
@@ -29,6 +38,10 @@ demo: $(VENV)/.installed $(DEMO_DATA)/dataset.json
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+# every README command in order on a fresh clone, at a small scale (~15 min; .ci/readme_check.py)
+readme-check:
+	$(PYTHON) .ci/readme_check.py
 
 clean:
 	rm -rf $(VENV) data runs

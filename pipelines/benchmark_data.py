@@ -17,6 +17,11 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from dfei.atomic import write_json_atomic  # noqa: E402
+from dfei.bench.suite import target  # noqa: E402
+
 PEAK = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
         "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
 
@@ -35,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="industrial", choices=["industrial", "public"])
     p.add_argument("--scales", default="0.01,0.1")
-    p.add_argument("--out", default="runs/bench-data")
+    p.add_argument("--out", default="runs/bench-data", help="writes OUT/benchmark_data.json (default runs/bench-data)")
     p.add_argument("--skip-training", action="store_true")
     args = p.parse_args(argv)
     scales = [float(s) for s in args.scales.split(",")]
@@ -64,13 +69,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"{m['timings']['worker_peak_rss_mb']:.0f} MB")
     lo, hi = str(scales[0]), str(scales[-1])
     results["generation_rss_ratio"] = results["generation"][hi]["peak_rss_mb"] / results["generation"][lo]["peak_rss_mb"]
-    print(f"generation peak RSS x{hi} / x{lo}: {results['generation_rss_ratio']:.2f} (target <= 1.3)")
+    print(f"generation peak RSS x{hi} / x{lo}: {results['generation_rss_ratio']:.2f} "
+          f"{target(results['generation_rss_ratio'], '<=', 1.3, '1.3')}")
     if results["training"]:
         results["training_rss_ratio"] = (results["training"][hi]["worker_peak_rss_mb"]
                                          / results["training"][lo]["worker_peak_rss_mb"])
-        print(f"training worker peak RSS x{hi} / x{lo}: {results['training_rss_ratio']:.2f} (target <= 1.3)")
-    with open(os.path.join(args.out, "benchmark_data.json"), "w") as f:
-        json.dump(results, f, indent=1)
+        print(f"training worker peak RSS x{hi} / x{lo}: {results['training_rss_ratio']:.2f} "
+              f"{target(results['training_rss_ratio'], '<=', 1.3, '1.3')}")
+    write_json_atomic(os.path.join(args.out, "benchmark_data.json"), results)
+    print(f"[bench] figures in {os.path.join(args.out, 'benchmark_data.json')}")
     return 0
 
 

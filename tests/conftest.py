@@ -200,3 +200,21 @@ def tracked_run(ray_session, daily_data, tmp_path_factory) -> dict:
                       mlflow=uri, mlflow_experiment="tests")
     metrics = run_training(cfg, log=lambda *a: None)
     return {"cfg": cfg, "metrics": metrics, "mlflow": uri}
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> str:
+    """A checkpoint of an untrained small DFEI (2 features, domain ids 3 and 7), written without Ray."""
+    import torch
+
+    from dfei.data.spec import DatasetSpec, Domain, Feature
+    from dfei.train.checkpoint import TrainState, model_from_config, save_checkpoint
+    from dfei.train.config import TrainConfig
+
+    spec = DatasetSpec(name="t", label="label", domains=[Domain(3, "A"), Domain(7, "B")],
+                       features=[Feature("user", 20), Feature("item", 30)])
+    cfg = TrainConfig(data="/d", tower_dims=[16, 8], tower_dropouts=[0.0, 0.0], k=4)
+    torch.manual_seed(0)
+    path = str(tmp_path / "ckpt")
+    save_checkpoint(path, model_from_config(cfg, spec).state_dict(), None, TrainState().to_json(cfg, spec))
+    return path

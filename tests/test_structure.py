@@ -7,12 +7,6 @@ import os
 import subprocess
 import sys
 
-import torch
-
-from dfei.data.spec import DatasetSpec, Domain, Feature
-from dfei.train.checkpoint import TrainState, model_from_config, save_checkpoint
-from dfei.train.config import TrainConfig
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -68,20 +62,14 @@ def test_the_cycle_finder_finds_a_circle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
 
 
-def test_a_checkpoint_loads_and_exports_on_a_host_without_ray(tmp_path):
-    spec = DatasetSpec(name="t", label="label", domains=[Domain(3, "A"), Domain(7, "B")],
-                       features=[Feature("user", 20), Feature("item", 30)])
-    cfg = TrainConfig(data="/d", tower_dims=[16, 8], tower_dropouts=[0.0, 0.0], k=4)
-    torch.manual_seed(0)
-    model = model_from_config(cfg, spec)
-    ckpt = tmp_path / "ckpt"
-    save_checkpoint(str(ckpt), model.state_dict(), None, TrainState().to_json(cfg, spec))
+def test_a_checkpoint_loads_and_exports_on_a_host_without_ray(tiny_checkpoint, tmp_path):
+    ckpt = tiny_checkpoint
     code = (
         "import sys\n"
         "sys.modules['ray'] = None  # any `import ray` now fails\n"
         "from dfei.serving.export import export_checkpoint\n"
         "from dfei.serving.loader import ServingModel\n"
-        f"meta = export_checkpoint({str(ckpt)!r}, 'torchscript', {str(tmp_path / 'm.pt')!r}, log=lambda *a: None)\n"
+        f"meta = export_checkpoint({ckpt!r}, 'torchscript', {str(tmp_path / 'm.pt')!r}, log=lambda *a: None)\n"
         f"m = ServingModel.load({str(tmp_path / 'm.pt')!r})\n"
         "import numpy as np\n"
         "p = m.predict(np.array([[1, 2], [3, 4]]), np.array([3, 7]))\n"

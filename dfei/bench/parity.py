@@ -85,7 +85,10 @@ def run_parity(base: TrainConfig, variants: list[str], seeds: int, out: str, log
     lines += [f"| {r['variant']} | {r['mean']:.4f} | {r['sd']:.4f} | {r['mean_diff_vs_ref']:+.4f} | "
               f"{r['p_vs_ref']:.3f} | {r['samples_per_s']:,.0f} |" for r in rows]
     table = "\n".join(lines)
-    write_json_atomic(os.path.join(out, "parity.json"), {"base": base.to_dict(), "seeds": seeds, "variants": rows})
+    write_json_atomic(os.path.join(out, "parity.json"), {
+        # the settings every variant shares; each run's own out and storage are under runs/ here
+        "base": {k: v for k, v in base.to_dict().items() if k not in ("out", "storage_path")},
+        "seeds": seeds, "variants": rows})
     with open(os.path.join(out, "parity.md"), "w") as f:
         f.write(table + "\n")
     log("\n" + table)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from dfei.data import fs as dfs
 from dfei.train.config import TrainConfig
 
 
@@ -68,7 +69,8 @@ def ingest_rates(cfg: TrainConfig, backends=("arrow", "ray-data"), passes: int =
                                         "ray_data_rows": rows},
         datasets=datasets, dataset_config=DataConfig(datasets_to_split=[]),
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(name=f"bench-ingest-{os.getpid()}", storage_path=os.path.join(cfg.out, "ray_results")))
+        run_config=RunConfig(name=f"bench-ingest-{os.getpid()}",
+                             storage_path=dfs.absolute(os.path.join(cfg.out, "ray_results"))))
     return trainer.fit().return_value
 
 
@@ -156,5 +158,6 @@ def sync_overhead(cardinalities: list[int], num_domains: int, out: str, modes=("
         sync_loop, train_loop_config={"cardinalities": cardinalities, "num_domains": num_domains, "modes": list(modes),
                                       "batch_size": batch_size, "steps": steps},
         scaling_config=ScalingConfig(num_workers=2, use_gpu=use_gpu, resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(name=f"bench-sync-{os.getpid()}", storage_path=os.path.join(out, "ray_results")))
+        run_config=RunConfig(name=f"bench-sync-{os.getpid()}",
+                             storage_path=dfs.absolute(os.path.join(out, "ray_results"))))
     return trainer.fit().return_value

@@ -6,6 +6,15 @@ import os
 import pyarrow.fs as pafs
 
 
+def absolute(uri: str) -> str:
+    """A URI (s3://..., file://...) as given; a local path made absolute against this process's
+    working directory. Every path a pipeline hands to Ray (data, outputs, storage, checkpoints)
+    goes through here first: Ray's workers, actors and storage layer do not share the driver's
+    working directory, and pyarrow refuses a relative storage path ("URI has empty scheme")."""
+    uri = str(uri)
+    return uri if "://" in uri else os.path.abspath(os.path.expanduser(uri))
+
+
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """Return (filesystem, path inside it) for a local path, file:// or any fsspec URI (s3://...)."""
     uri = str(uri)
@@ -18,6 +27,15 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
 
     fs, path = fsspec.core.url_to_fs(uri)
     return PyFileSystem(FSSpecHandler(fs)), path
+
+
+def ray_storage(uri: str) -> tuple[str, pafs.FileSystem | None]:
+    """(storage_path, storage_filesystem) for Ray Train's and Tune's RunConfig: a local path made
+    absolute with no filesystem (Ray's own), any fsspec URI (s3://, gs://, ...) through fsspec."""
+    if "://" not in str(uri):
+        return absolute(uri), None
+    filesystem, path = resolve(uri)
+    return path, filesystem
 
 
 def join(*parts: str) -> str:

@@ -17,9 +17,12 @@ model to 1e-5, or nothing is written.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -70,6 +73,23 @@ def _rows(cardinalities: list[int], domain_ids: list[int], n: int, seed: int,
     return x, d
 
 
+@contextmanager
+def _quiet_exporter_notes() -> Iterator[None]:
+    """Silence the exporters' WARNING notes during an export ("torchvision is not installed. Skipping
+    torchvision::nms", "Attribute type is ambiguous because it is an empty sequence"): they are
+    about the exporter's op registry and empty attributes, not this model, whose export is checked
+    against the eager model right after. Errors still show. Uses the packages' public logger names."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnx_ir", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def export_checkpoint(checkpoint: str, fmt: str, out: str, best: bool = True, overwrite: bool = False,
                       log=print) -> dict[str, Any]:
     """Write `out` and `out`.json; returns the sidecar (with the parity error measured)."""
@@ -96,14 +116,14 @@ def export_checkpoint(checkpoint: str, fmt: str, out: str, best: bool = True, ov
     meta: dict[str, Any] = {}
 
     def write(tmp: str) -> None:  # export, then check parity on the written file: only a good model is renamed
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter_notes():
             warnings.simplefilter("ignore")  # tracer notes on the per-domain loop: checked below on other rows
             if fmt == "torchscript":
                 torch.jit.save(torch.jit.trace(serving, example), tmp)
             else:
                 batch = torch.export.Dim("batch")
                 torch.onnx.export(serving, example, tmp, input_names=["features", "domain_ids"],
-                                  output_names=["ctr"], dynamo=True, external_data=False,
+                                  output_names=["ctr"], dynamo=True, external_data=False, verbose=False,
                                   dynamic_shapes={"features": {0: batch}, "domain_ids": {0: batch}})
         meta.update(_sidecar(fmt, os.path.basename(out), tmp, checkpoint, spec, cfg, model))
         # parity on unseen rows: another batch size, all domains mixed, then one domain absent

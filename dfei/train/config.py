@@ -13,7 +13,16 @@ import types
 import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dfei.errors import ConfigError, PathNotFoundError
 
@@ -61,6 +70,9 @@ class TrainConfig(BaseModel):
     num_workers: Int = _field(1, "Ray Train workers (DDP)", ge=1)
     use_gpu: StrictBool = _field(False, "one GPU per worker")
     cpus_per_worker: Float | None = _field(None, "CPUs per worker (default: an equal share of the cluster)", gt=0)
+    torch_threads: Int | None = _field(
+        None, "torch threads per worker (default: the worker's whole CPUs, at least 1); results depend on it "
+        "(float summation order), so metrics.json records the value a run used", ge=1)
     seed: Int = _field(0, "random seed (weights, shuffling, dropout)")
     # model (paper Table 4 and §4.2)
     alpha: Float = _field(0.9, "DFE decay coefficient of the EMA of domain features", ge=0.0, le=1.0)
@@ -119,6 +131,14 @@ class TrainConfig(BaseModel):
             super().__init__(**values)
         except ValidationError as err:
             raise ConfigError(describe(err, _WHERE.get())) from None
+
+    @field_validator("data", "out", "storage_path", "init_from")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        # resolved once, here, against the driver's working directory: Ray's processes have another
+        from dfei.data.fs import absolute
+
+        return absolute(value) if value else value
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":

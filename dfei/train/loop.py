@@ -98,6 +98,8 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     ray_data_rows = config.pop("ray_data_rows", None)
     cfg = TrainConfig.from_dict(config)
     quiet_ray_train_report_logs()
+    if cfg.torch_threads is not None:  # explicit, not whatever OMP_NUM_THREADS the worker inherited
+        torch.set_num_threads(cfg.torch_threads)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     return Worker(cfg, ParquetDataset(cfg.data), rank, world, ray.train.torch.get_device(),
@@ -123,7 +125,7 @@ def restore(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer) -> Re
         model.load_state_dict(ckpt["model"])
         state = TrainState.from_json(ckpt["state"])
         dfe = getattr(model, "dfe", None)
-        resumed = {"epoch": state.epoch, "global_step": state.global_step, "unix": time.time(),
+        resumed = {"epoch": state.epoch + 1, "global_step": state.global_step, "unix": time.time(),
                    "v": dfe.v.tolist() if dfe is not None else None}
         w.log(f"[train] resumed after epoch {state.epoch + 1} at update {state.global_step} "
               f"(best valid avg AUC {state.best_auc:.4f} at epoch {state.best_epoch + 1})")
@@ -211,7 +213,8 @@ def end_epoch(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer, sta
             save_checkpoint(tmp, unwrap(model).state_dict(), optimizer.state_dict(),
                             state.to_json(w.cfg, w.dataset.spec), None if improved else best_weights)
             ckpt = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:04d}")
+        # named as users count epochs (from 1): "best epoch 5" is the folder epoch_0005
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch + 1:04d}")
     return best_weights
 
 

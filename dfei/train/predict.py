@@ -105,7 +105,8 @@ def predict(checkpoint: str, data: str, split: str, out: str, batch_size: int = 
     import ray
 
     t0 = time.time()
-    out = os.path.abspath(out)
+    # the scoring actors and Ray Data's writers do not share this process's working directory
+    checkpoint, data, out = dfs.absolute(checkpoint), dfs.absolute(data), dfs.absolute(out)
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise PathExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     dataset = ParquetDataset(data, splits=(split,))  # validates the split before any work

@@ -32,6 +32,10 @@ def init_ray(log=print) -> str:
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
         log(f"[ray] connected to cluster at {os.environ['RAY_ADDRESS']}")
         return "cluster"
+    # one machine has no node to be preempted: Ray Train's preemption watcher (an actor with
+    # max_restarts=-1) would only add an `E ... PreemptionWatcher ... max_restarts > 0` line to the log
+    # of every run when it is killed at the end (RAY_TRAIN_ENABLE_PREEMPTION_WATCHER, Ray 2.60)
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # the dashboard also serves the state API that Ray Train's controller polls
     ray.init(object_store_memory=1 << 30, log_to_driver=True)
     log(f"[ray] started an embedded local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)")
@@ -51,6 +55,14 @@ def _cpus_per_worker(cfg: TrainConfig) -> float:
     return float(int(share)) if share >= 1 else max(0.25, share)
 
 
+def resolve_worker_cpus(cfg: TrainConfig) -> TrainConfig:
+    """cfg with cpus_per_worker and torch_threads as this run uses them (from the cluster when
+    unset), so that metrics.json's config records them: the thread count changes a run's numbers
+    (float summation order), and a rerun from that config must reproduce them."""
+    cpus = _cpus_per_worker(cfg)
+    return cfg.replace(cpus_per_worker=cpus, torch_threads=cfg.torch_threads or max(1, int(cpus)))
+
+
 def build_trainer(cfg: TrainConfig, run_name: str, dataset: ParquetDataset | None = None,
                   callbacks: list | None = None, train_loop_per_worker: Callable[[dict], Any] | None = None):
     """The TorchTrainer of one run: `train_loop_per_worker` (default dfei.train.loop's; fault drills
@@ -68,7 +80,7 @@ def build_trainer(cfg: TrainConfig, run_name: str, dataset: ParquetDataset | Non
         datasets, rows = build_shards(dataset or ParquetDataset(cfg.data), "train", cfg.num_workers)
         loop_config["ray_data_rows"] = rows
 
-    storage, filesystem = _storage(cfg.storage_path or os.path.join(cfg.out, "ray_results"))
+    storage, filesystem = dfs.ray_storage(cfg.storage_path or os.path.join(cfg.out, "ray_results"))
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -136,18 +148,16 @@ def _divergence_report(diverged: dict[str, Any], cfg: TrainConfig, result) -> st
     return f"{divergence_message(diverged, cfg.lr)}. No metrics.json was written; {where}"
 
 
-def _storage(uri: str):
-    """Ray Train storage: a local path as is; any fsspec URI (s3://, gs://, ...) through fsspec."""
-    if "://" not in uri:
-        return os.path.abspath(uri), None
-    filesystem, path = dfs.resolve(uri)
-    return path, filesystem
+def tensorboard_dir(cfg: TrainConfig, run_name: str) -> str:
+    """RUN_DIR/tensorboard/<run name>: a rerun into the same RUN_DIR is its own series, not appended
+    to the previous run's (a resumed run keeps its name, so it continues its own)."""
+    return os.path.join(cfg.out, TENSORBOARD_DIR, run_name)
 
 
 def _tracking(cfg: TrainConfig, spec, run_name: str, callbacks: list):
     """TensorBoard (on unless cfg.tensorboard is False) and MLflow (when cfg.mlflow is a URI)."""
     if cfg.tensorboard:
-        callbacks.append(TensorBoardCallback(os.path.join(cfg.out, TENSORBOARD_DIR)))
+        callbacks.append(TensorBoardCallback(tensorboard_dir(cfg, run_name)))
     if not cfg.mlflow:
         return callbacks, None
     params = {k: v for k, v in cfg.to_dict().items() if k != "mlflow"}
@@ -170,10 +180,6 @@ def _best_checkpoint_path(result, best_epoch: int, storage_uri: str) -> str | No
     return None if ckpt is None else checkpoint_uri(ckpt.path, storage_uri)
 
 
-def _absolute(path: str) -> str:
-    return path if "://" in path else os.path.abspath(path)
-
-
 def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
                  callbacks: list | None = None, train_loop_per_worker: Callable[[dict], Any] | None = None
                  ) -> dict[str, Any]:
@@ -184,8 +190,6 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
     `train_loop_per_worker` replaces the worker function (tests wrap it to inject failures).
     """
     t0 = time.time()
-    # workers do not share the driver's working directory: hand them absolute local paths
-    cfg = cfg.replace(data=_absolute(cfg.data), out=_absolute(cfg.out))
     dataset = ParquetDataset(cfg.data)  # fail fast, before any Ray start-up
     spec = dataset.spec
     log(f"[data] {spec.name}: {spec.num_domains} domains, {len(spec.features)} features, "
@@ -199,11 +203,12 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
     t_ray = time.time()
     if ray_mode != "embedded":
         warn_cluster_fit(cfg, spec, log)
+    cfg = resolve_worker_cpus(cfg)
     run_name = run_name or f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     callbacks, tracker = _tracking(cfg, spec, run_name, list(callbacks or []))
     result, out = _fit(cfg, run_name, dataset, callbacks, train_loop_per_worker, tracker)
     metrics = _metrics(cfg, spec, result, out, ray_mode, {"start": t0, "ray": t_ray, "end": time.time()})
-    _write_metrics(cfg, metrics, tracker)
+    _write_metrics(cfg, metrics, tracker, run_name)
     _report(cfg, out, metrics, log)
     return metrics
 
@@ -262,7 +267,7 @@ def _metrics(cfg: TrainConfig, spec, result, out: dict[str, Any], ray_mode: str,
         "resumed_from": out["resumed_from"],
         "init_from": out["init_from"],  # incremental training: the checkpoint, continued / new domains
         "stopped_early": out["stopped_early"],
-        "history": history,
+        "history": [{**h, "epoch": h["epoch"] + 1} for h in history],  # epochs counted from 1, as best_epoch
         "domain_feature_norms": out["domain_feature_norms"],
         "checkpoint": _best_checkpoint_path(result, out["best_epoch"], cfg.storage_path or cfg.out),
         "config": {**cfg.to_dict(), "shared_lr_scale_resolved": resolve_shared_lr_scale(
@@ -286,9 +291,9 @@ def _metrics(cfg: TrainConfig, spec, result, out: dict[str, Any], ray_mode: str,
     }
 
 
-def _write_metrics(cfg: TrainConfig, metrics: dict[str, Any], tracker) -> None:
+def _write_metrics(cfg: TrainConfig, metrics: dict[str, Any], tracker, run_name: str) -> None:
     """RUN_DIR/metrics.json (atomically), then the MLflow run's final metrics and artifacts."""
-    metrics["tracking"] = {"tensorboard": os.path.join(cfg.out, TENSORBOARD_DIR) if cfg.tensorboard else None,
+    metrics["tracking"] = {"tensorboard": tensorboard_dir(cfg, run_name) if cfg.tensorboard else None,
                            "mlflow": {"uri": tracker.uri, "experiment": cfg.mlflow_experiment,
                                       "run_id": tracker.run_id} if tracker else None}
     write_json_atomic(os.path.join(cfg.out, "metrics.json"), metrics)

@@ -59,7 +59,9 @@ def collect_rows(grid, base: TrainConfig, to_uri: Callable[[str], str], log=prin
         elif history:
             best = max(range(len(history)), key=lambda i: history[i][METRIC])
             latest = history[-1].get("checkpoint_path")
-            row.update(status="error" if result.error else "stopped by scheduler",
+            # ASHA's last rung is the last epoch: a trial it stops there has run every epoch
+            stopped = "completed" if len(history) >= base.epochs else "stopped by scheduler"
+            row.update(status="error" if result.error else stopped,
                        best_valid_avg_auc=history[best][METRIC], best_epoch=best + 1)
             if latest and isinstance(latest, str):
                 row["checkpoint"] = to_uri(latest)

@@ -156,16 +156,13 @@ def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, worke
 
     from dfei.tune.report import collect_rows, write_reports
 
-    out = os.path.abspath(out)
+    out = dfs.absolute(out)
     if resume:
         base, spec, plan = _load_settings(out)
         log(f"[tune] resuming the sweep in {out} (its saved settings: {spec.to_json()})")
     elif os.path.exists(_settings_path(out)) or os.path.exists(os.path.join(out, EXPERIMENT)):
         raise PathExistsError(f"{out} already holds a sweep; pass --resume to continue it, or choose another --out")
     _check_model(base.model)
-    base = base.replace(data=base.data if "://" in base.data else os.path.abspath(base.data))
-    if base.storage_path and "://" not in base.storage_path:
-        base = base.replace(storage_path=os.path.abspath(base.storage_path))
     dataset = ParquetDataset(base.data)  # fail fast, before Ray starts
     # one trial's workers must fit this machine (embedded Ray); a valid split to select epochs on
     preflight(base.replace(num_workers=plan.workers_per_trial if resume else workers_per_trial),
@@ -179,7 +176,8 @@ def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, worke
         plan = plan_resources(resources.get("CPU", 0.0), resources.get("GPU", 0.0), spec.num_trials,
                               workers_per_trial, base.use_gpu, max_concurrent, base.cpus_per_worker,
                               reserve_cpus=1.0 if base.ingest == "ray-data" else 0.0)
-        base = base.replace(num_workers=workers_per_trial)
+        # every trial's CPUs (and so its torch threads) are part of its result: best.json records them
+        base = base.replace(num_workers=workers_per_trial, cpus_per_worker=plan.cpus_per_worker)
         if ray_mode == "embedded":  # every concurrent trial's workers hold a replica of the tables here
             check_local_memory(dataset.spec, base.embed_dim, base.embedding_update,
                                plan.concurrency * plan.workers_per_trial, f"{plan.concurrency} concurrent trial(s) x ")
@@ -207,7 +205,7 @@ def build_tuner(base: TrainConfig, spec: SearchSpec, plan: ResourcePlan, out: st
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=base.to_dict(), out=out, cpus_per_worker=plan.cpus_per_worker),
         {"CPU": TRIAL_DRIVER_CPU})
-    storage, filesystem = _tune_storage(storage_uri)
+    storage, filesystem = dfs.ray_storage(storage_uri)
     # Tune saves the sweep state at most this often: an interrupted sweep loses at most ~1 s of it
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     progress = ProgressLines(spec.num_trials, log)
@@ -223,10 +221,3 @@ def build_tuner(base: TrainConfig, spec: SearchSpec, plan: ResourcePlan, out: st
                                     scheduler=_scheduler(spec, base.epochs)),
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=storage, storage_filesystem=filesystem,
                                   callbacks=[progress], verbose=0))
-
-
-def _tune_storage(uri: str):
-    if "://" not in uri:
-        return os.path.abspath(uri), None
-    filesystem, path = dfs.resolve(uri)
-    return path, filesystem

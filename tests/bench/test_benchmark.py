@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -18,9 +19,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_quick_benchmark_writes_every_figure(ray_cluster, tmp_path):
     env = {**os.environ, "RAY_ADDRESS": ray_cluster["address"]}
     out = tmp_path / "bench"
+    # as the README has it: a relative --out (Ray Train's storage under it must be made absolute)
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "pipelines", "benchmark.py"), "--quick", "--scale",
-                           "0.001", "--repeats", "1", "--out", str(out)], env=env, capture_output=True, text=True,
-                          timeout=600)
+                           "0.001", "--repeats", "1", "--out", "bench"], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.load(open(out / "benchmark.json"))
     for key in REQUIRED_KEYS:
@@ -32,6 +34,9 @@ def test_quick_benchmark_writes_every_figure(ray_cluster, tmp_path):
     assert res["embeddings"]["variants"]["dense"]["ratio"] > res["embeddings"]["ratio"]  # what lazy updates buy
     assert set(res["ingest"]["backends"]) == {"arrow"}  # --quick: the default backend only
     assert "| train: Ray pipeline, 1 worker" in proc.stdout  # the printed table
+    # every printed target says whether it was met
+    targets = re.findall(r"\(target [<>]= [^:)]+(: [^)]*)?\)", proc.stdout)
+    assert len(targets) >= 4 and all(v in (": met", ": MISSED") for v in targets), targets
     # the ratios are quotients of figures measured in this run: each Ray run against the plain epochs
     # measured just before and after it
     headline = res["train"]["modes"]["sequential"]  # --quick measures the headline mode only
@@ -46,3 +51,12 @@ def test_bad_arguments_fail_fast(tmp_path):
                            "--headline-mode", "fused", "--out", str(tmp_path)], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and "--modes must be among" in proc.stderr
+
+
+def test_a_target_line_says_met_or_missed():
+    from dfei.bench.suite import target
+
+    assert target(1.40, "<=", 1.3, "1.3") == "(target <= 1.3: MISSED)"
+    assert target(1.02, "<=", 1.3, "1.3") == "(target <= 1.3: met)"
+    assert target(0.95, ">=", 0.9, "0.9") == "(target >= 0.9: met)"
+    assert target(float("nan"), ">=", 0.9, "0.9") == "(target >= 0.9: not measured)"

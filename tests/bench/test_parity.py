@@ -39,7 +39,8 @@ def test_the_report_pairs_seeds_and_tests_against_the_reference(tmp_path):
     assert fused["mean_diff_vs_ref"] == pytest.approx(sum(aucs["mode=fused"]) / 3 - sum(aucs["mode=sequential"]) / 3)
     assert fused["p_vs_ref"] == pytest.approx(ttest_rel(aucs["mode=fused"], aucs["mode=sequential"]).pvalue)
     assert "| mode=fused | 0.7130 |" in open(os.path.join(tmp_path, "parity.md")).read()
-    assert json.load(open(os.path.join(tmp_path, "parity.json")))["seeds"] == 3
+    saved = json.load(open(os.path.join(tmp_path, "parity.json")))
+    assert saved["seeds"] == 3 and "out" not in saved["base"] and saved["base"]["data"].endswith("unused")
     assert not any("ray" in line.lower() for line in logs)  # every run was finished: Ray is not started
 
 

@@ -144,3 +144,18 @@ def test_the_loader_refuses_an_artifact_its_sidecar_does_not_describe(exported, 
     (tmp_path / (os.path.basename(out) + ".json")).write_text(json.dumps(side))
     with pytest.raises(ValueError, match="is not the one its sidecar"):
         ServingModel.load(str(copy))
+
+
+def test_an_onnx_export_prints_no_exporter_notes(tiny_checkpoint, tmp_path, caplog):
+    """The exporters' WARNING notes (torchvision's nms, empty attribute sequences) are not about the
+    model and are not shown; the export is still checked against the eager model."""
+    import logging
+
+    pytest.importorskip("onnxruntime")
+    from dfei.serving.export import export_checkpoint
+
+    with caplog.at_level(logging.WARNING):
+        meta = export_checkpoint(tiny_checkpoint, "onnx", str(tmp_path / "m.onnx"), log=lambda *a: None)
+    assert meta["parity"]["max_abs_error_vs_eager"] <= meta["parity"]["tolerance"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert logging.getLogger("torch.onnx").level == logging.NOTSET  # restored after the export

@@ -72,6 +72,17 @@ def test_older_configs_load_renamed_and_removed_keys():
         TrainConfig.from_dict({"data": "/d", "fail_once_at": {"epoch": 1}})
 
 
+def test_local_paths_are_made_absolute_once_uris_are_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(data="d", out="runs/x", storage_path="store", init_from="ckpt/epoch_0001")
+    assert (cfg.data, cfg.out, cfg.storage_path, cfg.init_from) == (
+        str(tmp_path / "d"), str(tmp_path / "runs" / "x"), str(tmp_path / "store"),
+        str(tmp_path / "ckpt" / "epoch_0001"))
+    remote = TrainConfig(data="s3://b/d", storage_path="gs://b/s", init_from="s3://b/c")
+    assert (remote.data, remote.storage_path, remote.init_from) == ("s3://b/d", "gs://b/s", "s3://b/c")
+    assert TrainConfig().out == str(tmp_path / "runs" / "dfei")  # the default too
+
+
 def test_replace_validates():
     cfg = TrainConfig(data="/d")
     assert cfg.replace(k=8).k == 8 and cfg.k == 32

@@ -51,13 +51,14 @@ def test_a_worker_failure_resumes_from_the_checkpoint_with_v_and_step_counter(ra
     assert marker.exists()  # the failure really happened, in the second epoch
     assert int(marker.read_text()) != os.getpid()  # in the worker's process, not this one
     resumed = metrics["resumed_from"]
-    assert resumed is not None and resumed["epoch"] == 0
-    (ckpt_dir,) = glob.glob(os.path.join(cfg.out, "ray_results", "*", "epoch_0000"))
+    assert resumed is not None and resumed["epoch"] == 1  # resumed after the first epoch
+    (ckpt_dir,) = glob.glob(os.path.join(cfg.out, "ray_results", "*", "epoch_0001"))
     saved_state = json.load(open(os.path.join(ckpt_dir, "state.json")))
     saved_v = torch.load(os.path.join(ckpt_dir, "model.pt"), weights_only=True)["dfe.v"].numpy()
     # the restarted worker continued from the saved buffer and counter, not from scratch
     assert np.array_equal(np.asarray(resumed["v"], dtype=np.float32), saved_v)
     assert resumed["global_step"] == saved_state["global_step"] > 0
     assert metrics["global_step"] == 2 * saved_state["global_step"]  # epoch 2 ran once, in full
-    assert metrics["epochs_run"] == 2 and len(metrics["history"]) == 2
+    assert metrics["epochs_run"] == 2 and [h["epoch"] for h in metrics["history"]] == [1, 2]  # counted from 1
+    assert metrics["checkpoint"].endswith(f"epoch_{metrics['best_epoch']:04d}")  # "best epoch N" is epoch_000N
     assert metrics["avg_auc"]["test"] > 0.5 and set(metrics["splits"]["test"]) == {f"B{i}" for i in range(1, 7)}

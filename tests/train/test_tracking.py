@@ -20,7 +20,8 @@ def _scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
 def test_tensorboard_has_every_epochs_figures(tracked_run):
     metrics = tracked_run["metrics"]
     logdir = metrics["tracking"]["tensorboard"]
-    assert logdir == os.path.join(tracked_run["cfg"].out, "tensorboard") and os.listdir(logdir)
+    # one folder per run under RUN_DIR/tensorboard: a rerun into the same RUN_DIR is its own series
+    assert os.path.dirname(logdir) == os.path.join(tracked_run["cfg"].out, "tensorboard") and os.listdir(logdir)
     scalars = _scalars(logdir)
     domains = ["B1", "B2", "B3", "B4", "B5"]
     expected = {"train/loss", "train/samples_per_s", "valid/avg_auc", "lr/shared", "lr/domain", "time/train_s"}
@@ -71,3 +72,12 @@ def test_mlflow_needs_a_client_and_names_the_package(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_mlflow)
     with pytest.raises(ValueError, match="pip install 'dfei\\[mlflow\\]'"):
         _mlflow_client("sqlite:///x.db")
+
+
+def test_two_runs_into_one_run_dir_get_their_own_tensorboard_series(tmp_path):
+    from dfei.train.config import TrainConfig
+    from dfei.train.runner import tensorboard_dir
+
+    cfg = TrainConfig(data="/d", out=str(tmp_path / "demo"))
+    first, again = tensorboard_dir(cfg, "dfei-20261130-070000-1"), tensorboard_dir(cfg, "dfei-20261130-071000-2")
+    assert first != again and os.path.dirname(first) == os.path.dirname(again) == str(tmp_path / "demo" / "tensorboard")

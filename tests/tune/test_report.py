@@ -25,3 +25,22 @@ def test_the_alpha_table_and_curve_average_over_seeds(tmp_path):
     assert "| 0.5 | 0.6500 / 0.6200 |" in table and "| 0.9 | 0.6800 / 0.6200 |" in table
     path = alpha_curve(rows, str(tmp_path))
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_trial_the_scheduler_ended_is_labelled_by_how_far_it_got():
+    """ASHA's last rung is the last epoch: a trial it stopped there ran every epoch (completed);
+    one it stopped earlier is `stopped by scheduler`. (Neither reached its own final report.)"""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from dfei.train.config import TrainConfig
+    from dfei.tune.report import METRIC, collect_rows
+
+    def result(epochs_run: int):
+        history = pd.DataFrame({METRIC: [0.6 + 0.01 * e for e in range(epochs_run)]})
+        return SimpleNamespace(config={"alpha": 0.9, "k": 32, "seed": 0}, metrics={"trial_id": f"t{epochs_run}"},
+                               metrics_dataframe=history, error=None, path=f"/x/t{epochs_run}")
+
+    rows = collect_rows([result(3), result(1)], TrainConfig(data="/d", epochs=3), str, log=lambda *a: None)
+    assert {r["trial_id"]: r["status"] for r in rows} == {"t3": "completed", "t1": "stopped by scheduler"}
