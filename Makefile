@@ -14,14 +14,17 @@ DEMO_RUN ?= runs/demo
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# one stamp per (torch spec, index): changing either reinstalls torch on an existing venv (pip alone
-# would keep an installed 2.13.0+cpu for "torch==2.13.0" from a CUDA index)
+# one stamp per (torch spec, index): after an install with another spec or index, torch is
+# reinstalled from this one (pip alone would keep an installed 2.13.0+cpu for "torch==2.13.0" from a
+# CUDA index), then its dependencies are completed. A venv with no stamp keeps a torch that fits the
+# spec (e.g. a CUDA build installed by hand, README "Installing").
 TORCH_STAMP := $(VENV)/.torch-$(shell printf '%s %s' '$(TORCH_SPEC)' '$(TORCH_INDEX)' | md5sum | cut -c1-12)
 
 $(TORCH_STAMP): | $(BIN)/python
-	rm -f $(VENV)/.torch-*
-	$(BIN)/pip uninstall --quiet --yes torch 2>/dev/null || true
+	if ls $(VENV)/.torch-* >/dev/null 2>&1; then \
+	  $(BIN)/pip install --quiet --force-reinstall --no-deps $(TORCH_INDEX) "$(TORCH_SPEC)"; fi
 	$(BIN)/pip install --quiet $(TORCH_INDEX) "$(TORCH_SPEC)"
+	rm -f $(VENV)/.torch-*
 	touch $@
 
 $(VENV)/.installed: pyproject.toml $(TORCH_STAMP) | $(BIN)/python

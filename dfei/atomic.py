@@ -34,6 +34,15 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
             os.remove(tmp)
 
 
+def write_text_atomic(path: str, text: str) -> None:
+    """A text file (a Markdown table, a CSV built in memory), written atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+
+    atomic_write(path, write)
+
+
 @contextmanager
 def atomic_directory(path: str) -> Iterator[str]:
     """Yield a fresh temporary directory to fill; on success it replaces `path` (an existing

@@ -3,7 +3,7 @@
 Examples:
   python pipelines/train.py --data data/public-s0.02 --epochs 3 --out runs/demo
   ray job submit --working-dir . -- python pipelines/train.py --data /shared/ds --num-workers 4 --out /shared/runs/x
-  python pipelines/train.py --config run.yaml --alpha 0.7      # YAML values, flags override
+  python pipelines/train.py --config examples/dfei.yaml --alpha 0.7   # YAML values, flags override
 
 Connects to the cluster named by RAY_ADDRESS when set (as under `ray job submit`), otherwise
 starts an embedded local Ray. Writes RUN_DIR/metrics.json and prints a per-domain table.

@@ -32,6 +32,8 @@ def test_a_new_torch_spec_or_index_reinstalls_torch(tmp_path):
     os.utime(os.path.join(venv, ".installed"), (later, later))
     assert "pip" not in plan(venv)  # installed with this spec: nothing to do
     gpu = plan(venv, "TORCH_SPEC=torch==9.9.9", "TORCH_INDEX=--index-url https://download.example/cu128")
-    assert "pip uninstall --quiet --yes torch" in gpu
+    # installed with another spec (a stamp is there): torch itself reinstalled, then its dependencies
+    assert ('pip install --quiet --force-reinstall --no-deps --index-url https://download.example/cu128 '
+            '"torch==9.9.9"') in gpu
     assert 'pip install --quiet --index-url https://download.example/cu128 "torch==9.9.9"' in gpu
     assert "pip install --quiet -e" in gpu  # the project again, against the new torch

@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 from scipy.stats import ttest_rel
 
-from dfei.atomic import write_json_atomic
+from dfei.atomic import write_json_atomic, write_text_atomic
 from dfei.errors import ConfigError
 from dfei.train.config import TrainConfig
 
@@ -89,7 +89,6 @@ def run_parity(base: TrainConfig, variants: list[str], seeds: int, out: str, log
         # the settings every variant shares; each run's own out and storage are under runs/ here
         "base": {k: v for k, v in base.to_dict().items() if k not in ("out", "storage_path")},
         "seeds": seeds, "variants": rows})
-    with open(os.path.join(out, "parity.md"), "w") as f:
-        f.write(table + "\n")
+    write_text_atomic(os.path.join(out, "parity.md"), table + "\n")
     log("\n" + table)
     return {"rows": rows, "table": table}

@@ -29,6 +29,17 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     return PyFileSystem(FSSpecHandler(fs)), path
 
 
+def absolute_tracking_uri(uri: str) -> str:
+    """An MLflow tracking URI with a relative sqlite path or a bare directory made absolute (as
+    `absolute`): the processes that log (Ray Train's controller, a Tune trial, which Ray moves into
+    its own log directory) do not run in the driver's working directory."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + absolute(uri[len("sqlite:///"):])
+    if "://" not in uri and not uri.startswith("file:"):
+        return "file://" + absolute(uri)
+    return uri
+
+
 def ray_storage(uri: str) -> tuple[str, pafs.FileSystem | None]:
     """(storage_path, storage_filesystem) for Ray Train's and Tune's RunConfig: a local path made
     absolute with no filesystem (Ray's own), any fsspec URI (s3://, gs://, ...) through fsspec."""

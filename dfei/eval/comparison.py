@@ -11,13 +11,14 @@ Input: metrics.json of every (model, seed) run. Output in `out`:
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 
 import numpy as np
 from scipy.stats import ttest_rel
 
-from dfei.atomic import atomic_write
+from dfei.atomic import atomic_write, write_text_atomic
 
 BASELINE_NAMES = ("mlp", "mmoe", "ple", "aitm", "hmoe", "star", "pepnet", "hinet")
 
@@ -93,22 +94,21 @@ def write_tables(values: dict[str, dict[str, list[float]]], domains: list[str], 
                   "|---|" + "---|" * len(columns),
                   "| best baseline | " + " | ".join(sig[c]["baseline"] for c in columns) + " |",
                   "| p-value | " + " | ".join(f"{sig[c]['p']:.4f}" for c in columns) + " |"]
-    with open(os.path.join(out, "table.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(out, "table.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model"] + columns)
-        for m in values:
-            w.writerow([m] + [f"{means[m][c]:.6f}" for c in columns])
-        if sig:
-            w.writerow(["p_dfei_vs_best_baseline"] + [f"{sig[c]['p']:.6g}" for c in columns])
-    with open(os.path.join(out, "runs.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model", "seed"] + columns)
-        for m in values:
-            for i in range(seeds):
-                w.writerow([m, i] + [f"{values[m][c][i]:.10f}" for c in columns])  # the t-test inputs, unrounded enough to recompute it
+    write_text_atomic(os.path.join(out, "table.md"), "\n".join(lines) + "\n")
+    table = [["model"] + columns] + [[m] + [f"{means[m][c]:.6f}" for c in columns] for m in values]
+    if sig:
+        table.append(["p_dfei_vs_best_baseline"] + [f"{sig[c]['p']:.6g}" for c in columns])
+    write_text_atomic(os.path.join(out, "table.csv"), _csv(table))
+    # the t-test inputs, unrounded enough to recompute it
+    write_text_atomic(os.path.join(out, "runs.csv"), _csv([["model", "seed"] + columns] + [
+        [m, i] + [f"{values[m][c][i]:.10f}" for c in columns] for m in values for i in range(seeds)]))
     return {"means": means, "significance": sig}
+
+
+def _csv(rows: list[list]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
 
 
 def _pyplot():

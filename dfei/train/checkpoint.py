@@ -181,7 +181,7 @@ def load_model(checkpoint: str, best: bool = False) -> tuple[nn.Module, DatasetS
     in eval mode on the CPU, with the dataset spec and config it was trained with. Reads no
     optimizer state. Raises CheckpointError when the weights hold nan or inf (a diverged run's)."""
     ckpt = load_any_checkpoint(checkpoint, optimizer=False)
-    cfg = TrainConfig.from_dict(ckpt["state"]["config"], where=f"{checkpoint}/{STATE_FILE}")
+    cfg = TrainConfig.from_dict(ckpt["state"]["config"], where=f"{checkpoint}/{STATE_FILE}", legacy=True)
     spec = DatasetSpec.from_json(ckpt["state"]["dataset"])
     model = model_from_config(cfg, spec)
     model.load_state_dict(finite_weights(ckpt, checkpoint, best))

@@ -63,7 +63,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
 
     data: str = _field("", "dataset directory or URI (dataset.json + split/domain=<id>/*.parquet)")
-    out: str = _field("runs/dfei", "run directory for metrics.json and Ray results")
+    out: str = _field("runs/dfei", "run directory for metrics.json and Ray results", min_length=1)
     model: str = _field("dfei", "registered model name (dfei, a baseline, <backbone>+dfei, an ablation)")
     epochs: Int = _field(10, "maximum epochs (early stopping may end sooner)", ge=1)
     patience: Int = _field(1, "epochs without a better mean valid AUC before stopping (authors: 1)", ge=1)
@@ -73,7 +73,7 @@ class TrainConfig(BaseModel):
     torch_threads: Int | None = _field(
         None, "torch threads per worker (default: the worker's whole CPUs, at least 1); results depend on it "
         "(float summation order), so metrics.json records the value a run used", ge=1)
-    seed: Int = _field(0, "random seed (weights, shuffling, dropout)")
+    seed: Int = _field(0, "random seed (weights, shuffling, dropout)", ge=0)
     # model (paper Table 4 and §4.2)
     alpha: Float = _field(0.9, "DFE decay coefficient of the EMA of domain features", ge=0.0, le=1.0)
     k: Int = _field(32, "DFI attention dimension", ge=1)
@@ -140,6 +140,13 @@ class TrainConfig(BaseModel):
 
         return absolute(value) if value else value
 
+    @field_validator("mlflow")
+    @classmethod
+    def _absolute_store(cls, value: str | None) -> str | None:
+        from dfei.data.fs import absolute_tracking_uri
+
+        return absolute_tracking_uri(value) if value else value
+
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
         from dfei.models.registry import MODELS  # (torch only; no Ray)
@@ -151,7 +158,7 @@ class TrainConfig(BaseModel):
                              f"tower layer(s) {self.tower_dims}; give one rate per layer")
         if self.mode == "fused" and self.embedding_update != "lazy":
             raise ValueError("mode fused needs embedding_update lazy (its learning rates are per embedding row)")
-        if self.new_domain_from is not None and self.init_from is None:
+        if self.new_domain_from is not None and not self.init_from:
             raise ValueError(f"new_domain_from ({self.new_domain_from!r}) needs init_from: it names a domain "
                              "of that checkpoint")
         return self
@@ -164,16 +171,17 @@ class TrainConfig(BaseModel):
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], where: str = "config", legacy: bool = False) -> "TrainConfig":
         """Validate a mapping of keys (a YAML file, a checkpoint's config); ConfigError names `where`,
         the key, the value and what was expected. Keys of older configs are renamed (RENAMED) or
-        dropped (REMOVED, when unset)."""
+        dropped (REMOVED: when unset, or whatever their value with legacy=True, for the config a
+        checkpoint of an older version recorded)."""
         values = dict(values)
         for old, new in RENAMED.items():
             if old in values and new not in values:
                 values[new] = values.pop(old)
-        for key in REMOVED:
-            if key in values and values[key] is None:
+        for key in REMOVED:  # unset: a config of an older version; set: dropped only from a checkpoint's
+            if key in values and (values[key] is None or legacy):
                 del values[key]
         token = _WHERE.set(where)
         try:
@@ -269,12 +277,9 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] =
         kind, is_list = _flag_type(field.annotation)
         extra = field.json_schema_extra or {}
         kwargs: dict[str, Any] = {"dest": name, "default": None, "metavar": extra.get("metavar")}
-        if kind is bool:
-            if field.default:
-                parser.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_false", default=None,
-                                    help=f"do not {text[0].lower()}{text[1:]}")
-            else:
-                parser.add_argument(flag, dest=name, action="store_true", default=None, help=text)
+        if kind is bool:  # --x / --no-x: a flag can turn off what a --config file turned on
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{text} (default {'on' if field.default else 'off'})")
             continue
         if name == "model":  # the registry's names, listed in the help rather than the usage line
             kwargs.update(choices=sorted(MODELS), metavar="MODEL")

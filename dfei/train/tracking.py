@@ -20,6 +20,7 @@ from typing import Any
 
 from ray.train.v2.api.callback import UserCallback
 
+from dfei.data.fs import absolute_tracking_uri
 from dfei.errors import ConfigError
 
 TENSORBOARD_DIR = "tensorboard"
@@ -69,16 +70,6 @@ def _mlflow_client(uri: str):
         raise ConfigError("--mlflow needs the MLflow client: pip install 'dfei[mlflow]' (mlflow-skinny, plus "
                          "sqlalchemy and alembic for sqlite:// stores)") from None
     return MlflowClient(tracking_uri=uri)
-
-
-def absolute_tracking_uri(uri: str) -> str:
-    """Relative sqlite paths and bare directories made absolute: the Train controller, which logs
-    the epochs, does not run in the driver's working directory."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + os.path.abspath(uri[len("sqlite:///"):])
-    if "://" not in uri and not uri.startswith("file:"):
-        return "file://" + os.path.abspath(uri)
-    return uri
 
 
 class MLflowCallback(UserCallback):

@@ -44,7 +44,7 @@ def _source_name(name: str, new_ids: list[int], old_index: dict[int, int], dfei_
 
 def plan(cfg: TrainConfig, spec: DatasetSpec, ckpt: dict[str, Any], where: str) -> dict[str, Any]:
     """Check that the checkpoint can start this run; return the domain matching."""
-    old_cfg = TrainConfig.from_dict(ckpt["state"]["config"], where=where)
+    old_cfg = TrainConfig.from_dict(ckpt["state"]["config"], where=where, legacy=True)
     old_spec = DatasetSpec.from_json(ckpt["state"]["dataset"])
     for key in ARCHITECTURE:
         if getattr(old_cfg, key) != getattr(cfg, key):

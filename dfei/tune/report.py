@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dfei.atomic import atomic_write, write_json_atomic
+from dfei.atomic import atomic_write, write_json_atomic, write_text_atomic
 from dfei.errors import RunFailedError, UserError, find_user_error
 from dfei.eval.comparison import _pyplot, save_figure
 from dfei.train.config import TrainConfig
@@ -105,8 +105,7 @@ def write_reports(rows: list[dict[str, Any]], base: TrainConfig, out: str, log=p
     tables, when no trial has one: a sweep without a result must not end as if it had one."""
     _write_csv(rows, os.path.join(out, "results.csv"))
     table = _markdown(rows)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(table)
+    write_text_atomic(os.path.join(out, "results.md"), table)
     curve = alpha_curve(rows, out)
     best, group = best_trial(rows)
     failed = [r for r in rows if r["status"] in FAILED]

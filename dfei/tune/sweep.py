@@ -112,7 +112,7 @@ def _load_settings(out: str) -> tuple[TrainConfig, SearchSpec, ResourcePlan]:
         raise PathNotFoundError(f"--resume: {path} does not exist; no sweep to continue in {out}")
     with open(path) as f:
         saved = json.load(f)
-    base = TrainConfig.from_dict(saved["base_config"], where=path)
+    base = TrainConfig.from_dict(saved["base_config"], where=path, legacy=True)
 
     def values(name: str, kind: type) -> Values:
         v = saved["search"][name]
@@ -121,7 +121,10 @@ def _load_settings(out: str) -> tuple[TrainConfig, SearchSpec, ResourcePlan]:
 
     s = saved["search"]
     spec = SearchSpec(values("alpha", float), values("k", int), s["search"], s["scheduler"], s["num_samples"])
-    return base, spec, ResourcePlan(**saved["resources"])
+    plan = ResourcePlan(**saved["resources"])
+    if base.cpus_per_worker is None:  # a sweep saved by an older version: its trials ran with the plan's CPUs
+        base = base.replace(cpus_per_worker=plan.cpus_per_worker)
+    return base, spec, plan
 
 
 def _scheduler(spec: SearchSpec, epochs: int):
