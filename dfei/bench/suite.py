@@ -22,9 +22,7 @@ from dfei.bench import measure, ray_measure
 from dfei.data.dataset import ParquetDataset
 from dfei.data.fs import absolute
 from dfei.errors import ConfigError
-from dfei.train.config import TrainConfig
-
-MODES = ("sequential", "fused")
+from dfei.train.config import MODES, TrainConfig
 
 
 @dataclasses.dataclass

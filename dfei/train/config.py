@@ -116,7 +116,7 @@ class TrainConfig(BaseModel):
         None, "with --init-from: a new domain's tower and head start as a copy of this checkpoint domain's "
         "(default: fresh); its v_d still starts from its first batch", metavar="DOMAIN")
     # tracking (dfei/train/tracking.py)
-    tensorboard: StrictBool = _field(True, "write TensorBoard event files under RUN_DIR/tensorboard")
+    tensorboard: StrictBool = _field(True, "write TensorBoard event files under RUN_DIR/tensorboard/<run name>")
     mlflow: str | None = _field(None, "also log params, per-epoch metrics and the best checkpoint to this MLflow "
                                       "tracking store (sqlite:///path/mlflow.db, http://host:5000)", metavar="URI")
     mlflow_experiment: str = _field("dfei", "MLflow experiment name")
