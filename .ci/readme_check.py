@@ -32,6 +32,7 @@ SMALL = [
     (r"--seeds \d+", "--seeds 2"),
     (r"--models mlp,mmoe,ple,aitm,hmoe,star,pepnet,hinet,dfei", "--models mlp,dfei"),
     (r"--profile industrial --scale 0\.01", "--profile industrial --scale 0.002"),
+    (r"--profile industrial --scale 1\.0", "--profile industrial --scale 0.002"),  # README "Industrial scale"
 ]
 # appended to every training command (train, tune, compare, parity): one short epoch per run
 RUN_FLAGS = "--epochs 1 --max-steps-per-epoch 20"

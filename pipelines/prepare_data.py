@@ -4,8 +4,8 @@ Examples:
   python pipelines/prepare_data.py synthetic --profile public --scale 0.02 --seed 0 --out data/public-s0.02
   python pipelines/prepare_data.py synthetic --profile industrial --scale 0.01 --out data/industrial-s0.01
   python pipelines/prepare_data.py kuairand --raw KuaiRand-1K/data --out data/kuairand-1k
-  python pipelines/prepare_data.py csv --input logs.csv --domain-col domain --label-col rating \
-      --user-col user_id --out data/douban
+  python pipelines/prepare_data.py csv --input 'logs/*.parquet' --domain-col domain --label-col rating \
+      --label-threshold 4 --user-col user_id --out data/douban
 
 Profiles: `industrial` = paper Table 1 (21 domains A1..A21), `public` = Table 2 (6 domains
 B1..B6); --scale 1.0 is the paper's row counts (industrial: 37.6M train rows).
@@ -45,24 +45,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     k.add_argument("--min-count", type=int, default=1, help="categorical values seen fewer times in train map to 0")
     k.add_argument("--overwrite", action="store_true")
 
-    c = sub.add_parser("csv", help="your own CSV/Parquet logs", description=(
-        "Convert CSV or Parquet logs (one file or a glob) to the data contract. Vocabularies are fitted on "
-        "the train split only; unseen or rare values map to 0."))
-    c.add_argument("--input", required=True, help="a .csv or .parquet file, or a glob of them")
+    c = sub.add_parser("csv", help="your own CSV/Parquet logs (on Ray Data)", description=(
+        "Convert CSV or Parquet logs (one file, a glob, or an fsspec URI such as s3://bucket/logs/*.parquet) to "
+        "the data contract with Ray Data: on every node of a cluster (RAY_ADDRESS) or an embedded local Ray, "
+        "with memory bounded by Ray Data's block size, not the input size. Vocabularies and bins are fitted on "
+        "the train split only; unseen or rare values map to 0. --out must be a local path (on a cluster: one "
+        "mounted at the same path on every node); it appears complete or not at all."))
+    c.add_argument("--input", required=True, help="a .csv or .parquet file, a glob of them, or an fsspec URI")
     c.add_argument("--domain-col", required=True, help="column whose values are the domains")
     c.add_argument("--label-col", required=True, help="0/1 label column (or any number with --label-threshold)")
     c.add_argument("--label-threshold", type=float, help="label = 1 where label-col >= this value")
     c.add_argument("--features", help="comma-separated feature columns (default: every other column)")
     c.add_argument("--numeric", default="", help="comma-separated numeric features to bucketize into ~10 "
                                                  "quantile bins (fitted on train)")
-    c.add_argument("--user-col", help="user column: used for GAUC and to keep a user's rows in one split")
-    c.add_argument("--time-col", help="time column for --split time")
-    c.add_argument("--split", choices=["time", "random"], default="random",
-                   help="time: latest rows become valid/test; random: by user (if --user-col) else by row")
+    c.add_argument("--user-col", help="user column: the GAUC user (and the unit of --split random-user)")
+    c.add_argument("--time-col", help="time column for --split time (numbers, dates or date strings)")
+    c.add_argument("--split", choices=["random", "random-user", "time"], default="random", help=(
+        "random (default): by row, a seeded hash of each row, so test users were seen in train (the usual CTR "
+        "evaluation); random-user: cold start, each --user-col user's rows in one split, so every test user is "
+        "unseen in train (user-id features all OOV, GAUC undefined); time: the latest rows by --time-col "
+        "become valid/test (equal times at a cut ordered by the row hash)"))
     c.add_argument("--valid-frac", type=float, default=0.1)
     c.add_argument("--test-frac", type=float, default=0.1)
     c.add_argument("--min-count", type=int, default=1, help="values seen fewer times in train map to 0")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=int, default=0, help="seed of the random splits and of the time split's tie order")
     c.add_argument("--out", required=True)
     c.add_argument("--overwrite", action="store_true")
     return p.parse_args(argv)

@@ -30,17 +30,32 @@ class ReadUnit:
     hi: int
 
 
-def row_range(n: int, rank: int, world_size: int, equal: bool) -> tuple[int, int]:
+def row_range(n: int, rank: int, world_size: int, equal: bool, offset: int = 0) -> tuple[int, int]:
     """This rank's rows of an n-row partition.
 
     equal=True (training): floor(n / N) rows each, so all ranks run the same number of batches per
-    domain in lock-step (up to N-1 trailing rows are left out). equal=False (evaluation): the
-    ranks' ranges cover all n rows.
+    domain in lock-step; the N shares are contiguous from row `offset` (0 <= offset <= n mod N), so
+    the up to N-1 rows left out are the first `offset` and the last n mod N - offset rows.
+    equal=False (evaluation): the ranks' ranges cover all n rows.
     """
     if equal:
         share = n // world_size
-        return rank * share, (rank + 1) * share
+        if not 0 <= offset <= n - share * world_size:
+            raise ValueError(f"offset {offset} outside [0, {n - share * world_size}] for {n} rows on "
+                             f"{world_size} ranks")
+        return offset + rank * share, offset + (rank + 1) * share
     return rank * n // world_size, (rank + 1) * n // world_size
+
+
+def share_offset(n: int, world_size: int, seed: int, domain_index: int, epoch: int) -> int:
+    """Where the equal training shares of an n-row partition start in `epoch`: seeded, the same on
+    every rank, drawn anew each epoch, so the n mod N rows that equal shares leave out are other
+    rows every epoch (each row is left out of an epoch with probability <= (N-1)/(n mod N + 1)),
+    never the same trailing rows."""
+    left_out = n - (n // world_size) * world_size
+    if not left_out:
+        return 0
+    return int(np.random.default_rng([seed, domain_index, epoch, 0x5EA5]).integers(0, left_out + 1))
 
 
 def plan_units(partition: Partition, lo: int, hi: int) -> list[ReadUnit]:
@@ -60,11 +75,14 @@ class DomainReader:
 
     def __init__(self, dataset: ParquetDataset, split: str, domain_index: int, rank: int = 0,
                  world_size: int = 1, batch_size: int = 512, shuffle: bool = False, seed: int = 0,
-                 shuffle_buffer_rows: int = 1 << 16, equal_shares: bool = True):
+                 shuffle_buffer_rows: int = 1 << 16, equal_shares: bool = True, epoch: int = 0):
+        """`epoch` places the equal shares (share_offset); a training reader serves that epoch."""
         self.dataset = dataset
         self.partition = dataset.partitions[split][domain_index]
         self.domain_index = domain_index
-        self.lo, self.hi = row_range(self.partition.num_rows, rank, world_size, equal_shares)
+        n = self.partition.num_rows
+        offset = share_offset(n, world_size, seed, domain_index, epoch) if equal_shares else 0
+        self.lo, self.hi = row_range(n, rank, world_size, equal_shares, offset)
         self.units = plan_units(self.partition, self.lo, self.hi)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -93,41 +111,78 @@ class DomainReader:
         x = np.stack([table.column(c).to_numpy() for c in self.features], axis=1)
         return x, table.column(self.label).to_numpy().astype(np.float32)
 
-    def batches(self, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One pass over this rank's rows: ceil(rows / batch_size) batches, the last maybe short.
+    def batches(self, epoch: int = 0, skip: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One pass over this rank's rows: ceil(rows / batch_size) batches, the last maybe short;
+        with `skip`, the same pass without its first `skip` batches (a resumed epoch).
 
+        Shuffling: the row groups in a seeded order fill a buffer of >= shuffle_buffer_rows rows,
+        which is permuted and cut into whole batches; the rows of a last partial batch stay in the
+        buffer for the next fill. Skipped fills are replayed on row ids, not rows (no reading, the
+        same RNG draws), and only the rows they carry into the first fill served are read: resuming
+        late in an epoch reads what is left of it plus at most batch_size - 1 rows.
         Features come as the files' integer type (the model widens them on its device)."""
         rng = np.random.default_rng(self.seed_seq + [epoch])
         units = [self.units[i] for i in rng.permutation(len(self.units))] if self.shuffle else self.units
         files: dict = {}
-        buffer: list[tuple[np.ndarray, np.ndarray]] = []
-        buffered = 0
-
-        def drain(final: bool):
-            x = _cat([b[0] for b in buffer])
-            y = _cat([b[1] for b in buffer])
-            n = len(y)
-            keep = n if final else n - n % self.batch_size
-            if self.shuffle:  # one gather of the whole buffer; the batches are then slices of it
-                order = rng.permutation(n)
-                x, y = x[order], y[order]
-            for start in range(0, keep, self.batch_size):
-                yield x[start:start + self.batch_size], y[start:start + self.batch_size]
-            return (x[keep:], y[keep:]), n - keep
-
+        carry_ids = np.zeros(0, dtype=np.int64)  # while replaying: (unit << 32) | row of the carried rows
+        carry: tuple[np.ndarray, np.ndarray] | None = None  # once serving: the carried rows themselves
+        served = 0  # batches of this pass so far, skipped ones included
         try:
-            for unit in units:
-                buffer.append(self._read(unit, files))
-                buffered += unit.hi - unit.lo
-                if buffered >= self.shuffle_buffer_rows:
-                    rest, buffered = yield from drain(final=False)
-                    buffer = [rest] if buffered else []
-            if buffered:
-                yield from drain(final=True)
+            for members, final in self._fills(units):
+                sizes = [units[i].hi - units[i].lo for i in members]
+                n = (len(carry_ids) if carry is None else len(carry[1])) + sum(sizes)
+                keep = n if final else n - n % self.batch_size
+                count = -(-keep // self.batch_size)
+                if carry is None and served + count <= skip:  # replay on ids
+                    ids = np.concatenate([carry_ids] + [(np.int64(i) << 32) + np.arange(k, dtype=np.int64)
+                                                        for i, k in zip(members, sizes)])
+                    if self.shuffle:
+                        ids = ids[rng.permutation(n)]
+                    carry_ids, served = ids[keep:], served + count
+                    continue
+                if carry is None:
+                    carry = self._gather(units, carry_ids, files)
+                parts = ([carry] if len(carry[1]) else []) + [self._read(units[i], files) for i in members]
+                x, y = _cat([p[0] for p in parts]), _cat([p[1] for p in parts])
+                if self.shuffle:  # one gather of the whole buffer; the batches are then slices of it
+                    order = rng.permutation(n)
+                    x, y = x[order], y[order]
+                for b in range(max(0, skip - served), count):
+                    lo, hi = b * self.batch_size, (b + 1) * self.batch_size
+                    yield x[lo:hi], y[lo:hi]
+                served += count
+                carry = (x[keep:], y[keep:])
         finally:
             for handle, parquet in files.values():
                 parquet.close()
                 handle.close()
+
+    def _fills(self, units: list[ReadUnit]) -> list[tuple[list[int], bool]]:
+        """The shuffle buffer's fills from the units' sizes alone: (indices into units, final)."""
+        fills, members, buffered = [], [], 0
+        for i, unit in enumerate(units):
+            members.append(i)
+            buffered += unit.hi - unit.lo
+            if buffered >= self.shuffle_buffer_rows:
+                fills.append((members, False))
+                members, buffered = [], buffered % self.batch_size
+        if buffered:
+            fills.append((members, True))
+        return fills
+
+    def _gather(self, units: list[ReadUnit], ids: np.ndarray, files: dict) -> tuple[np.ndarray, np.ndarray]:
+        """The rows named by replayed ids ((unit << 32) | row), in that order."""
+        x = y = None
+        for u in np.unique(ids >> 32):
+            at = np.flatnonzero((ids >> 32) == u)
+            ux, uy = self._read(units[int(u)], files)
+            if x is None:
+                x, y = np.empty((len(ids), ux.shape[1]), ux.dtype), np.empty(len(ids), uy.dtype)
+            rows = ids[at] & 0xFFFFFFFF
+            x[at], y[at] = ux[rows], uy[rows]
+        if x is None:
+            return np.zeros((0, len(self.features)), np.int64), np.zeros(0, np.float32)
+        return x, y
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
@@ -138,26 +193,30 @@ def steps_per_epoch(readers: list[DomainReader]) -> int:
     return max((r.num_batches for r in readers), default=0)
 
 
-def algorithm1_order(readers: list[DomainReader], epoch: int, exhaustion: str = "exhaust") -> Iterator[tuple]:
+def algorithm1_order(readers: list[DomainReader], epoch: int, exhaustion: str = "exhaust",
+                     start_step: int = 0) -> Iterator[tuple]:
     """(step, domain index, x, y) in Algorithm 1's order: per step, one batch of each domain in turn.
 
     exhaust: a domain that runs out is skipped for the rest of the epoch (the authors' code).
     cycle: a domain that runs out restarts (reshuffled) until the longest domain is done.
+    start_step: begin at that step (a resumed epoch): every domain is where the full epoch would
+    have it then (reader_start), and the items are exactly the full epoch's from that step on.
     """
     if exhaustion not in EXHAUSTION_POLICIES:
         raise ValueError(f"exhaustion must be one of {EXHAUSTION_POLICIES}, got {exhaustion!r}")
     steps = steps_per_epoch(readers)
-    iters = [r.batches(epoch) for r in readers]
-    passes = [0] * len(readers)
+    starts = [reader_start(r.num_batches, start_step, exhaustion) for r in readers]
+    iters = [None if s is None else r.batches(_pass_epoch(epoch, s[0]), s[1]) for r, s in zip(readers, starts)]
+    passes = [0 if s is None else s[0] for s in starts]
     try:
-        for step in range(steps):
+        for step in range(start_step, steps):
             for i, reader in enumerate(readers):
                 if iters[i] is None:
                     continue
                 batch = next(iters[i], None)
                 if batch is None and exhaustion == "cycle" and reader.num_batches:
                     passes[i] += 1
-                    iters[i] = reader.batches(epoch * 1_000_003 + passes[i])
+                    iters[i] = reader.batches(_pass_epoch(epoch, passes[i]))
                     batch = next(iters[i], None)
                 if batch is None:
                     iters[i] = None
@@ -167,6 +226,38 @@ def algorithm1_order(readers: list[DomainReader], epoch: int, exhaustion: str = 
         for it in iters:
             if it is not None:
                 it.close()
+
+
+def reader_start(num_batches: int, step: int, exhaustion: str) -> tuple[int, int] | None:
+    """(pass, batches into that pass) of a domain with `num_batches` batches per pass when
+    Algorithm 1 is at `step` (each step takes one batch of every domain still running); None when
+    the domain has run out (exhaust) or has no rows."""
+    if num_batches == 0 or (exhaustion == "exhaust" and step >= num_batches):
+        return None
+    return divmod(step, num_batches) if exhaustion == "cycle" else (0, step)
+
+
+def reader_positions(readers: list[DomainReader], epoch: int, step: int, exhaustion: str) -> list[dict]:
+    """Every domain's reader position when Algorithm 1 is at `step` (a mid-epoch checkpoint's
+    record): its rows [lo, hi) of the partition, the shuffle seed of its current pass, and the
+    batches and rows of that pass already served; "done" when it has run out."""
+    out = []
+    for r in readers:
+        start = reader_start(r.num_batches, step, exhaustion)
+        where = {"domain": r.domain_index, "range": [r.lo, r.hi]}
+        if start is None:
+            out.append({**where, "done": True})
+            continue
+        pass_index, batches = start
+        out.append({**where, "done": False, "pass": pass_index, "batches": batches,
+                    "rows": min(batches * r.batch_size, r.num_rows),
+                    "seed": [int(v) for v in r.seed_seq] + [_pass_epoch(epoch, pass_index)]})
+    return out
+
+
+def _pass_epoch(epoch: int, pass_index: int) -> int:
+    """The shuffle seed's epoch term of a domain's pass (cycle: later passes reshuffle)."""
+    return epoch if pass_index == 0 else epoch * 1_000_003 + pass_index
 
 
 def fused_steps(order: Iterator[tuple]) -> Iterator[tuple]:
@@ -192,10 +283,12 @@ def fused_steps(order: Iterator[tuple]) -> Iterator[tuple]:
             close()
 
 
-def training_stream(readers: list[DomainReader], epoch: int, exhaustion: str, mode: str) -> Iterator:
-    """One epoch of training batches: Algorithm 1's order over the readers, merged into one item
-    per step in the fused mode, assembled ahead in a prefetch thread (close() it when done early)."""
-    order = algorithm1_order(readers, epoch, exhaustion)
+def training_stream(readers: list[DomainReader], epoch: int, exhaustion: str, mode: str,
+                    start_step: int = 0) -> Iterator:
+    """One epoch of training batches from `start_step` on: Algorithm 1's order over the readers,
+    merged into one item per step in the fused mode, assembled ahead in a prefetch thread (close()
+    it when done early)."""
+    order = algorithm1_order(readers, epoch, exhaustion, start_step)
     return prefetch(fused_steps(order) if mode == "fused" else order)
 
 

@@ -14,6 +14,9 @@ feature (the GAUC user column); `video_id` is not, as in the authors' data. Nume
 split's impressions only. Statistic features are named stat_<column> (the statistic table reuses
 some user-table names, e.g. follow_user_num). Feature tables are encoded once per user/video, weighted by train
 impressions, then gathered per row, so the 4M-video tables are never joined raw onto 11M logs.
+The encoders are dfei.data.convert's, fitted from (value, train impressions) pairs: the same
+implementation (id order, min count, quantile rule) as the CSV/Parquet converter's on Ray Data.
+This input has a fixed size (11M log rows), so it is read with pyarrow/pandas on the driver.
 """
 from __future__ import annotations
 

@@ -57,7 +57,11 @@ class RayDataDomainReader:
     def num_batches(self) -> int:
         return -(-self.num_rows // self.batch_size)
 
-    def batches(self, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def batches(self, epoch: int = 0, skip: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One pass over this rank's shard. `skip` (resuming inside an epoch) is not supported: Ray
+        Data's local shuffle cannot be replayed, so TrainConfig refuses checkpoint_every_steps here."""
+        if skip:
+            raise ValueError("the ray-data ingest cannot resume inside an epoch (use --ingest arrow)")
         shuffle = {"local_shuffle_buffer_size": min(self.shuffle_buffer_rows, max(self.num_rows, 1)),
                    "local_shuffle_seed": self.seed + epoch} if self.shuffle and self.num_rows else {}
         for batch in self.iterator.iter_batches(batch_size=self.batch_size, batch_format="numpy", **shuffle):

@@ -32,6 +32,18 @@ MODEL_FILE = "model.pt"
 BEST_MODEL_FILE = "best_model.pt"
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "state.json"
+# keys of every training report: MID_EPOCH tells a step checkpoint from an epoch end (trackers and
+# Tune take epoch ends only); Ray Train keeps the checkpoints of highest CHECKPOINT_SCORE (an epoch
+# end's valid avg AUC, -1 for a step checkpoint) and, always, the latest
+MID_EPOCH = "mid_epoch"
+# state.json's format: 2 adds `format` and `mid_epoch` (a step checkpoint's record); 1 had neither
+CHECKPOINT_FORMAT = 2
+CHECKPOINT_SCORE = "checkpoint_score"
+
+
+def is_epoch_report(metrics: dict[str, Any]) -> bool:
+    """True for an epoch's report, False for a mid-epoch checkpoint's (which carries no metrics)."""
+    return not metrics.get(MID_EPOCH, False)
 
 
 @dataclasses.dataclass
@@ -63,11 +75,27 @@ class TrainState:
         return improved
 
     def to_json(self, cfg: TrainConfig, spec: DatasetSpec) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "config": cfg.to_dict(), "dataset": spec.to_json()}
+        return {**dataclasses.asdict(self), "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(),
+                "dataset": spec.to_json()}
 
     @classmethod
-    def from_json(cls, state: dict[str, Any]) -> "TrainState":
+    def from_json(cls, state: dict[str, Any], where: str = STATE_FILE) -> "TrainState":
+        """The state of a checkpoint's state.json; CheckpointError (naming `where`) when it was
+        written by a newer dfei or lacks a field. Format 1 (no `format` key, before mid-epoch
+        checkpoints) is read as it is: an epoch-end checkpoint."""
+        check_format(state, where)
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in state]
+        if missing:
+            raise CheckpointError(f"{where}: not a dfei training state: field(s) {missing} missing")
         return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
+
+
+def check_format(state: dict[str, Any], where: str = STATE_FILE) -> None:
+    """CheckpointError (naming `where`) when state.json was written by a newer dfei than this one."""
+    version = state.get("format", 1)
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{where}: checkpoint format {version!r} is newer than this dfei reads "
+                              f"({CHECKPOINT_FORMAT}); use the dfei version that wrote it")
 
 
 def save_checkpoint(directory: str, model_state: dict, optimizer_state: dict | None, state: dict[str, Any],
@@ -92,11 +120,13 @@ def _state(directory: str) -> dict[str, Any]:
         raise CheckpointError(f"{directory}: no {MODEL_FILE}; not a dfei checkpoint")
     try:
         with open(os.path.join(directory, STATE_FILE)) as f:
-            return json.load(f)
+            state = json.load(f)
     except FileNotFoundError:
         raise CheckpointError(f"{directory}: no {STATE_FILE}; not a complete dfei checkpoint") from None
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{directory}/{STATE_FILE}: unreadable ({err})") from None
+    check_format(state, f"{directory}/{STATE_FILE}")  # every reader: resume, --init-from, predict, export
+    return state
 
 
 def load_checkpoint_state(directory: str) -> dict[str, Any]:

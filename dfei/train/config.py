@@ -124,6 +124,10 @@ class TrainConfig(BaseModel):
     max_failures: Int = _field(0, "worker failures to recover from (Ray Train restarts from the last checkpoint)", ge=0)
     storage_path: str | None = _field(None, "Ray Train storage for checkpoints (default RUN_DIR/ray_results)",
                                       metavar="URI")
+    checkpoint_every_steps: Int | None = _field(
+        None, "also checkpoint inside an epoch, every N Algorithm-1 steps: a restarted worker group resumes "
+        "from that step exactly (same rows, same RNG draws) instead of redoing the epoch (default: at epoch "
+        "ends only)", metavar="N", ge=1)
     log_every_s: Float = _field(30.0, "seconds between progress lines within an epoch", gt=0)
 
     def __init__(self, **values: Any) -> None:
@@ -158,6 +162,9 @@ class TrainConfig(BaseModel):
                              f"tower layer(s) {self.tower_dims}; give one rate per layer")
         if self.mode == "fused" and self.embedding_update != "lazy":
             raise ValueError("mode fused needs embedding_update lazy (its learning rates are per embedding row)")
+        if self.checkpoint_every_steps is not None and self.ingest != "arrow":
+            raise ValueError(f"checkpoint_every_steps needs ingest arrow (got {self.ingest!r}): only the arrow "
+                             "readers can resume inside an epoch")
         if self.new_domain_from is not None and not self.init_from:
             raise ValueError(f"new_domain_from ({self.new_domain_from!r}) needs init_from: it names a domain "
                              "of that checkpoint")

@@ -37,7 +37,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
                 after_backward: Callable[[], None] | None = None,
                 gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 min_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                check_every: int = DIVERGENCE_CHECK_EVERY) -> dict:
+                check_every: int = DIVERGENCE_CHECK_EVERY, resume: dict | None = None,
+                seed_step: Callable[[int], None] | None = None, checkpoint_every: int | None = None,
+                on_checkpoint: Callable[[int, dict], None] | None = None) -> dict:
     """One epoch of Algorithm 1; every item of `batches` is one update.
 
     sequential items (step, d, x, y): one domain's batch, its loss, one backward, one update.
@@ -54,16 +56,35 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     first such batch over all ranks (`min_over_ranks`, a MIN all-reduce, makes every rank stop at
     the same update), else None. The caller must not evaluate or checkpoint a diverged model.
 
+    Mid-epoch checkpoints: after every `checkpoint_every`-th step (once the step's last update is
+    done and no rank's loss is non-finite), `on_checkpoint(steps done, progress)` is called, where
+    progress is this rank's running sums (JSON: loss_sum, samples, batches, updates, seconds).
+    `resume` (such a progress record) continues an epoch: `batches` then starts at the step after
+    it (ingest.training_stream's start_step) and the returned figures cover the whole epoch.
+    `seed_step(step)` runs before each step's first update: dropout masks are drawn from a seed of
+    the step, not from a stream that depends on how many steps this process ran.
+
     Returns per-domain mean loss, samples, batches, updates, seconds, the wall time of the first update,
     the steady-state rate (samples after the first update / time since it) and `diverged`.
     """
     model.train()
-    totals = _Totals.zeros(num_domains, device)
-    t0 = last_log = time.time()
-    first_update, first_samples, step, updates, diverged = None, 0, -1, 0, None
+    totals = _Totals.zeros(num_domains, device) if resume is None else _Totals.restore(resume, device)
+    updates = 0 if resume is None else int(resume["updates"])
+    last_log = time.time()
+    t0 = last_log - (0.0 if resume is None else float(resume["seconds"]))  # the epoch's clock, across restarts
+    first_update, first_samples, step, diverged, current = None, 0, -1, None, None
     for step, d, x, y in batches:
         if max_steps is not None and step >= max_steps:
             break
+        if step != current:
+            if current is not None and checkpoint_every and on_checkpoint and (current + 1) % checkpoint_every == 0:
+                diverged = _divergence(totals.first_bad, num_domains, min_over_ranks)  # never checkpoint a nan
+                if diverged is not None:
+                    break
+                on_checkpoint(current + 1, totals.progress(updates, time.time() - t0))
+            current = step
+            if seed_step is not None:
+                seed_step(step)
         xb = torch.from_numpy(x).to(device, non_blocking=True)
         yb = torch.from_numpy(y).to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)  # other domains' parameters keep grad None: Adam skips them
@@ -89,6 +110,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         if on_progress is not None and time.time() - last_log >= progress_every_s:
             last_log = time.time()
             on_progress({"step": step, "samples": int(totals.samples.sum()), "seconds": last_log - t0,
+                         "batches": int(totals.batches.sum()),
                          "loss": float(totals.loss_sum.sum()) / max(int(totals.samples.sum()), 1)})
     if diverged is None and updates % check_every != 0:  # the updates since the last check
         diverged = _divergence(totals.first_bad, num_domains, min_over_ranks)
@@ -112,6 +134,19 @@ class _Totals:
         return cls(torch.zeros(num_domains, dtype=torch.float64, device=device),
                    np.zeros(num_domains, dtype=np.int64), np.zeros(num_domains, dtype=np.int64),
                    torch.full((), _NO_DIVERGENCE, dtype=torch.int64, device=device))
+
+    def progress(self, updates: int, seconds: float) -> dict:
+        """This rank's running sums as JSON (a mid-epoch checkpoint's; floats round-trip exactly)."""
+        return {"loss_sum": self.loss_sum.cpu().tolist(), "samples": self.samples.tolist(),
+                "batches": self.batches.tolist(), "updates": updates, "seconds": seconds}
+
+    @classmethod
+    def restore(cls, progress: dict, device: torch.device) -> "_Totals":
+        totals = cls.zeros(len(progress["samples"]), device)
+        totals.loss_sum = torch.tensor(progress["loss_sum"], dtype=torch.float64, device=device)
+        totals.samples = np.asarray(progress["samples"], dtype=np.int64)
+        totals.batches = np.asarray(progress["batches"], dtype=np.int64)
+        return totals
 
 
 def _domain_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, d: int, step: int,

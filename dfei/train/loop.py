@@ -8,6 +8,7 @@ one `TrainState` (what a checkpoint's state.json holds).
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import resource
 import sys
@@ -24,10 +25,19 @@ import torch.distributed as dist
 from torch import nn
 
 from dfei.data.dataset import ParquetDataset
-from dfei.data.ingest import DomainReader, steps_per_epoch, training_stream
+from dfei.data.ingest import DomainReader, reader_positions, reader_start, steps_per_epoch, training_stream
 from dfei.data.ray_ingest import RayDataDomainReader
+from dfei.errors import CheckpointError, TrainingDivergedError
 from dfei.train import warm_start
-from dfei.train.checkpoint import TrainState, load_any_checkpoint, load_checkpoint, model_from_config, save_checkpoint
+from dfei.train.checkpoint import (
+    CHECKPOINT_SCORE,
+    MID_EPOCH,
+    TrainState,
+    load_any_checkpoint,
+    load_checkpoint,
+    model_from_config,
+    save_checkpoint,
+)
 from dfei.train.config import TrainConfig
 from dfei.train.distributed import DistributedHooks, broadcast_state, check_replicas, ddp_kwargs, prepare_distributed
 from dfei.train.engine import merge_parts, predict_split, score_split, train_epoch, unwrap
@@ -56,6 +66,7 @@ class Restored:
     optimizer_state: dict | None = None
     resumed_from: dict | None = None  # after a failure: where Ray Train's checkpoint left off
     init_from: dict | None = None  # incremental training: what came from --init-from's checkpoint
+    mid_epoch: dict | None = None  # a step checkpoint's record: the epoch to continue, and from where
 
 
 def divergence_message(diverged: dict[str, Any], lr: float) -> str:
@@ -71,13 +82,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     restored = restore(w, model, optimizer)
     model = distribute(w, model, optimizer, restored.optimizer_state)
     t_ready = time.time()  # model built, checkpoint loaded, DDP set up
-    torch.manual_seed(w.cfg.seed * 1009 + w.rank + 1)  # dropout streams differ per rank
     state, first_update = restored.state, None
     # a run restarted after it had already early-stopped (e.g. a failure during the final
     # evaluation) must not train again
     last_epoch = state.epoch if state.stopped(w.cfg.patience) else w.cfg.epochs - 1
     for epoch in range(state.epoch + 1, last_epoch + 1):
-        stats = train_one_epoch(w, model, optimizer, hooks, epoch)
+        stats = train_one_epoch(w, model, optimizer, hooks, epoch, state, restored)
         first_update = first_update or stats["first_update_unix"]
         state.global_step += stats["updates"]
         if stats["diverged"] is not None:  # every rank stops here: nothing is evaluated or checkpointed
@@ -124,12 +134,21 @@ def restore(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer) -> Re
             ckpt = load_checkpoint(ckpt_dir)
         model.load_state_dict(ckpt["model"])
         state = TrainState.from_json(ckpt["state"])
+        mid = mid_epoch_record(ckpt["state"], w.world)
         dfe = getattr(model, "dfe", None)
         resumed = {"epoch": state.epoch + 1, "global_step": state.global_step, "unix": time.time(),
                    "v": dfe.v.tolist() if dfe is not None else None}
-        w.log(f"[train] resumed after epoch {state.epoch + 1} at update {state.global_step} "
-              f"(best valid avg AUC {state.best_auc:.4f} at epoch {state.best_epoch + 1})")
-        return Restored(state, ckpt["best_model"], ckpt["optimizer"], resumed_from=resumed)
+        if mid is None:
+            w.log(f"[train] resumed after epoch {state.epoch + 1} at update {state.global_step} "
+                  f"(best valid avg AUC {state.best_auc:.4f} at epoch {state.best_epoch + 1})")
+        else:
+            updates = mid["progress"][w.rank]["updates"]
+            # counted as the log counts: {"epoch": 2, "step": 4} is inside epoch 2, after its 4th step
+            resumed.update(epoch=mid["epoch"] + 1, step=mid["step"], global_step=state.global_step + updates)
+            w.log(f"[train] resumed inside epoch {mid['epoch'] + 1} after step {mid['step']} "
+                  f"(update {state.global_step + updates})")
+        best = ckpt["best_model"] if state.best_epoch >= 0 else None
+        return Restored(state, best, ckpt["optimizer"], resumed_from=resumed, mid_epoch=mid)
     if not cfg.init_from:
         return Restored(TrainState())
     ckpt = load_any_checkpoint(cfg.init_from)
@@ -156,35 +175,115 @@ def distribute(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def train_one_epoch(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer, hooks: DistributedHooks,
-                    epoch: int) -> dict[str, Any]:
-    """Algorithm 1 over this rank's share of every domain's training rows (engine.train_epoch)."""
+                    epoch: int, state: TrainState, restored: Restored) -> dict[str, Any]:
+    """Algorithm 1 over this rank's share of every domain's training rows (engine.train_epoch),
+    from the step a mid-epoch checkpoint left off at when `restored` holds one for this epoch."""
     cfg = w.cfg
-    readers = train_readers(cfg, w.dataset, w.rank, w.world, w.ray_data_rows)
+    readers = train_readers(cfg, w.dataset, w.rank, w.world, w.ray_data_rows, epoch)
     n_steps = steps_per_epoch(readers) if cfg.max_steps_per_epoch is None else min(
         steps_per_epoch(readers), cfg.max_steps_per_epoch)
+    mid, restored.mid_epoch = restored.mid_epoch, None
+    start, resume = (mid["step"], mid["progress"][w.rank]) if mid and mid["epoch"] == epoch else (0, None)
+    total = sum(min(r.num_batches, n_steps) if cfg.exhaustion == "exhaust" else n_steps * (r.num_batches > 0)
+                for r in readers)
 
     def progress(p: dict) -> None:
-        w.log(f"[train] epoch {epoch + 1} step {p['step'] + 1}/{n_steps} "
-              f"({(p['step'] + 1) / max(n_steps, 1):.0%}), {p['samples'] / p['seconds']:,.0f} samples/s/worker, "
-              f"loss {p['loss']:.4f}")
+        active = sum(reader_start(r.num_batches, p["step"], cfg.exhaustion) is not None for r in readers)
+        w.log(progress_line(epoch, n_steps, total, active, len(readers), p))
 
-    stream = training_stream(readers, epoch, cfg.exhaustion, cfg.mode)
+    def checkpoint(step: int, progress: dict) -> None:
+        save_step_checkpoint(w, model, optimizer, state, restored.best_weights, epoch, step, progress,
+                             reader_positions(readers, epoch, step, cfg.exhaustion))
+
+    def seed_step(step: int) -> None:  # dropout: a function of (seed, rank, epoch, step), so a resumed step redraws it
+        seed = step_seed(cfg.seed, w.rank, epoch, step)
+        torch.default_generator.manual_seed(seed)  # ~1 us; torch.manual_seed (every device) took ~80 us
+        if w.device.type == "cuda":
+            torch.cuda.manual_seed(seed)  # this worker's device, where its dropout masks are drawn
+
+    if start:
+        if reader_positions(readers, epoch, start, cfg.exhaustion) != mid["positions"][w.rank]:
+            raise CheckpointError(f"the step checkpoint of epoch {epoch + 1} (after step {start}) recorded other reader "
+                                  f"positions than {cfg.data} gives now: the dataset changed since; resuming would "
+                                  "repeat or skip rows")
+        w.log(f"[train] epoch {epoch + 1}: continuing at step {start + 1}/{n_steps}")
+    stream = training_stream(readers, epoch, cfg.exhaustion, cfg.mode, start)
     try:
         return train_epoch(model, optimizer, stream, w.device, w.dataset.spec.num_domains, cfg.max_steps_per_epoch,
-                           progress, cfg.log_every_s, hooks.after_backward, hooks.gather, hooks.min_over_ranks)
+                           progress, cfg.log_every_s, hooks.after_backward, hooks.gather, hooks.min_over_ranks,
+                           resume=resume, seed_step=seed_step, checkpoint_every=cfg.checkpoint_every_steps,
+                           on_checkpoint=checkpoint)
     finally:
         stream.close()
 
 
+def step_seed(seed: int, rank: int, epoch: int, step: int) -> int:
+    """The torch seed of a training step (dropout masks): distinct per (seed, rank, epoch, step), from a
+    few integer operations (numpy's SeedSequence took ~90 us a step)."""
+    value = 0
+    for part in (seed, rank, epoch, step):
+        value = (value * 1_000_003 + part) % (1 << 63)
+    return value
+
+
+def progress_line(epoch: int, n_steps: int, total_batches: int, active: int, domains: int, p: dict) -> str:
+    """The periodic line inside an epoch (one line, plain text: readable in `ray job submit` logs).
+    The ETA is by batches, not steps: late steps hold fewer domains (at the industrial scale most of
+    an epoch is one domain alone). p: engine.train_epoch's progress (step, batches, samples, seconds, loss)."""
+    done = p["batches"]
+    eta = p["seconds"] / max(done, 1) * max(total_batches - done, 0)
+    return (f"[train] epoch {epoch + 1} step {p['step'] + 1}/{n_steps} ({done / max(total_batches, 1):.0%} of "
+            f"batches, ETA {_duration(eta)}), {active}/{domains} domains active, "
+            f"{p['samples'] / max(p['seconds'], 1e-9):,.0f} samples/s/worker, loss {p['loss']:.4f}")
+
+
+def save_step_checkpoint(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState,
+                         best_weights: dict | None, epoch: int, step: int, progress: dict,
+                         positions: list[dict]) -> None:
+    """Report a checkpoint after `step` steps of `epoch` (every rank calls this at the same step).
+
+    Besides the weights (v and its flags included), Adam's state and the run's state, state.json's
+    `mid_epoch` holds what continuing needs: every rank's running sums of the epoch and every
+    domain reader's position (its rows, the shuffle seed of its pass, the batches served). The
+    readers' shuffles and dropout are seeded functions of (seed, rank, epoch, step), so the
+    position and the step are all the RNG state there is. Scored lowest for retention: Ray Train
+    keeps it while it is the latest or while fewer than patience+1 epoch ends exist."""
+    check_replicas(unwrap(model), w.world, f"at the checkpoint after step {step} of epoch {epoch + 1}", w.log)
+    records = _gather_to_rank0({"progress": progress, "positions": positions}, w)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = None
+        if w.rank == 0:
+            mid = {"epoch": epoch, "step": step, "world": w.world,
+                   "progress": [r["progress"] for r in records], "positions": [r["positions"] for r in records]}
+            save_checkpoint(tmp, unwrap(model).state_dict(), optimizer.state_dict(),
+                            {**state.to_json(w.cfg, w.dataset.spec), "mid_epoch": mid}, best_weights)
+            ckpt = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report({"epoch": epoch, "step": step, MID_EPOCH: True, CHECKPOINT_SCORE: -1.0}, checkpoint=ckpt,
+                         checkpoint_dir_name=f"epoch_{epoch + 1:04d}_step_{step:08d}")
+    w.log(f"[train] checkpoint inside epoch {epoch + 1} after step {step}")
+
+
+def mid_epoch_record(state: dict[str, Any], world: int) -> dict | None:
+    """A checkpoint's `mid_epoch` record (None for an epoch-end checkpoint); CheckpointError when
+    it was written by another number of workers (its positions are per rank)."""
+    mid = state.get("mid_epoch")
+    if mid is None:
+        return None
+    if mid.get("world") != world or len(mid.get("progress", [])) != world:
+        raise CheckpointError(f"this checkpoint was written inside epoch {mid.get('epoch', -1) + 1} by "
+                              f"{mid.get('world')} worker(s); resuming it exactly needs the same number, not {world}")
+    return mid
+
+
 def train_readers(cfg: TrainConfig, dataset: ParquetDataset, rank: int, world: int,
-                  ray_data_rows: list[list[int]] | None) -> list:
-    """One training reader per domain over this rank's rows (also used by the benchmarks)."""
+                  ray_data_rows: list[list[int]] | None, epoch: int = 0) -> list:
+    """One training reader per domain over this rank's rows of `epoch` (also used by the benchmarks)."""
     n = dataset.spec.num_domains
     if cfg.ingest == "ray-data":
         return [RayDataDomainReader(dataset, "train", d, rank, ray_data_rows[d][rank], cfg.batch_size, shuffle=True,
                                     seed=cfg.seed, shuffle_buffer_rows=cfg.shuffle_buffer_rows) for d in range(n)]
     return [DomainReader(dataset, "train", d, rank, world, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                         shuffle_buffer_rows=cfg.shuffle_buffer_rows) for d in range(n)]
+                         shuffle_buffer_rows=cfg.shuffle_buffer_rows, epoch=epoch) for d in range(n)]
 
 
 def end_epoch(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState,
@@ -205,7 +304,9 @@ def end_epoch(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer, sta
     w.log(f"[train] epoch {epoch + 1}/{w.cfg.epochs}: loss {stats['loss']:.4f}, valid avg AUC {valid['avg_auc']:.4f}"
           f"{' (best)' if improved else ''}, {row['samples']:,} samples in {stats['seconds']:.1f}s "
           f"({row['samples_per_s']:,.0f}/s), eval {row['eval_seconds']:.1f}s")
-    metrics = {**row, "best_valid_avg_auc": state.best_auc, "best_epoch": state.best_epoch, **_flat("valid", valid),
+    score = valid["avg_auc"] if np.isfinite(valid["avg_auc"]) else 0.0  # above every step checkpoint's -1
+    metrics = {**row, MID_EPOCH: False, CHECKPOINT_SCORE: score, "best_valid_avg_auc": state.best_auc,
+               "best_epoch": state.best_epoch, **_flat("valid", valid),
                **_tracked(unwrap(model), optimizer, w.dataset.spec.domain_names, stats)}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = None
@@ -231,28 +332,86 @@ def final_result(w: Worker, model: nn.Module, restored: Restored, timings: dict[
     if restored.best_weights is not None:
         unwrap(model).load_state_dict(restored.best_weights)
     check_replicas(unwrap(model), w.world, "before the final evaluation", w.log)
+    peak_so_far = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _peak_rss_mb() or 0.0)
+    reset, t_eval = _reset_peak_rss(), time.time()  # (the reset also resets getrusage's ru_maxrss)
     valid, test = evaluate(w, model, "valid"), evaluate(w, model, "test")
+    eval_seconds, eval_peak = time.time() - t_eval, _peak_rss_mb() if reset else None
+    peaks = _gather_to_rank0(max(peak_so_far, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), w)
     dfe = getattr(unwrap(model), "dfe", None)
     v = dfe.v.detach().cpu().numpy() if dfe is not None else None
+    # every rank's v, as a digest: equal digests are the proof that the ranks end with the same buffer
+    digests = _gather_to_rank0(hashlib.blake2b(v.tobytes(), digest_size=8).hexdigest(), w) if v is not None else None
     return {
         "valid": valid, "test": test, "best_epoch": state.best_epoch, "epochs_run": state.epoch + 1,
         "global_step": state.global_step, "resumed_from": restored.resumed_from, "init_from": restored.init_from,
         "stopped_early": state.stopped(w.cfg.patience), "history": state.history, "diverged": None,
         "domain_feature_norms": np.linalg.norm(v, axis=1).tolist() if v is not None else None,
-        "timings": {**timings, "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
+        "domain_feature_digests": digests,
+        "timings": {**timings, "worker_peak_rss_mb": peaks[0] if peaks else None, "worker_peak_rss_mb_by_rank": peaks,
+                    "eval_peak_rss_mb": eval_peak, "final_eval_s": eval_seconds,
+                    "final_eval_rows": sum(w.dataset.rows("valid")) + sum(w.dataset.rows("test"))},
     }
 
 
 # ---- helpers -----------------------------------------------------------------------------------
 
 def evaluate(w: Worker, model: nn.Module, split: str) -> dict:
-    """Per-domain metrics of `split`: every rank scores its share, rank 0's view is gathered."""
+    """Per-domain metrics of `split`: every rank scores its share (labels, scores, users: numpy
+    float32/int64, 8-16 bytes a row), rank 0 alone gathers them (exact AUC needs every score of a
+    domain in one place), scores and broadcasts the metrics (a few KB). Raises
+    TrainingDivergedError on every rank when a score is not finite."""
     parts = predict_split(model, w.dataset, split, w.device, w.rank, w.world, w.cfg.eval_batch_size)
-    if w.world > 1:
-        gathered: list = [None] * w.world
-        dist.all_gather_object(gathered, parts)
-        parts = merge_parts(gathered)
-    return score_split(w.dataset, parts)
+    if w.world == 1:
+        return score_split(w.dataset, parts)
+    gathered = _gather_to_rank0(parts, w)
+    outcome: list = [None]
+    if w.rank == 0:
+        try:
+            outcome[0] = ("ok", score_split(w.dataset, merge_parts(gathered)))
+        except TrainingDivergedError as err:
+            outcome[0] = ("diverged", str(err))
+        del gathered
+    dist.broadcast_object_list(outcome, src=0)
+    kind, value = outcome[0]
+    if kind == "diverged":
+        raise TrainingDivergedError(value)
+    return value
+
+
+def _gather_to_rank0(obj: Any, w: Worker) -> list | None:
+    """Every rank's `obj` on rank 0 (rank order); None on the other ranks."""
+    if w.world == 1:
+        return [obj]
+    gathered: list | None = [None] * w.world if w.rank == 0 else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (Linux: /proc/self/clear_refs "5"), so the next _peak_rss_mb()
+    is the peak since now; False where that is not possible (the peak is then left unmeasured)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float | None:
+    """Peak RSS (MB) since the last _reset_peak_rss() (VmHWM of /proc/self/status)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def _flat(prefix: str, split: dict) -> dict[str, float]:

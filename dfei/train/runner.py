@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import resource
 import time
 from collections.abc import Callable
 from typing import Any
@@ -9,8 +11,9 @@ from typing import Any
 from dfei.atomic import write_json_atomic
 from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
-from dfei.errors import DatasetError, TrainingDivergedError
+from dfei.errors import CheckpointError, DatasetError, TrainingDivergedError
 from dfei.eval.report import domain_table
+from dfei.train.checkpoint import CHECKPOINT_SCORE, MID_EPOCH
 from dfei.train.config import TrainConfig
 from dfei.train.optim import resolve_shared_lr_scale
 from dfei.train.resources import check_local_fit, cluster_warnings
@@ -37,7 +40,9 @@ def init_ray(log=print) -> str:
     # of every run when it is killed at the end (RAY_TRAIN_ENABLE_PREEMPTION_WATCHER, Ray 2.60)
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # the dashboard also serves the state API that Ray Train's controller polls
-    ray.init(object_store_memory=1 << 30, log_to_driver=True)
+    # address="local": a new Ray of this process's own, never a cluster some `ray start` on this machine
+    # left in /tmp/ray/ray_current_cluster (a bare ray.init() would join that one)
+    ray.init(address="local", object_store_memory=1 << 30, log_to_driver=True)
     log(f"[ray] started an embedded local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)")
     return "embedded"
 
@@ -91,9 +96,11 @@ def build_trainer(cfg: TrainConfig, run_name: str, dataset: ParquetDataset | Non
                                      resources_per_worker={"CPU": _cpus_per_worker(cfg)}),
         run_config=RunConfig(
             name=run_name, storage_path=storage, storage_filesystem=filesystem,
-            # early stopping ends a run after `patience` epochs without improvement, so the last
-            # patience+1 checkpoints always hold the best epoch and the latest one (for resuming)
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.patience + 1),
+            # the patience+1 epoch ends of the highest valid avg AUC (the best epoch among them) and,
+            # always, the latest checkpoint (to resume from: an epoch end or a step checkpoint);
+            # step checkpoints score -1: the first dropped once patience+1 epoch ends exist
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.patience + 1,
+                                               checkpoint_score_attribute=CHECKPOINT_SCORE, checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             callbacks=callbacks,  # e.g. Tune's TuneReportCallback: every epoch's report reaches the sweep
         ),
@@ -141,10 +148,9 @@ def warn_cluster_fit(cfg: TrainConfig, spec, log=print) -> None:
 def _divergence_report(diverged: dict[str, Any], cfg: TrainConfig, result) -> str:
     from dfei.train.loop import divergence_message
 
-    good = result.checkpoint
-    where = (f"the last good checkpoint is {checkpoint_uri(good.path, cfg.storage_path or cfg.out)} (epoch "
-             f"{diverged['epoch']})" if good is not None else "no checkpoint was written (it diverged in its first "
-             "epoch)")
+    good = result.checkpoint  # the latest: an epoch end, or a step checkpoint (its folder names the step)
+    where = (f"the last good checkpoint is {checkpoint_uri(good.path, cfg.storage_path or cfg.out)}"
+             if good is not None else "no checkpoint was written (it diverged before its first one)")
     return f"{divergence_message(diverged, cfg.lr)}. No metrics.json was written; {where}"
 
 
@@ -175,7 +181,7 @@ def checkpoint_uri(path: str, storage_uri: str) -> str:
 
 
 def _best_checkpoint_path(result, best_epoch: int, storage_uri: str) -> str | None:
-    found = [c for c, m in result.best_checkpoints or [] if m.get("epoch") == best_epoch]
+    found = [c for c, m in result.best_checkpoints or [] if m.get("epoch") == best_epoch and not m.get(MID_EPOCH)]
     ckpt = found[0] if found else result.checkpoint
     return None if ckpt is None else checkpoint_uri(ckpt.path, storage_uri)
 
@@ -231,7 +237,10 @@ def _fit(cfg: TrainConfig, run_name: str, dataset: ParquetDataset, callbacks: li
     """Run the TorchTrainer; (Ray's Result, rank 0's return value). A failed or diverged run raises
     (and marks the MLflow run failed)."""
     try:
-        result = build_trainer(cfg, run_name, dataset, callbacks, train_loop_per_worker).fit()
+        try:
+            result = build_trainer(cfg, run_name, dataset, callbacks, train_loop_per_worker).fit()
+        except Exception as err:  # Ray's TrainingFailedError: a worker's CheckpointError is the user's error
+            raise _checkpoint_error(err) or err
         out = result.return_value
         if out is None:
             raise RuntimeError(f"training failed: {result.error}")
@@ -242,6 +251,13 @@ def _fit(cfg: TrainConfig, run_name: str, dataset: ParquetDataset, callbacks: li
             tracker.finish({}, None, failed=True)
         raise
     return result, out
+
+
+def _checkpoint_error(err: BaseException) -> CheckpointError | None:
+    """The CheckpointError a worker raised (resuming from a checkpoint this run cannot use: another
+    number of workers, a changed dataset, a newer format), out of Ray's worker-group error."""
+    found = re.search(r"(?:dfei\.errors\.)?CheckpointError: ([^\n]+)", str(err))
+    return CheckpointError(found.group(1)) if found else None
 
 
 def _metrics(cfg: TrainConfig, spec, result, out: dict[str, Any], ray_mode: str,
@@ -269,6 +285,7 @@ def _metrics(cfg: TrainConfig, spec, result, out: dict[str, Any], ray_mode: str,
         "stopped_early": out["stopped_early"],
         "history": [{**h, "epoch": h["epoch"] + 1} for h in history],  # epochs counted from 1, as best_epoch
         "domain_feature_norms": out["domain_feature_norms"],
+        "domain_feature_digests": out["domain_feature_digests"],  # v's digest on every rank: all equal
         "checkpoint": _best_checkpoint_path(result, out["best_epoch"], cfg.storage_path or cfg.out),
         "config": {**cfg.to_dict(), "shared_lr_scale_resolved": resolve_shared_lr_scale(
             cfg.shared_lr_scale, spec.num_domains)},
@@ -287,6 +304,10 @@ def _metrics(cfg: TrainConfig, spec, result, out: dict[str, Any], ray_mode: str,
                                     / max(sum(h["train_seconds"] for h in history), 1e-9)),
             "ray": ray_mode,
             "worker_peak_rss_mb": timings.get("worker_peak_rss_mb"),  # rank 0's training process
+            "worker_peak_rss_mb_by_rank": timings.get("worker_peak_rss_mb_by_rank"),
+            "eval_peak_rss_mb": timings.get("eval_peak_rss_mb"),  # rank 0's, during the final valid + test evaluation
+            "final_eval_s": timings.get("final_eval_s"), "final_eval_rows": timings.get("final_eval_rows"),
+            "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # this process
         },
     }
 

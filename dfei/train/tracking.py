@@ -22,6 +22,7 @@ from ray.train.v2.api.callback import UserCallback
 
 from dfei.data.fs import absolute_tracking_uri
 from dfei.errors import ConfigError
+from dfei.train.checkpoint import is_epoch_report
 
 TENSORBOARD_DIR = "tensorboard"
 
@@ -54,6 +55,8 @@ class TensorBoardCallback(UserCallback):
         from tensorboardX import SummaryWriter
 
         report = metrics[0]  # rank 0's: every rank reports the same epoch figures
+        if not is_epoch_report(report):
+            return
         step = int(report.get("epoch", 0)) + 1
         writer = SummaryWriter(self.logdir, filename_suffix=f".epoch{step:04d}")
         try:
@@ -82,6 +85,8 @@ class MLflowCallback(UserCallback):
         from mlflow.entities import Metric
 
         report = metrics[0]
+        if not is_epoch_report(report):
+            return
         step = int(report.get("epoch", 0)) + 1
         now = int(time.time() * 1000)
         batch = [Metric(_mlflow_key(k), v, now, step) for k, v in epoch_scalars(report).items()]

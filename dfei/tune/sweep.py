@@ -42,7 +42,6 @@ def _trial_storage(storage: str | None, trial_id: str) -> str | None:
 def run_trial(config: dict[str, Any], base: dict[str, Any], out: str, cpus_per_worker: float) -> None:
     """Tune function trainable: one training run of train.py's loop with this trial's alpha, k, seed."""
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from dfei.train.runner import run_training
 
@@ -57,14 +56,29 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], out: str, cpus_per_w
             metrics = json.load(f)
     else:
         # the run name is the trial id: a trial restarted by --resume continues its own Ray Train run
-        # from its latest epoch checkpoint
+        # from its latest checkpoint (an epoch end or a step checkpoint)
         metrics = run_training(cfg, log=lambda *a: None, run_name=f"trial-{trial_id}",
-                               callbacks=[TuneReportCallback()])
+                               callbacks=[epoch_report_callback()])
     tune.report({
         "final": True, METRIC: metrics["avg_auc"]["valid"], "test_avg_auc": metrics["avg_auc"]["test"],
         "best_epoch": metrics["best_epoch"], "epochs_run": metrics["epochs_run"],
         "stopped_early": metrics["stopped_early"], "checkpoint": metrics["checkpoint"],
         "train_samples_per_s": metrics["timings"]["train_samples_per_s"]})
+
+
+def epoch_report_callback():
+    """Tune's TuneReportCallback for epoch ends only: a mid-epoch checkpoint's report carries no
+    metrics and must not count as a training iteration (ASHA's time unit is the epoch)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from dfei.train.checkpoint import is_epoch_report
+
+    class EpochReportCallback(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            if is_epoch_report(metrics[0]):
+                super().after_report(run_context, metrics, checkpoint)
+
+    return EpochReportCallback()
 
 
 class ProgressLines(Callback):

@@ -78,7 +78,8 @@ def test_models_refuse_a_domain_index_outside_their_domains(model):
             net(x, torch.tensor(bad))
 
 
-def test_the_csv_converter_refuses_a_reserved_column_before_writing_and_keeps_a_feature_named_domain(tmp_path):
+def test_the_csv_converter_refuses_a_reserved_column_before_writing_and_keeps_a_feature_named_domain(ray_session,
+                                                                                                   tmp_path):
     from dfei.data.csv_converter import convert_csv
     from dfei.data.dataset import ParquetDataset
 

@@ -21,9 +21,11 @@ def test_two_workers_train_on_equal_shares(ray_session, public_tiny, tmp_path, i
     # one optimizer update per domain batch per rank: sum of ceil(floor(n/2) / 512) over domains
     assert metrics["global_step"] == sum(-(-(n // 2) // 512) for n in rows)
     assert metrics["config"]["ingest"] == ingest and 0.0 < metrics["avg_auc"]["test"] < 1.0
-    # the distributed evaluation (each rank its share of the rows, gathered) == the checkpoint's, in one process
+    # the distributed evaluation (each rank its share of the rows, gathered) == the checkpoint's, in one process.
+    # Up to float rounding: a row's score may differ in its last bit with the batch it is scored in and the
+    # worker's torch threads (measured: 6e-8), which can swap a near-tied pair: 1e-5, not 1e-6
     saved = evaluate_checkpoint(metrics["checkpoint"], public_tiny, ("valid", "test"))
     for split in ("valid", "test"):
-        assert saved[split]["avg_auc"] == pytest.approx(metrics["avg_auc"][split], abs=1e-6), split
+        assert saved[split]["avg_auc"] == pytest.approx(metrics["avg_auc"][split], abs=1e-5), split
         for name, m in saved[split]["domains"].items():
-            assert m["auc"] == pytest.approx(metrics["splits"][split][name]["auc"], abs=1e-6, nan_ok=True), name
+            assert m["auc"] == pytest.approx(metrics["splits"][split][name]["auc"], abs=1e-5, nan_ok=True), name

@@ -78,8 +78,8 @@ class _Reader:
     def __init__(self, d: int, n_batches: int):
         self.domain_index, self.num_batches = d, n_batches
 
-    def batches(self, epoch: int = 0):
-        for i in range(self.num_batches):
+    def batches(self, epoch: int = 0, skip: int = 0):
+        for i in range(skip, self.num_batches):
             yield np.full((1, 1), epoch), np.array([i], dtype=np.float32)
 
 
