@@ -10,7 +10,7 @@ by the block size (not the input size) on one machine; the driver holds only the
    of (time, row key) (dfei.data.select, a few histogram passes);
 4. fit on train rows only: vocabularies from `map_batches` (per-block value counts) ->
    `groupby(["feature", "value"]).sum()`; numeric bins from exact quantiles (dfei.data.select);
-5. encode: `map_batches` with an actor per CPU holding the encoders -> `write_parquet` partitioned
+5. encode: `map_batches` tasks (the encoders fetched once per worker process) -> `write_parquet` partitioned
    by split and domain, moved into `split/domain=<id>/part-*.parquet`, then dataset.json.
 Everything is written under `<out>.tmp-<pid>` and renamed to `--out` at the end: a failed or
 interrupted conversion leaves no dataset there (dfei.atomic). `--out` must be a local path (on a
