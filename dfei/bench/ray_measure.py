@@ -46,7 +46,7 @@ def ingest_loop(config: dict[str, Any]) -> dict[str, Any]:
         run = cfg.replace(ingest=backend)
         rates = []
         for epoch in range(config["passes"]):
-            readers = train_readers(run, dataset, rank, world, config.get("ray_data_rows"))
+            readers = train_readers(run, dataset, rank, world, config.get("ray_data_rows"), epoch)
             t0, rows = time.perf_counter(), 0
             for item in training_stream(readers, epoch, run.exhaustion, run.mode):
                 rows += len(item[3])

@@ -49,9 +49,12 @@ def seeded(hashes: np.ndarray, seed: int) -> np.ndarray:
 
 
 def row_hashes(table: pa.Table) -> np.ndarray:
-    """uint64 [n]: a hash of each row's values (all columns, in order); rows equal in every column
-    hash equal. Deterministic across processes and machines (pandas' fixed-key SipHash)."""
-    return pd.util.hash_pandas_object(table.to_pandas(), index=False).to_numpy(dtype=np.uint64)
+    """uint64 [n]: a hash of each row's values (all columns, in order, in their text form); rows
+    equal in every column hash equal, whatever type a file or block inferred for a column (an int
+    column read as float64 where a block holds a null hashes the same). Deterministic across
+    processes and machines (pandas' fixed-key SipHash)."""
+    frame = pd.DataFrame({str(i): text(table.column(i)).to_pandas() for i in range(table.num_columns)})
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
 
 
 def text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -61,6 +64,8 @@ def text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
         column = column.combine_chunks()
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
+    if pa.types.is_floating(column.type):  # NaN is a missing value (OOV 0, a null domain), not a value "nan"
+        column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
     return column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
 
 

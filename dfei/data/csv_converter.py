@@ -165,6 +165,8 @@ def convert_csv(input: str, out: str, domain_col: str, label_col: str, features:
         raise ConfigError("--split time needs --time-col")
     if split == "random-user" and not user_col:
         raise ConfigError("--split random-user needs --user-col (the users to keep apart)")
+    if label_threshold is not None and not np.isfinite(label_threshold):
+        raise ConfigError(f"--label-threshold must be a finite number, got {label_threshold}")
     if not (valid_frac >= 0 and test_frac >= 0 and valid_frac + test_frac < 1):
         raise ConfigError(f"--valid-frac and --test-frac must be >= 0 with a sum < 1, got {valid_frac}, {test_frac}")
     numeric = list(numeric or [])
@@ -241,6 +243,11 @@ def convert_csv(input: str, out: str, domain_col: str, label_col: str, features:
         names = sorted(counts["domains"])
         domain_list = [Domain(i, n) for i, n in enumerate(names)]
         row_counts = _encode(staged, rule, cfg, encoders, {n: i for i, n in enumerate(names)}, domain_list, tmp)
+        written = [sum(row_counts[s].values()) for s in SPLITS]
+        if written != list(split_rows) or sum(written) != counts["rows"]:
+            # e.g. identical rows at a time cut (they share a key and are never separated)
+            raise DatasetError(f"{input}: the splits came out with {dict(zip(SPLITS, written))} rows, not the planned "
+                               f"{dict(zip(SPLITS, split_rows))} of {counts['rows']:,}; nothing was written")
         shutil.rmtree(staging)
         feature_specs = [Feature(c, encoders[c].cardinality) for c in categorical + numeric]
         spec = DatasetSpec(

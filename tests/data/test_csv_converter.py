@@ -15,6 +15,7 @@ import os
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -53,7 +54,9 @@ def _reference(table: pa.Table, split: str, numeric: list[str], min_count: int, 
     if split == "random-user":
         hashes = pd.util.hash_array(df["user"].astype(str).to_numpy(dtype=object))
     else:
-        hashes = pd.util.hash_pandas_object(df, index=False).to_numpy()
+        # every column in its text form (pyarrow's cast: 1.0 -> "1"), so the key does not depend on inferred types
+        as_text = {c: pc.cast(table.column(c), pa.string()).to_pandas() for c in table.column_names}
+        hashes = pd.util.hash_pandas_object(pd.DataFrame(as_text), index=False).to_numpy()
     key = _mix(hashes.astype(np.uint64) ^ _mix(np.array([seed], dtype=np.uint64))[0])
     n = len(df)
     if split == "time":
@@ -202,6 +205,8 @@ def test_clear_errors_and_no_half_written_output(ray_session, tmp_path):
         convert_csv(str(tmp_path / "missing.csv"), str(out), "scenario", "rating", **QUIET)
     with pytest.raises(ConfigError, match="--split random-user needs --user-col"):
         convert_csv(src, str(out), "scenario", "rating", split="random-user", **QUIET)
+    with pytest.raises(ConfigError, match="--label-threshold must be a finite number, got nan"):
+        convert_csv(src, str(out), "scenario", "rating", label_threshold=float("nan"), **QUIET)
     # found by the check pass over the staged data, after Ray Data wrote into the temporary directory
     with pytest.raises(DatasetError, match=r"label column 'rating' has value\(s\) \[2, 3, 4, 5\]"):
         convert_csv(src, str(out), "scenario", "rating", **QUIET)
@@ -261,3 +266,22 @@ def test_label_and_domain_cannot_be_features_and_threshold_needs_numbers(ray_ses
     with pytest.raises(DatasetError, match=r"label column 'rating' has 1 missing or non-numeric value"):
         convert_csv(str(tmp_path / "gaps.csv"), str(tmp_path / "b"), "scenario", "rating", label_threshold=4, **QUIET)
     assert _no_output(tmp_path / "b")
+
+
+def test_nan_is_missing_and_a_rows_key_does_not_depend_on_inferred_types():
+    from dfei.data.csv_blocks import row_hashes, text
+
+    assert text(pa.array([float("nan"), 1.0, None])).to_pylist() == [None, "1", None]  # not a value "nan"
+    # the same row in a block where the column is int64 and in one where a null made it float64
+    ints = pa.table({"x": pa.array([5, 6], pa.int64()), "s": ["a", "b"]})
+    floats = pa.table({"x": pa.array([5.0, None]), "s": ["a", "c"]})
+    assert row_hashes(ints)[0] == row_hashes(floats)[0] and row_hashes(ints)[1] != row_hashes(floats)[1]
+
+
+def test_identical_rows_at_a_time_cut_are_refused_not_written_into_the_wrong_split(ray_session, tmp_path):
+    df = pd.DataFrame({"user": [1] * 50, "scenario": ["feed"] * 50, "rating": [5] * 50, "ts": [7] * 50})
+    df.to_csv(tmp_path / "same.csv", index=False)
+    with pytest.raises(DatasetError, match="nothing was written"):
+        convert_csv(str(tmp_path / "same.csv"), str(tmp_path / "out"), "scenario", "rating", label_threshold=4,
+                    time_col="ts", split="time", **QUIET)
+    assert not (tmp_path / "out").exists()
