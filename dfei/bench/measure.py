@@ -11,8 +11,8 @@ import torch
 from dfei.data.dataset import ParquetDataset
 from dfei.data.ingest import DomainReader, fused_steps
 from dfei.models import build_model
-from dfei.train.engine import train_epoch
-from dfei.train.optim import build_optimizer
+from dfei.train.engine import predict_split, score_split, train_epoch
+from dfei.train.optim import build_optimizer, fast_adam_kernel
 
 
 def load_split(dataset: ParquetDataset, split: str = "train") -> list[tuple[np.ndarray, np.ndarray]]:
@@ -40,9 +40,44 @@ def in_memory_order(data: list[tuple[np.ndarray, np.ndarray]], batch_size: int, 
                 yield step, d, x[a:a + batch_size], y[a:a + batch_size]
 
 
+def random_steps(cardinalities: list[int], num_domains: int, steps: int, batch_size: int = 512,
+                 seed: int = 0) -> list[tuple]:
+    """Algorithm 1's (step, d, x [batch, F] int64, y [batch] float32) items with every domain present
+    in every step (the 21-domain steps at the start of an epoch), random ids and labels."""
+    rng = np.random.default_rng(seed)
+    return [(s, d, np.stack([rng.integers(0, c, batch_size) for c in cardinalities], axis=1),
+             rng.integers(0, 2, batch_size).astype(np.float32)) for s in range(steps) for d in range(num_domains)]
+
+
+def all_domain_step_rates(cardinalities: list[int], num_domains: int, modes: tuple[str, ...] = ("sequential", "fused"),
+                          steps: int = 10, warmup: int = 3, batch_size: int = 512, seed: int = 0,
+                          device: torch.device = torch.device("cpu"), compile: bool = False) -> dict[str, float]:
+    """samples/s of Algorithm-1 steps in which every domain has a batch (random_steps): where the
+    modes differ most (D updates vs one). An epoch of the industrial profile has few such steps (its
+    largest domain holds 76 % of the rows, so most steps are that domain alone), so the epoch rates
+    understate the difference. Per mode a fresh model (seeded), `warmup` steps untimed."""
+    items = random_steps(cardinalities, num_domains, warmup + steps, batch_size, seed)
+    rates = {}
+    for mode in modes:
+        torch.manual_seed(seed)
+        model = build_model("dfei", cardinalities, num_domains).to(device)
+        optimizer = build_optimizer(model)
+        warm = [it for it in items if it[0] < warmup]
+        timed = [it for it in items if it[0] >= warmup]
+        if mode == "fused":
+            warm, timed = list(fused_steps(iter(warm))), list(fused_steps(iter(timed)))
+        train_epoch(model, optimizer, iter(warm), device, num_domains, compile=compile)
+        stats = train_epoch(model, optimizer, iter(timed), device, num_domains, compile=compile)
+        rates[mode] = stats["samples"] / stats["seconds"]
+    return rates
+
+
 def plain_loop(data: list[tuple[np.ndarray, np.ndarray]], cardinalities: list[int], mode: str = "sequential",
-               batch_size: int = 512, seed: int = 0, device: torch.device = torch.device("cpu")) -> dict:
-    """The limit: one process, no Ray, no Parquet, batches pre-loaded; same model and engine."""
+               batch_size: int = 512, seed: int = 0, device: torch.device = torch.device("cpu"),
+               compile: bool = False, score: ParquetDataset | None = None) -> dict:
+    """The limit: one process, no Ray, no Parquet, batches pre-loaded; same model and engine.
+    Returns train_epoch's stats (with "compiled"/"compile_s" when `compile`, and "test_avg_auc" of
+    the trained model on `score`'s test split when given)."""
     torch.manual_seed(seed)
     model = build_model("dfei", cardinalities, len(data)).to(device)
     optimizer = build_optimizer(model)
@@ -50,7 +85,10 @@ def plain_loop(data: list[tuple[np.ndarray, np.ndarray]], cardinalities: list[in
     if mode == "fused":
         order = fused_steps(order)
         order = iter(list(order))  # concatenation done ahead: the loop only trains
-    return train_epoch(model, optimizer, order, device, len(data))
+    stats = train_epoch(model, optimizer, order, device, len(data), compile=compile)
+    if score is not None:
+        stats["test_avg_auc"] = score_split(score, predict_split(model, score, "test", device))["avg_auc"]
+    return stats
 
 
 def streaming_loop(dataset: ParquetDataset, mode: str = "sequential", seed: int = 0,
@@ -74,30 +112,118 @@ def streaming_loop(dataset: ParquetDataset, mode: str = "sequential", seed: int 
 
 
 def plain_rates(data: str, modes: tuple[str, ...], seed: int = 0, device: str = "cpu",
-                streaming: bool = False) -> dict[str, float]:
+                streaming: bool = False, compiled: bool = False) -> dict[str, float]:
     """Steady samples/s of one plain-loop epoch per mode, in this process; with `streaming`, also
-    "<mode>+arrow": the same loop fed from Parquet by the arrow ingest."""
+    "<mode>+arrow": the same loop fed from Parquet by the arrow ingest. With `compiled`, each mode
+    also runs with --compile ("<mode>+compile", its compilation seconds "<mode>+compile_s") and both
+    runs' test avg AUC after the epoch ("<mode>_auc", "<mode>+compile_auc"; same seed)."""
     dataset = ParquetDataset(data)
     in_memory = load_split(dataset)
     dev = torch.device(device)
     rates: dict[str, float] = {}
     for m in modes:
-        stats = plain_loop(in_memory, dataset.spec.cardinalities, mode=m, seed=seed, device=dev)
+        stats = plain_loop(in_memory, dataset.spec.cardinalities, mode=m, seed=seed, device=dev,
+                           score=dataset if compiled else None)
         rates[m] = stats["steady_samples_per_s"]
+        if compiled:
+            rates[f"{m}_auc"] = stats["test_avg_auc"]
+            stats = plain_loop(in_memory, dataset.spec.cardinalities, mode=m, seed=seed, device=dev, compile=True,
+                               score=dataset)
+            rates.update({f"{m}+compile": stats["steady_samples_per_s"], f"{m}+compile_s": stats["compile_s"],
+                          f"{m}+compile_auc": stats["test_avg_auc"], f"{m}+compiled": float(stats["compiled"])})
         if streaming:
             rates[f"{m}+arrow"] = streaming_loop(dataset, mode=m, seed=seed, device=dev)["steady_samples_per_s"]
     return rates
 
 
 def plain_rates_in_fresh_process(data: str, modes: tuple[str, ...], seed: int = 0, device: str = "cpu",
-                                 streaming: bool = False) -> dict[str, float]:
+                                 streaming: bool = False, compiled: bool = False) -> dict[str, float]:
     """plain_rates in a new Python process: a clean interpreter and allocator, as a Ray worker gets
     (measured here: the same loop ran ~15 % slower in the benchmark's own long-lived process)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(plain_rates, data, modes, seed, device, streaming).result()
+        return pool.submit(plain_rates, data, modes, seed, device, streaming, compiled).result()
+
+
+def dense_tower_bound(num_domains: int = 21, input_dim: int = 272, batch_size: int = 512, steps: int = 20,
+                      rounds: int = 3, seed: int = 0, device: torch.device = torch.device("cpu")) -> dict[str, float]:
+    """What DFEI's matmuls alone cost: samples/s of the shared tower + D domain towers + D heads at
+    paper Table 4 sizes ([128, 64, 32]; heads Dense(32) -> 1 on the 4 x 32-wide [s, u, v, z] input)
+    on random dense inputs [D x batch, input_dim], D x batch rows per step, forward + backward + one
+    fused Adam update, no embeddings, ingest, DFE/DFI, dropout or per-batch Python.
+
+    Two layouts, alternated over `rounds` (the best round of each counts): "loop" (a module per
+    domain, a loop over the domains) and "stacked" (weights [D, in, out], one bmm per layer).
+    Returns {"loop_sps", "stacked_sps", "bound_sps" (the better)}.
+    """
+    g = torch.Generator().manual_seed(seed)
+    dims = [input_dim, 128, 64, 32]
+    rows = num_domains * batch_size
+    x = torch.randn(num_domains, batch_size, input_dim, generator=g).to(device)
+    y = torch.randint(0, 2, (num_domains, batch_size), generator=g).float().to(device)
+
+    def params(*shape):
+        return torch.nn.Parameter(torch.randn(*shape, generator=g).mul_(0.05).to(device))
+
+    def mlp(layers, h, last_relu=True):  # layers: [(w [in, out], b [out])]
+        for i, (w, b) in enumerate(layers):
+            h = torch.addmm(b, h, w)
+            h = torch.relu(h) if last_relu or i < len(layers) - 1 else h
+        return h
+
+    tower_shapes, head_shapes = list(zip(dims, dims[1:])), [(128, 32), (32, 1)]
+    shared = [(params(a, b), params(b)) for a, b in tower_shapes]
+    # loop: a module per domain (its own parameters, as DFEI's towers); stacked: [D, in, out] weights
+    towers = [[(params(a, b), params(b)) for a, b in tower_shapes] for _ in range(num_domains)]
+    heads = [[(params(a, b), params(b)) for a, b in head_shapes] for _ in range(num_domains)]
+    s_towers = [(params(num_domains, a, b), params(num_domains, 1, b)) for a, b in tower_shapes]
+    s_heads = [(params(num_domains, a, b), params(num_domains, 1, b)) for a, b in head_shapes]
+
+    def flat(layers):
+        return [p for layer in layers for p in layer]
+
+    loop_opt = torch.optim.Adam(flat(shared) + [p for t in towers + heads for p in flat(t)], lr=1e-3,
+                                **fast_adam_kernel())
+    stacked_opt = torch.optim.Adam(flat(shared) + flat(s_towers) + flat(s_heads), lr=1e-3, **fast_adam_kernel())
+
+    def step_loop():
+        s = mlp(shared, x.view(rows, input_dim)).view(num_domains, batch_size, -1)
+        loss = 0.0
+        for d in range(num_domains):
+            u = mlp(towers[d], x[d])
+            logit = mlp(heads[d], torch.cat([s[d], u, u, s[d]], 1), last_relu=False).squeeze(1)
+            loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(logit, y[d])
+        return loss
+
+    def step_stacked():
+        s = mlp(shared, x.view(rows, input_dim)).view(num_domains, batch_size, -1)
+        h = x
+        for w, b in s_towers:
+            h = torch.relu(torch.baddbmm(b, h, w))
+        h = torch.cat([s, h, h, s], 2)
+        h = torch.relu(torch.baddbmm(s_heads[0][1], h, s_heads[0][0]))
+        logit = torch.baddbmm(s_heads[1][1], h, s_heads[1][0]).squeeze(2)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logit, y, reduction="none").mean(1).sum()
+
+    def timed(step_fn, opt, n):
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            opt.zero_grad(set_to_none=True)
+            step_fn().backward()
+            opt.step()
+        _sync(device)
+        return n * rows / (time.perf_counter() - t0)
+
+    best = {"loop": 0.0, "stacked": 0.0}
+    timed(step_loop, loop_opt, 2)  # warm-up: Adam state, allocator
+    timed(step_stacked, stacked_opt, 2)
+    for _ in range(rounds):
+        best["loop"] = max(best["loop"], timed(step_loop, loop_opt, steps))
+        best["stacked"] = max(best["stacked"], timed(step_stacked, stacked_opt, steps))
+    return {"loop_sps": best["loop"], "stacked_sps": best["stacked"], "bound_sps": max(best.values())}
 
 
 def embedding_step_times(lazy: bool, rows: tuple[int, int] = (10**4, 10**6), n_features: int = 17,

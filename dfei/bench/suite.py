@@ -37,6 +37,8 @@ class BenchConfig:
     two_workers: bool = True
     quick: bool = False  # Ray runs in the headline mode only, shorter sync blocks
     seed: int = 0
+    compile: bool = True  # the first plain round also runs each mode with --compile (and scores both)
+    parity: tuple[str, ...] = ()  # parity.json files of pipelines/parity.py (mode=sequential,mode=fused)
 
     def __post_init__(self) -> None:
         self.out = absolute(self.out)  # Ray Train storage and every run directory derive from it
@@ -45,6 +47,8 @@ class BenchConfig:
                              f"got {self.modes}")
         if not self.scale > 0:
             raise ConfigError(f"--scale must be > 0, got {self.scale}")
+        for path in self.parity:  # read before the hour of measuring, not after
+            parity_figures(path)
 
 
 def _data(cfg: BenchConfig, log) -> str:
@@ -75,7 +79,7 @@ def run(cfg: BenchConfig, log=print) -> dict[str, Any]:
     ray_mode = init_ray(log)
     ray_init_s = time.time() - t0
 
-    peak, flops, emb, plain = _in_process(cfg, data, device, cards, domains, log)
+    peak, flops, emb, plain, bound = _in_process(cfg, data, device, cards, domains, log)
     base = TrainConfig(data=data, epochs=1, patience=1, seed=cfg.seed, use_gpu=cfg.use_gpu,
                        log_every_s=3600.0, out=os.path.join(cfg.out, "runs"))
     h = cfg.headline_mode
@@ -93,6 +97,8 @@ def run(cfg: BenchConfig, log=print) -> dict[str, Any]:
                      "backends": {b: {**v, "ratio_to_train": v["rows_per_s"] / ray_1w} for b, v in ingest.items()}}
     res["sync"] = {"mode": h, "overhead_frac": sync[h]["overhead_frac"] if sync else None, "modes": sync}
     res["embeddings"] = {"ratio": emb["lazy"]["ratio"], "update": "lazy", "variants": emb}
+    res["fast_path"] = _fast_path(cfg, plain, bound, flops, peak)
+    res["targets"] = _targets(cfg, res, modes, sync)
     first = runs[h][0]
     res["startup_s"] = ray_init_s + first["fit_to_first_step_s"]
     res["startup"] = {"ray": ray_mode, "ray_init_s": ray_init_s,
@@ -118,25 +124,36 @@ def _describe(cfg: BenchConfig, dataset: ParquetDataset, data: str, device: torc
 
 
 def _in_process(cfg: BenchConfig, data: str, device: torch.device, cards: list[int], domains: int,
-                log) -> tuple[float, float, dict[str, dict[str, float]], dict[str, list[float]]]:
-    """No Ray: the matmul peak, FLOPs per sample, embedding step times and the first plain round."""
+                log) -> tuple[float, float, dict[str, dict[str, float]], dict[str, list[float]], dict[str, float]]:
+    """No Ray: the matmul peak, FLOPs per sample, the dense-tower bound, embedding step times and the
+    first plain round (with --compile variants unless cfg.quick or not cfg.compile)."""
     peak = measure.matmul_peak_flops(device=device)
     flops = measure.flops_per_sample(cards, domains)
+    bound = measure.dense_tower_bound(num_domains=domains, input_dim=16 * len(cards), device=device,
+                                      steps=5 if cfg.quick else 20, rounds=2 if cfg.quick else 3)
+    bound["all_domain_steps"] = measure.all_domain_step_rates(cards, domains, cfg.modes, device=device,
+                                                              steps=3 if cfg.quick else 10)
+    log(f"[bench] dense-tower bound: {bound['bound_sps']:,.0f} samples/s (loop {bound['loop_sps']:,.0f}, stacked "
+        f"{bound['stacked_sps']:,.0f}); steps with every domain present: " + ", ".join(
+            f"{m} {v:,.0f}/s" for m, v in bound["all_domain_steps"].items()))
     emb = {}
     for lazy in (True, False):
         t = measure.embedding_step_times(lazy, device=device, steps=20 if cfg.quick else 40,
                                          rounds=2 if cfg.quick else 3)
         emb["lazy" if lazy else "dense"] = {"step_s_1e4": t[10**4], "step_s_1e6": t[10**6], "ratio": t[10**6] / t[10**4]}
     plain: dict[str, list[float]] = {}  # mode -> one rate per plain round (repeats + 1 of them)
-    _plain_round(cfg, data, device, plain)
-    log("[bench] plain loop: " + ", ".join(f"{m} {v[0]:,.0f}/s" for m, v in plain.items())
+    _plain_round(cfg, data, device, plain, compiled=cfg.compile and not cfg.quick)
+    log("[bench] plain loop: " + ", ".join(f"{m} {v[0]:,.0f}/s" for m, v in plain.items() if m in cfg.modes)
         + f"; embeddings 1e6/1e4 lazy {emb['lazy']['ratio']:.2f}, dense {emb['dense']['ratio']:.2f}")
-    return peak, flops, emb, plain
+    return peak, flops, emb, plain, bound
 
 
-def _plain_round(cfg: BenchConfig, data: str, device: torch.device, plain: dict[str, list[float]]) -> None:
-    """One epoch of the plain loop per mode (in a fresh process); appends each rate to plain[mode]."""
-    rates = measure.plain_rates_in_fresh_process(data, cfg.modes, cfg.seed, device.type, streaming=not cfg.quick)
+def _plain_round(cfg: BenchConfig, data: str, device: torch.device, plain: dict[str, list[float]],
+                 compiled: bool = False) -> None:
+    """One epoch of the plain loop per mode (in a fresh process); appends each rate to plain[mode]
+    (and, with `compiled`, the --compile figures to plain["<mode>+compile"] etc.)."""
+    rates = measure.plain_rates_in_fresh_process(data, cfg.modes, cfg.seed, device.type, streaming=not cfg.quick,
+                                                 compiled=compiled)
     for m, value in rates.items():
         plain.setdefault(m, []).append(value)
 
@@ -204,6 +221,91 @@ def _summary(m: str, runs: list[dict[str, Any]], plain: dict[str, list[float]],
         out["stream_runs"] = plain[f"{m}+arrow"]
     if m in two:
         out["ray_2w_sps"] = two[m]["samples_per_s"]
+    return out
+
+
+def _fast_path(cfg: BenchConfig, plain: dict[str, list[float]], bound: dict[str, float], flops: float,
+               peak: float) -> dict[str, Any]:
+    """The fast-path figures (issue 16): each mode's plain rate against the dense-tower bound, fused
+    over sequential paired by plain round, and the --compile variants' rate, compile time and AUC."""
+    seq, fused = plain.get("sequential"), plain.get("fused")
+    paired = [f / s for f, s in zip(fused, seq)] if seq and fused else []
+    modes = {}
+    for m in cfg.modes:
+        v: dict[str, Any] = {"plain_sps": float(np.median(plain[m])), "bound_frac": float(np.median(plain[m])) /
+                             bound["bound_sps"], "peak_fraction": flops * float(np.median(plain[m])) / peak}
+        if f"{m}+compile" in plain:
+            c = plain[f"{m}+compile"][0]
+            v.update(compile_sps=c, compile_speedup=c / plain[m][0], compile_s=plain[f"{m}+compile_s"][0],
+                     compiled=bool(plain[f"{m}+compiled"][0]), compile_peak_fraction=flops * c / peak,
+                     auc=plain[f"{m}_auc"][0], compile_auc=plain[f"{m}+compile_auc"][0])
+        modes[m] = v
+    best = max(modes, key=lambda m: max(modes[m]["plain_sps"], modes[m].get("compile_sps", 0.0)))
+    best_sps = max(modes[best]["plain_sps"], modes[best].get("compile_sps", 0.0))
+    steps = bound["all_domain_steps"]
+    return {"bound": bound, "modes": modes, "best_mode": best, "best_sps": best_sps,
+            "all_domain_steps": steps, "fused_over_sequential_all_domain_steps":
+                steps["fused"] / steps["sequential"] if {"fused", "sequential"} <= set(steps) else None,
+            "best_bound_frac": best_sps / bound["bound_sps"],
+            "fused_over_sequential": float(np.median(paired)) if paired else None,
+            "fused_over_sequential_rounds": paired}
+
+
+def parity_figures(path: str) -> dict[str, Any]:
+    """fused vs sequential from a parity.json of pipelines/parity.py (variants mode=sequential and
+    mode=fused, sequential the reference): mean test avg AUC difference, paired p, seeds, data."""
+    import json
+
+    try:
+        with open(path) as f:
+            p = json.load(f)
+        rows = {r["variant"]: r for r in p["variants"]}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"--parity {path}: not a readable parity.json of pipelines/parity.py ({err})") from None
+    if "mode=fused" not in rows or p["variants"][0]["variant"] != "mode=sequential":
+        raise ConfigError(f"{path}: expected variants mode=sequential (first) and mode=fused, got {list(rows)}")
+    f = rows["mode=fused"]
+    return {"path": path, "data": p["base"]["data"], "seeds": p["seeds"], "diff": f["mean_diff_vs_ref"],
+            "p": f["p_vs_ref"], "sequential": rows["mode=sequential"]["mean"], "fused": f["mean"]}
+
+
+def _targets(cfg: BenchConfig, res: dict[str, Any], modes: dict[str, dict[str, Any]],
+             sync: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every issue-16 target with its figure and met / MISSED / not measured."""
+    fp = res["fast_path"]
+    out = []
+
+    def add(name, value, op, bound, shown, detail=""):
+        out.append({"target": name, "value": value, "op": op, "bound": bound, "shown": shown, "detail": detail,
+                    "status": target(value, op, bound, shown)})
+
+    add("best mode / dense-tower bound", fp["best_bound_frac"], ">=", 0.70, "0.70",
+        f"{fp['best_mode']} {fp['best_sps']:,.0f} vs {fp['bound']['bound_sps']:,.0f} samples/s")
+    add("fused / sequential (plain loop, paired rounds)", fp["fused_over_sequential"], ">=", 1.0, "1.0x",
+        ", ".join(f"{x:.2f}" for x in fp["fused_over_sequential_rounds"]))
+    for m, v in fp["modes"].items():
+        if "compile_peak_fraction" in v:
+            add(f"{m}: FLOP share with --compile / without", v["compile_peak_fraction"] / v["peak_fraction"], ">=",
+                1.0, "1.0 (higher)", f"{v['compile_peak_fraction']:.1%} vs {v['peak_fraction']:.1%}; compile "
+                f"{v['compile_s']:.0f} s; test avg AUC {v['compile_auc']:.4f} vs {v['auc']:.4f}"
+                f"{'' if v['compiled'] else ' (fell back to eager)'}")
+    if "fused" in sync:
+        v = sync["fused"]
+        add("EMA sync share of a 2-worker fused step", v["overhead_frac"], "<=", 0.02, "2%",
+            f"+- {v['overhead_frac_ci95']:.1%} (95% CI)")
+    for m, v in modes.items():
+        add(f"Ray 1 worker / plain loop, {m}", v["ratio_1w"], ">=", 0.9, "0.9x")
+    for path in cfg.parity:
+        p = parity_figures(path)
+        ok = abs(p["diff"]) < 0.003 and p["seeds"] >= 5
+        out.append({"target": f"|fused - sequential| test avg AUC, {os.path.basename(p['data'])}", "value": p["diff"],
+                    "op": "<", "bound": 0.003, "shown": "0.003",
+                    "detail": f"{p['seeds']} seeds, paired p = {p['p']:.2f}",
+                    "status": f"(target |diff| < 0.003 over >= 5 seeds: {'met' if ok else 'MISSED'})"})
+    if not cfg.parity:
+        out.append({"target": "|fused - sequential| test avg AUC", "value": None, "op": "<", "bound": 0.003,
+                    "shown": "0.003", "detail": "pass --parity OUT/parity.json of pipelines/parity.py",
+                    "status": "(target < 0.003: not measured)"})
     return out
 
 
@@ -285,6 +387,25 @@ def table(res: dict[str, Any]) -> str:
     rows.append(("startup: Ray init + fit to first step", f"{res['startup_s']:.1f} s",
                  f"init {st['ray_init_s']:.1f} s; fit: Ray Train starts the worker {st['fit_to_worker_start_s']:.1f} s, "
                  f"our set-up {st['worker_setup_s']:.1f} s, first batch + update {st['ready_to_first_step_s']:.1f} s"))
+    fp = res.get("fast_path")
+    if fp:
+        b = fp["bound"]
+        rows.append(("fast path: dense-tower bound", f"{b['bound_sps']:,.0f} samples/s",
+                     f"towers + heads alone, random inputs: loop {b['loop_sps']:,.0f}/s, "
+                     f"stacked bmm {b['stacked_sps']:,.0f}/s"))
+        if fp.get("fused_over_sequential_all_domain_steps"):
+            rows.append(("fast path: steps with every domain present",
+                         f"{fp['fused_over_sequential_all_domain_steps']:.2f}x", "fused over sequential: " + ", ".join(
+                             f"{m} {v:,.0f}/s" for m, v in fp["all_domain_steps"].items())))
+        for m, v in fp["modes"].items():
+            extra = (f"; --compile {v['compile_sps']:,.0f}/s ({v['compile_speedup']:.2f}x eager, compiled in "
+                     f"{v['compile_s']:.0f} s{'' if v['compiled'] else ', fell back to eager'}), test avg AUC "
+                     f"{v['compile_auc']:.4f} vs eager {v['auc']:.4f}") if "compile_sps" in v else ""
+            rows.append((f"fast path: {m}, plain loop", f"{v['bound_frac']:.2f}x bound",
+                         f"{v['plain_sps']:,.0f}/s, {v['peak_fraction']:.1%} of matmul peak{extra}"))
+    for t in res.get("targets", []):
+        value = "-" if t["value"] is None else (f"{t['value']:+.4f}" if t["op"] == "<" else f"{t['value']:.3f}")
+        rows.append((f"target: {t['target']}", value, f"{t['status']} {t['detail']}".strip()))
     width = max(len(r[0]) for r in rows)
     lines = [f"| {'measure'.ljust(width)} | value | compared |", f"|{'-' * (width + 2)}|---|---|"]
     lines += [f"| {a.ljust(width)} | {b} | {c} |" for a, b, c in rows]
@@ -300,5 +421,6 @@ def dotted(res: dict[str, Any], key: str):
 
 
 REQUIRED_KEYS = ("train.plain_sps", "train.ray_1w_sps", "train.ray_2w_sps", "train.ratio_1w", "train.peak_fraction",
-                 "ingest.rows_per_s", "ingest.ratio_to_train", "sync.overhead_frac", "embeddings.ratio", "startup_s")
+                 "ingest.rows_per_s", "ingest.ratio_to_train", "sync.overhead_frac", "embeddings.ratio", "startup_s",
+                 "fast_path.bound.bound_sps", "fast_path.best_bound_frac", "fast_path.fused_over_sequential")
 

@@ -22,10 +22,21 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from dfei.models.base import PredictProba, check_domain_indices
-from dfei.models.layers import MLP, FeatureEmbedding, GlobalBatchStatistics, route_by_domain
+from dfei.models.base import PredictProba
+from dfei.models.layers import (
+    MLP,
+    DomainGroups,
+    FeatureEmbedding,
+    GlobalBatchStatistics,
+    apply_layers,
+    output_dim,
+    route_by_domain,
+    run_layers,
+    stacked_apply,
+)
 
 
 @dataclass
@@ -53,18 +64,6 @@ class DFEIConfig:
             raise ValueError("use_dfi=True needs use_dfe=True: DFI integrates the DFE domain features")
 
 
-def domain_segments(domain: torch.Tensor) -> list[tuple[int, int, int]] | None:
-    """[(d, start, end)] when the rows of each domain are contiguous (as in fused steps), else None."""
-    values, counts = torch.stack(torch.unique_consecutive(domain, return_counts=True)).tolist()  # one host copy
-    if len(set(values)) != len(values):
-        return None
-    out, end = [], 0
-    for d, n in zip(values, counts):
-        out.append((d, end, end + n))
-        end += n
-    return out
-
-
 class DomainFeatureExtraction(GlobalBatchStatistics, nn.Module):
     """DFE (Eq. 4): v_d^t = alpha * v_d^{t-1} + (1 - alpha) * mean(u_d^t), v_d^0 = mean(u_d^0).
 
@@ -88,7 +87,8 @@ class DomainFeatureExtraction(GlobalBatchStatistics, nn.Module):
             return self.v
         n_domains, dim = self.v.shape
         sums = torch.zeros(n_domains, dim, dtype=u.dtype, device=u.device).index_add(0, domain, u)
-        counts = torch.bincount(domain, minlength=n_domains).to(u.dtype)  # [D]
+        counts = u.new_zeros(n_domains).index_add_(0, domain, u.new_ones(domain.shape[0]))  # [D] (bincount has no
+        # meta/fake kernel: this runs under torch.compile and on any device)
         sums, counts = self.global_sums(sums, counts)  # the global batch's, under DDP
         present = counts > 0
         mean = sums / counts.clamp(min=1.0).unsqueeze(1)  # [D, dim]
@@ -116,22 +116,48 @@ class DomainFeatureIntegration(nn.Module):
         self.h2 = nn.Linear(embed_dim, k)  # query
         self.h3 = nn.Linear(domain_dim, k)  # key
 
-    def forward(self, e: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # e: [batch, embed_dim], v: [D, domain_dim] -> z: [batch, k], w: [batch, D]
+    def forward(self, e: torch.Tensor, v: torch.Tensor,
+                domain: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """e: [batch, embed_dim], v: [D, domain_dim] -> z: [batch, k], w: [batch, D].
+
+        `domain` [batch] int64 (a fused step's rows of several domains): the same z and w, but a
+        row's gradient reaches only its own domain's v_d, as in a sequential step of that domain,
+        where the other domains' v are buffers (constants). Without it every domain's loss would
+        also train every other present domain's tower through v (measured: fused trailed
+        sequential on the industrial profile; BENCHMARKS.md "Fused vs sequential").
+        """
         query = self.h2(e)  # [batch, k]
-        keys = self.h3(v)  # [D, k]
-        values = self.h1(v)  # [D, k]
-        w = torch.softmax(query @ keys.T / math.sqrt(self.k), dim=1)  # [batch, D]
-        return w @ values, w
+        if domain is None or not (torch.is_grad_enabled() and v.requires_grad):
+            keys = self.h3(v)  # [D, k]
+            values = self.h1(v)  # [D, k]
+            w = torch.softmax(query @ keys.T / math.sqrt(self.k), dim=1)  # [batch, D]
+            return w @ values, w
+        fixed = v.detach()
+        keys, values = self.h3(fixed), self.h1(fixed)  # [D, k]: h1, h3 still learn; v does not
+        live_keys, live_values = self.h3(v).index_select(0, domain), self.h1(v).index_select(0, domain)  # [batch, k]
+        own_key = live_keys - keys.index_select(0, domain)  # 0, with the gradient of the row's own key
+        scores = query @ keys.T  # [batch, D]
+        scores = scores + F.one_hot(domain, scores.shape[1]) * (query * own_key).sum(1, keepdim=True)
+        w = torch.softmax(scores / math.sqrt(self.k), dim=1)  # [batch, D]
+        own_value = live_values - values.index_select(0, domain)  # 0, with the gradient of the row's own value
+        return w @ values + w.gather(1, domain.unsqueeze(1)) * own_value, w
 
 
 class DFEI(PredictProba, nn.Module):
     """The full model. `forward(x, domain)` returns logits [batch].
 
     `domain` is either an int (a single-domain batch, Algorithm 1's sequential step) or a
-    LongTensor [batch] of per-row domain indices in [0, D) (inference, fused steps): per-domain
-    towers, heads and DFE statistics are then computed per present domain by index/scatter.
+    LongTensor [batch] of per-row domain indices in [0, D) (inference, fused steps): the domain
+    towers and heads then run as one batched matmul per layer over the present domains' rows
+    (`stacked_apply`; `stacked = False` loops over the domains instead: the same outputs and
+    gradients in eval or without dropout, the same dropout distribution in training, other masks),
+    and the DFE statistics per present domain by index_add.
     """
+
+    stacked = True
+    accepts_groups = True  # forward takes the fused step's DomainGroups (dfei.train.engine)
+    # None: towers and heads run as modules; else a compiled layers.run_layers (dfei.train.compiled)
+    layer_runner = None
 
     def __init__(self, config: DFEIConfig):
         super().__init__()
@@ -172,40 +198,45 @@ class DFEI(PredictProba, nn.Module):
         yield from self.domain_towers[d].parameters()
         yield from self.heads[d].parameters()
 
-    def _per_domain(self, modules: Sequence[nn.Module], h: torch.Tensor, domain: torch.Tensor, out_dim: int,
-                    segments: list[tuple[int, int, int]] | None):
-        # Apply modules[d] to the rows of each present domain d; loops over domains, not rows.
-        if segments is not None:  # rows grouped by domain (fused steps): slices, no gathers
-            return torch.cat([modules[d](h[a:b]) for d, a, b in segments])
-        present = torch.unique(domain).tolist()
-        check_domain_indices(present, self.num_domains)
-        return route_by_domain(lambda rows, d: modules[d](rows), h, domain, present,
-                               out=h.new_empty(h.shape[0], out_dim))
+    def _per_domain(self, modules: Sequence[nn.Module], h: torch.Tensor, domain: torch.Tensor,
+                    groups: DomainGroups) -> torch.Tensor:
+        # modules[d] applied to the rows of each present domain d: [rows, in] -> [rows, out]
+        if not groups.present:  # an empty batch
+            return h.new_zeros(0, output_dim(modules[0]))
+        if len(groups.present) == 1:
+            return apply_layers(modules[groups.present[0]], h, self.layer_runner)
+        if self.stacked:  # one batched matmul per layer over the padded per-domain blocks
+            runner = self.layer_runner or run_layers
+            return groups.unpad(stacked_apply(modules, groups.present, groups.pad(h), runner))
+        return route_by_domain(lambda rows, d: modules[d](rows), h, domain, groups.present,
+                               out=h.new_empty(h.shape[0], output_dim(modules[groups.present[0]])))
 
-    def forward(self, x: torch.Tensor, domain: int | torch.Tensor) -> torch.Tensor:
-        # x: [batch, n_features] -> logits [batch]
+    def forward(self, x: torch.Tensor, domain: int | torch.Tensor, groups: DomainGroups | None = None) -> torch.Tensor:
+        """x: [batch, F] int64 ids; domain: an int (one domain's batch) or [batch] int64 model domain
+        indices in any order (IndexError outside [0, D)); groups: the batch's DomainGroups when the
+        caller has them from host ids (the fused step), else built here (one host copy) -> logits [batch]."""
         batch = x.shape[0]
         single = isinstance(domain, int)
         if single and not 0 <= domain < self.num_domains:
             raise IndexError(f"domain index {domain} outside [0, {self.num_domains})")
+        if not single and groups is None:
+            groups = DomainGroups.from_tensor(domain, self.num_domains)
         e = self.embedding(x)  # [batch, F * embed_dim]
-        s = self.shared_tower(e)  # [batch, 32]
+        s = apply_layers(self.shared_tower, e, self.layer_runner)  # [batch, 32]
         dom = torch.full((batch,), domain, dtype=torch.long, device=x.device) if single else domain
-        segments = None if single else domain_segments(dom)
-        if segments is not None:
-            check_domain_indices([d for d, _, _ in segments], self.num_domains)
         if single:
-            u = self.domain_towers[domain](e)  # [batch, 32]
+            u = apply_layers(self.domain_towers[domain], e, self.layer_runner)
         else:
-            u = self._per_domain(self.domain_towers, e, dom, s.shape[1], segments)
-        parts = [s, u]
+            u = self._per_domain(self.domain_towers, e, dom, groups)
+        parts = [s, u]  # u: [batch, 32]
         if self.dfe is not None:
             v = self.dfe(u, dom)  # [D, 32]
             parts.append(v[domain].expand(batch, -1) if single else v.index_select(0, dom))
             if self.dfi is not None:
-                z, _ = self.dfi(e, v)  # [batch, k]
+                # several domains: a row's gradient to its own v only (one domain: the others are buffers already)
+                z, _ = self.dfi(e, v, dom if not single and len(groups.present) > 1 else None)  # [batch, k]
                 parts.append(z)
         h = torch.cat(parts, dim=1)
         if single:
-            return self.heads[domain](h).squeeze(1)
-        return self._per_domain(self.heads, h, dom, 1, segments).squeeze(1)
+            return apply_layers(self.heads[domain], h, self.layer_runner).squeeze(1)
+        return self._per_domain(self.heads, h, dom, groups).squeeze(1)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dfei.models.base import DROPOUT, TOWER, MultiDomainModel, head
+from dfei.models.layers import Dropout
 
 
 class GateNU(nn.Sequential):
@@ -30,7 +31,7 @@ class PPTower(nn.Module):
         sizes = [in_dim] + TOWER
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
         self.gates = nn.ModuleList(GateNU(prior_dim, b) for b in TOWER)
-        self.dropouts = nn.ModuleList(nn.Dropout(p) for p in DROPOUT)
+        self.dropouts = nn.ModuleList(Dropout(p) for p in DROPOUT)
         self.head = head(TOWER[-1])
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,7 @@ class DFEIPlugin(MultiDomainModel):
             u = route_by_domain(self.backbone.represent, e, dom, present,
                                 out=e.new_empty(e.shape[0], self.backbone.representation_dim))
         v = self.dfe(u, dom)  # [D, u_dim]
-        z, _ = self.dfi(e, v)  # [batch, k]
+        z, _ = self.dfi(e, v, dom if len(present) > 1 else None)  # [batch, k]; own-domain gradients
         h = torch.cat([s, u, v.index_select(0, dom), z], dim=1)
         return route_by_domain(lambda rows, d: self.heads[d](rows).squeeze(1), h, dom, present,
                                out=e.new_empty(e.shape[0]))

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dfei.models.base import DROPOUT, TOWER, MultiDomainModel, head
-from dfei.models.layers import MLP, GlobalBatchStatistics
+from dfei.models.layers import MLP, Dropout, GlobalBatchStatistics
 
 
 class StarDomain(nn.Module):
@@ -49,7 +49,7 @@ class STAR(GlobalBatchStatistics, MultiDomainModel):
             nn.Parameter(torch.empty(a, b).uniform_(-1 / math.sqrt(a), 1 / math.sqrt(a))) for a, b in zip(sizes, sizes[1:]))
         self.b = nn.ParameterList(nn.Parameter(torch.zeros(b)) for b in sizes[1:])
         self.domains = nn.ModuleList(StarDomain(sizes) for _ in range(num_domains))
-        self.dropouts = nn.ModuleList(nn.Dropout(p) for p in DROPOUT)
+        self.dropouts = nn.ModuleList(Dropout(p) for p in DROPOUT)
         self.head = head(TOWER[-1])
         self.aux = nn.Sequential(MLP(dim + 16, list(aux_dims)), nn.Linear(aux_dims[-1], 1))
 

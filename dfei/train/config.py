@@ -90,10 +90,15 @@ class TrainConfig(BaseModel):
     batch_size: Int = _field(512, "mini-batch per domain", ge=1)
     mode: Literal[MODES] = _field(
         "sequential", "sequential: Algorithm 1 as written, one update per domain batch; fused: one update per "
-        "step over all domains' batches (one forward/backward, one collective per step)")
+        "step over all domains' batches (one forward/backward, one collective per step; the towers as batched "
+        "matmuls): "
+        "faster, recommended for speed (BENCHMARKS.md: AUC within noise of sequential or above)")
     embedding_update: Literal[EMBEDDING_UPDATES] = _field(
         "lazy", "lazy: only the embedding rows in the batch are updated (step cost independent of the table "
         "size); dense: every row every step, as the authors' TF Adam")
+    compile: StrictBool = _field(
+        False, "torch.compile the towers and heads (DFEI): compiled once before the first epoch (its time "
+        "reported apart as compile_s), falling back to eager with one warning where it cannot compile")
     exhaustion: Literal[EXHAUSTION] = _field(
         "exhaust", "exhaust: a domain that runs out sits out the rest of the epoch (as the authors); cycle: "
         "small domains repeat until the largest is done")

@@ -17,12 +17,23 @@ from dfei.data.dataset import ParquetDataset
 from dfei.data.ingest import DomainReader
 from dfei.errors import TrainingDivergedError
 from dfei.eval.metrics import split_metrics
+from dfei.models.layers import DomainGroups
+from dfei.train.compiled import enable_compile
 from dfei.train.optim import shared_groups
 
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The DFEI module under a DistributedDataParallel wrapper, if any."""
     return getattr(model, "module", model)
+
+
+def to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host batch on `device`: zero-copy on CPU; on CUDA copied from pinned memory without
+    blocking the host (the copy is queued on the stream, the host goes on to the next batch)."""
+    t = torch.from_numpy(a)
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
 
 
 # a non-finite loss is looked for every this many updates (and at the end of the epoch): one host
@@ -39,15 +50,17 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
                 min_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 check_every: int = DIVERGENCE_CHECK_EVERY, resume: dict | None = None,
                 seed_step: Callable[[int], None] | None = None, checkpoint_every: int | None = None,
-                on_checkpoint: Callable[[int, dict], None] | None = None) -> dict:
+                on_checkpoint: Callable[[int, dict], None] | None = None, compile: bool = False) -> dict:
     """One epoch of Algorithm 1; every item of `batches` is one update.
 
     sequential items (step, d, x, y): one domain's batch, its loss, one backward, one update.
     fused items (step, domains, x, y) with `domains` an int array [rows]: all domains' batches of a
     step at once (rows grouped by domain); the loss is the sum over the present domains of each
-    domain's mean loss, so every domain's tower and head get the gradient a sequential step would
-    give them, and the shared parameters their sum, in one update whose shared lr is scaled by the
-    number of present domains (sequential steps them once per domain).
+    domain's mean loss. Every domain's tower and head get the gradient a sequential step would give
+    them (DFI passes a row's gradient to its own domain's v only), the shared parameters the mean of
+    the domains' gradients, in one update whose shared lr is scaled by the number of present domains
+    (sequential steps them once per domain; _fused_update). DFEI runs the step's towers and heads
+    as one batched matmul per layer (DomainGroups, built here from the host ids).
     `after_backward` runs between backward and the update (the sparse-gradient all-reduce);
     `gather` concatenates a 1-D tensor over the ranks (the fused mode's per-row counts).
 
@@ -64,10 +77,15 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     `seed_step(step)` runs before each step's first update: dropout masks are drawn from a seed of
     the step, not from a stream that depends on how many steps this process ran.
 
+    `compile` compiles the model's towers and heads first (dfei.train.compiled; idempotent, so only
+    the first epoch pays): "compiled" (False after a fallback to eager, with one warning) and
+    "compile_s" (excluded from the epoch's seconds) are then in the result.
+
     Returns per-domain mean loss, samples, batches, updates, seconds, the wall time of the first update,
     the steady-state rate (samples after the first update / time since it) and `diverged`.
     """
     model.train()
+    compiled = enable_compile(model, device) if compile else None
     totals = _Totals.zeros(num_domains, device) if resume is None else _Totals.restore(resume, device)
     updates = 0 if resume is None else int(resume["updates"])
     last_log = time.time()
@@ -85,8 +103,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
             current = step
             if seed_step is not None:
                 seed_step(step)
-        xb = torch.from_numpy(x).to(device, non_blocking=True)
-        yb = torch.from_numpy(y).to(device, non_blocking=True)
+        xb, yb = to_device(x, device), to_device(y, device)
         optimizer.zero_grad(set_to_none=True)  # other domains' parameters keep grad None: Adam skips them
         fused = not isinstance(d, (int, np.integer))
         if fused:
@@ -115,7 +132,10 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     if diverged is None and updates % check_every != 0:  # the updates since the last check
         diverged = _divergence(totals.first_bad, num_domains, min_over_ranks)
     steps = step + 1 if max_steps is None else min(step + 1, max_steps)
-    return _epoch_stats(totals, t0, first_update, first_samples, steps, updates, diverged)
+    stats = _epoch_stats(totals, t0, first_update, first_samples, steps, updates, diverged)
+    if compiled is not None:
+        stats.update(compiled=compiled["compiled"], compile_s=compiled["compile_s"], compile_error=compiled["error"])
+    return stats
 
 
 @dataclass
@@ -168,7 +188,10 @@ def _fused_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, d: np.ndar
     num_domains = len(totals.samples)
     counts = np.bincount(d, minlength=num_domains)
     db = torch.from_numpy(d).to(xb.device, non_blocking=True)
-    per_row = F.binary_cross_entropy_with_logits(model(xb, db), yb, reduction="none")
+    # models that take the rows' grouping from host ids (DFEI's stacked towers) get it: no device sync
+    extra = {"groups": DomainGroups.from_numpy(d, num_domains, xb.device)} if getattr(
+        unwrap(model), "accepts_groups", False) else {}
+    per_row = F.binary_cross_entropy_with_logits(model(xb, db, **extra), yb, reduction="none")
     sums = torch.zeros(num_domains, dtype=per_row.dtype, device=xb.device).index_add(0, db, per_row)
     count_t = torch.from_numpy(counts).to(xb.device, per_row.dtype)
     loss = (sums / count_t.clamp(min=1)).sum()  # absent domains contribute 0
@@ -231,16 +254,28 @@ def _fused_update(optimizer: torch.optim.Optimizer, present: int, model: nn.Modu
                   domains: torch.Tensor, num_domains: int, gather) -> None:
     """One update for a fused step of `present` domains, with the lr sequential would spread over
     several updates (dfei/train/optim.py): the dense shared parameters' lr times `present`, each
-    embedding row's lr times the number of domains whose batch holds it."""
+    embedding row's lr times the number of domains whose batch holds it.
+
+    The shared gradients are the mean over those domains, not their sum: Adam's second moment
+    (beta2 = 0.999, a memory of ~1000 updates) is then fed gradients of one domain's scale whether
+    21 domains or 1 are present. With the sum, the many-domain steps at each epoch's start left it up
+    to n times too large for the hundreds of one-domain steps after them (the industrial profile's
+    largest domain alone), shrinking those steps; fused trailed sequential there (BENCHMARKS.md)."""
     table = unwrap(model).embedding.weight
     if table.grad is None or not table.grad.is_sparse or not hasattr(optimizer, "row_scale"):
         raise ValueError("the fused mode needs lazy embedding updates (embedding_update=lazy): its learning "
                          "rates are per embedding row")
-    optimizer.row_scale[table] = embedding_row_domains(model, x, domains, num_domains, gather)
+    if present == 1:  # one domain (on every rank: equal shares): every multiplier is 1, as sequential
+        optimizer.step()
+        return
+    optimizer.row_scale[table] = embedding_row_domains(model, x, domains, num_domains, gather)  # rows: mean too
     groups = [g for g in shared_groups(optimizer) if not any(q is table for q in g["params"])]
     base = [g["lr"] for g in groups]
     for g in groups:
         g["lr"] *= present
+        for p in g["params"]:
+            if p.grad is not None:
+                p.grad.div_(present)
     try:
         optimizer.step()
     finally:

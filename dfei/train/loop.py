@@ -212,7 +212,7 @@ def train_one_epoch(w: Worker, model: nn.Module, optimizer: torch.optim.Optimize
         return train_epoch(model, optimizer, stream, w.device, w.dataset.spec.num_domains, cfg.max_steps_per_epoch,
                            progress, cfg.log_every_s, hooks.after_backward, hooks.gather, hooks.min_over_ranks,
                            resume=resume, seed_step=seed_step, checkpoint_every=cfg.checkpoint_every_steps,
-                           on_checkpoint=checkpoint)
+                           on_checkpoint=checkpoint, compile=cfg.compile)
     finally:
         stream.close()
 
@@ -298,6 +298,8 @@ def end_epoch(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer, sta
            "samples": stats["samples"] * world, "train_seconds": stats["seconds"], "eval_seconds": time.time() - t_eval,
            "samples_per_s": stats["samples_per_s"] * world,
            "steady_samples_per_s": stats["steady_samples_per_s"] * world, "steps": stats["steps"]}
+    if "compiled" in stats:  # --compile: whether it held (False: fell back to eager), its time (not in train_seconds)
+        row.update(compiled=stats["compiled"], compile_s=stats["compile_s"], compile_error=stats["compile_error"])
     improved = state.record(epoch, valid["avg_auc"], row)
     if improved:
         best_weights = copy.deepcopy(unwrap(model).state_dict())

@@ -34,6 +34,14 @@ def test_quick_benchmark_writes_every_figure(ray_cluster, tmp_path):
     assert res["embeddings"]["variants"]["dense"]["ratio"] > res["embeddings"]["ratio"]  # what lazy updates buy
     assert set(res["ingest"]["backends"]) == {"arrow"}  # --quick: the default backend only
     assert "| train: Ray pipeline, 1 worker" in proc.stdout  # the printed table
+    # the fast-path targets: each with its figure, from figures of this run
+    fp = res["fast_path"]
+    rounds = fp["fused_over_sequential_rounds"]  # fused / sequential per plain round (each in one process)
+    assert len(rounds) == 2 and fp["fused_over_sequential"] == pytest.approx(sum(rounds) / 2)
+    assert fp["best_bound_frac"] == pytest.approx(fp["best_sps"] / fp["bound"]["bound_sps"])
+    names = [t["target"] for t in res["targets"]]
+    assert "best mode / dense-tower bound" in names and "fused / sequential (plain loop, paired rounds)" in names
+    assert "| target: best mode / dense-tower bound" in proc.stdout
     # every printed target says whether it was met
     targets = re.findall(r"\(target [<>]= [^:)]+(: [^)]*)?\)", proc.stdout)
     assert len(targets) >= 4 and all(v in (": met", ": MISSED") for v in targets), targets
@@ -44,6 +52,27 @@ def test_quick_benchmark_writes_every_figure(ray_cluster, tmp_path):
     assert len(ray) == 1 and len(plain) == 2
     assert dotted(res, "train.ratio_1w") == pytest.approx(ray[0] / ((plain[0] + plain[1]) / 2))
     assert dotted(res, "ingest.ratio_to_train") == res["ingest"]["rows_per_s"] / res["train"]["ray_1w_sps"]
+
+
+def test_parity_figures_report_the_fused_vs_sequential_target(tmp_path):
+    from dfei.bench.suite import parity_figures
+    from dfei.errors import ConfigError
+
+    path = tmp_path / "parity.json"
+    path.write_text(json.dumps({"base": {"data": "/d/industrial-s0.01"}, "seeds": 5, "variants": [
+        {"variant": "mode=sequential", "mean": 0.70, "mean_diff_vs_ref": 0.0, "p_vs_ref": float("nan")},
+        {"variant": "mode=fused", "mean": 0.701, "mean_diff_vs_ref": 0.001, "p_vs_ref": 0.5}]}))
+    p = parity_figures(str(path))
+    assert (p["diff"], p["seeds"], p["p"], p["fused"]) == (0.001, 5, 0.5, 0.701)
+    (tmp_path / "other.json").write_text(json.dumps({"base": {"data": "x"}, "seeds": 3, "variants": [
+        {"variant": "embedding_update=dense"}, {"variant": "embedding_update=lazy"}]}))
+    with pytest.raises(ConfigError, match="expected variants mode=sequential"):
+        parity_figures(str(tmp_path / "other.json"))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "pipelines", "benchmark.py"), "--parity",
+                           str(tmp_path / "missing.json"), "--out", str(tmp_path / "b")], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "not a readable parity.json" in proc.stderr
+    assert not (tmp_path / "b").exists()  # refused before anything was measured or written
 
 
 def test_bad_arguments_fail_fast(tmp_path):

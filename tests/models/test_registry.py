@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 
 import numpy as np
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -112,23 +111,28 @@ def test_dfei_plugs_into_every_backbone_with_a_per_domain_representation(backbon
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_fused_steps_over_all_domains_reduce_the_loss(name):
-    # the fused mode: one mixed batch of every domain, per-domain mean losses summed, one update
+    # the fused mode: one mixed batch of every domain, per-domain mean losses summed, one update.
+    # 30 updates at lr 1e-2 on 64 rows: a single seed can overshoot (STAR's per-domain statistics on
+    # 16-row batches), so the median over 3 seeds must fall
     from dfei.data.ingest import fused_steps
     from dfei.train.engine import train_epoch
 
-    torch.manual_seed(0)
-    model = build_model(name, CARDS, D)
-    opt = build_optimizer(model, lr=1e-2, shared_lr_scale=1.0 / D)
     x, y = _batch()
     dom = np.arange(64) % D
     items = [(s, d, x.numpy()[dom == d], y.numpy()[dom == d]) for s in range(30) for d in range(D)]
+    drops = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = build_model(name, CARDS, D)
+        opt = build_optimizer(model, lr=1e-2, shared_lr_scale=1.0 / D)
 
-    def loss() -> float:
-        model.eval()
-        with torch.no_grad():
-            return F.binary_cross_entropy_with_logits(model(x, torch.from_numpy(dom)), y).item()
+        def loss() -> float:
+            model.eval()
+            with torch.no_grad():
+                return F.binary_cross_entropy_with_logits(model(x, torch.from_numpy(dom)), y).item()
 
-    before = loss()
-    stats = train_epoch(model, opt, fused_steps(iter(items)), torch.device("cpu"), D)
-    assert stats["steps"] == 30 and stats["samples"] == 30 * 64
-    assert loss() < before - 0.05
+        before = loss()
+        stats = train_epoch(model, opt, fused_steps(iter(items)), torch.device("cpu"), D)
+        assert stats["steps"] == 30 and stats["samples"] == 30 * 64
+        drops.append(before - loss())
+    assert np.median(drops) > 0.05, drops
