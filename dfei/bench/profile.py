@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dfei.bench.measure import in_memory_order, random_steps  # noqa: F401 (random_steps: profile inputs)
+from dfei.bench.measure import in_memory_order, random_steps
 from dfei.data.ingest import fused_steps
 from dfei.models import build_model
 from dfei.train.engine import train_epoch

@@ -79,7 +79,7 @@ def run(cfg: BenchConfig, log=print) -> dict[str, Any]:
     ray_mode = init_ray(log)
     ray_init_s = time.time() - t0
 
-    peak, flops, emb, plain, bound = _in_process(cfg, data, device, cards, domains, log)
+    peak, flops, emb, plain, bound, all_domain = _in_process(cfg, data, device, cards, domains, log)
     base = TrainConfig(data=data, epochs=1, patience=1, seed=cfg.seed, use_gpu=cfg.use_gpu,
                        log_every_s=3600.0, out=os.path.join(cfg.out, "runs"))
     h = cfg.headline_mode
@@ -97,7 +97,7 @@ def run(cfg: BenchConfig, log=print) -> dict[str, Any]:
                      "backends": {b: {**v, "ratio_to_train": v["rows_per_s"] / ray_1w} for b, v in ingest.items()}}
     res["sync"] = {"mode": h, "overhead_frac": sync[h]["overhead_frac"] if sync else None, "modes": sync}
     res["embeddings"] = {"ratio": emb["lazy"]["ratio"], "update": "lazy", "variants": emb}
-    res["fast_path"] = _fast_path(cfg, plain, bound, flops, peak)
+    res["fast_path"] = _fast_path(cfg, plain, bound, all_domain, flops, peak)
     res["targets"] = _targets(cfg, res, modes, sync)
     first = runs[h][0]
     res["startup_s"] = ray_init_s + first["fit_to_first_step_s"]
@@ -124,18 +124,18 @@ def _describe(cfg: BenchConfig, dataset: ParquetDataset, data: str, device: torc
 
 
 def _in_process(cfg: BenchConfig, data: str, device: torch.device, cards: list[int], domains: int,
-                log) -> tuple[float, float, dict[str, dict[str, float]], dict[str, list[float]], dict[str, float]]:
+                log) -> tuple[float, float, dict[str, dict[str, float]], dict[str, list[float]], dict[str, float],
+                              dict[str, float]]:
     """No Ray: the matmul peak, FLOPs per sample, the dense-tower bound, embedding step times and the
     first plain round (with --compile variants unless cfg.quick or not cfg.compile)."""
     peak = measure.matmul_peak_flops(device=device)
     flops = measure.flops_per_sample(cards, domains)
     bound = measure.dense_tower_bound(num_domains=domains, input_dim=16 * len(cards), device=device,
                                       steps=5 if cfg.quick else 20, rounds=2 if cfg.quick else 3)
-    bound["all_domain_steps"] = measure.all_domain_step_rates(cards, domains, cfg.modes, device=device,
-                                                              steps=3 if cfg.quick else 10)
+    all_domain = measure.all_domain_step_rates(cards, domains, cfg.modes, device=device, steps=3 if cfg.quick else 10)
     log(f"[bench] dense-tower bound: {bound['bound_sps']:,.0f} samples/s (loop {bound['loop_sps']:,.0f}, stacked "
         f"{bound['stacked_sps']:,.0f}); steps with every domain present: " + ", ".join(
-            f"{m} {v:,.0f}/s" for m, v in bound["all_domain_steps"].items()))
+            f"{m} {v:,.0f}/s" for m, v in all_domain.items()))
     emb = {}
     for lazy in (True, False):
         t = measure.embedding_step_times(lazy, device=device, steps=20 if cfg.quick else 40,
@@ -145,7 +145,7 @@ def _in_process(cfg: BenchConfig, data: str, device: torch.device, cards: list[i
     _plain_round(cfg, data, device, plain, compiled=cfg.compile and not cfg.quick)
     log("[bench] plain loop: " + ", ".join(f"{m} {v[0]:,.0f}/s" for m, v in plain.items() if m in cfg.modes)
         + f"; embeddings 1e6/1e4 lazy {emb['lazy']['ratio']:.2f}, dense {emb['dense']['ratio']:.2f}")
-    return peak, flops, emb, plain, bound
+    return peak, flops, emb, plain, bound, all_domain
 
 
 def _plain_round(cfg: BenchConfig, data: str, device: torch.device, plain: dict[str, list[float]],
@@ -224,8 +224,8 @@ def _summary(m: str, runs: list[dict[str, Any]], plain: dict[str, list[float]],
     return out
 
 
-def _fast_path(cfg: BenchConfig, plain: dict[str, list[float]], bound: dict[str, float], flops: float,
-               peak: float) -> dict[str, Any]:
+def _fast_path(cfg: BenchConfig, plain: dict[str, list[float]], bound: dict[str, float],
+               steps: dict[str, float], flops: float, peak: float) -> dict[str, Any]:
     """The fast-path figures (issue 16): each mode's plain rate against the dense-tower bound, fused
     over sequential paired by plain round, and the --compile variants' rate, compile time and AUC."""
     seq, fused = plain.get("sequential"), plain.get("fused")
@@ -242,7 +242,6 @@ def _fast_path(cfg: BenchConfig, plain: dict[str, list[float]], bound: dict[str,
         modes[m] = v
     best = max(modes, key=lambda m: max(modes[m]["plain_sps"], modes[m].get("compile_sps", 0.0)))
     best_sps = max(modes[best]["plain_sps"], modes[best].get("compile_sps", 0.0))
-    steps = bound["all_domain_steps"]
     return {"bound": bound, "modes": modes, "best_mode": best, "best_sps": best_sps,
             "all_domain_steps": steps, "fused_over_sequential_all_domain_steps":
                 steps["fused"] / steps["sequential"] if {"fused", "sequential"} <= set(steps) else None,

@@ -184,8 +184,8 @@ class DomainGroups:
     the per-domain counts).
     """
 
-    def __init__(self, present: list[int], rows: int, m: int, dest: torch.Tensor | None):
-        self.present, self.rows, self.m, self.dest = present, rows, m, dest
+    def __init__(self, present: list[int], m: int, dest: torch.Tensor | None):
+        self.present, self.m, self.dest = present, m, dest
 
     @classmethod
     def from_numpy(cls, domain: np.ndarray, num_domains: int, device: torch.device) -> "DomainGroups":
@@ -199,14 +199,14 @@ class DomainGroups:
         m = int(counts.max()) if domain.size else 0
         grouped = bool(np.all(domain[1:] >= domain[:-1]))
         if grouped and bool(np.all(counts[present] == m)):
-            return cls(present.tolist(), len(domain), m, None)
+            return cls(present.tolist(), m, None)
         slot = np.zeros(num_domains, dtype=np.int64)
         slot[present] = np.arange(len(present)) * m
         order = np.argsort(domain, kind="stable")
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         dest = np.empty(len(domain), dtype=np.int64)
         dest[order] = slot[domain[order]] + np.arange(len(domain)) - starts[domain[order]]
-        return cls(present.tolist(), len(domain), m, torch.from_numpy(dest).to(device, non_blocking=True))
+        return cls(present.tolist(), m, torch.from_numpy(dest).to(device, non_blocking=True))
 
     @classmethod
     def from_tensor(cls, domain: torch.Tensor, num_domains: int) -> "DomainGroups":
