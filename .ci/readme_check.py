@@ -102,7 +102,8 @@ def outputs(command: str) -> list[str]:
     if "tune.py" in command:
         return [f"{out}/results.csv", f"{out}/results.md", f"{out}/best.json", f"{out}/alpha_curve.png"]
     if "compare.py" in command:
-        return [f"{out}/table.md", f"{out}/table.csv", f"{out}/runs.csv", f"{out}/domain_features_tsne.png"] + (
+        return [f"{out}/table.md", f"{out}/table.csv", f"{out}/runs.csv", f"{out}/curves.png",
+                f"{out}/domain_features_tsne.png"] + (
             [f"{out}/ablation.png"] if "--ablation" in command else [])
     if "predict.py" in command:
         return [out]

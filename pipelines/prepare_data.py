@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--day", type=int, default=0, help="another day's logs of the same world (default 0): new rows, "
                                                       "same users, items and domains; for incremental training")
     s.add_argument("--domains", help="comma-separated domain names to keep (default all), e.g. B1,B2,B3")
+    s.add_argument("--min-eval-rows", type=int, default=0, metavar="N", help=(
+        "at least N valid and N test rows per domain, each domain's CTR kept (default 0: the table's counts at "
+        "--scale); train rows unchanged. Small domains' AUCs are noise below ~1000 rows"))
 
     k = sub.add_parser("kuairand", help="KuaiRand-1K from the official release files", description=(
         "KuaiRand-1K (paper Table 2): domains tab 0,1,2,4,5,6 -> B1..B6, label is_click, split by date "
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             from dfei.data.synthetic import generate
 
             generate(args.profile, args.scale, args.seed, args.out, args.workers, args.overwrite, day=args.day,
-                     domains=_list(args.domains))
+                     domains=_list(args.domains), min_eval_rows=args.min_eval_rows)
         elif args.command == "kuairand":
             from dfei.data.kuairand import convert_kuairand
 

@@ -5,12 +5,20 @@ The labels come from a latent model a multi-domain learner can exploit (DESIGN.m
   item popularity; each user is active in 1-3 domains, picked with probability ~ sqrt(domain size);
 - domains fall in latent groups (by CTR level, as the paper's Fig. 4 finds); domain d scores with
   its own preference transform M_d = I + R_group + 0.5 R_d, plus domain-specific hour/device effects;
-- score = 1.5 * p_u' M_d q_i / sqrt(8) + b_u + b_i + hour_d + device_d + Logistic noise, and a
+- score = 1.5 * p_u' M_d q_i / sqrt(8) + b_u + b_i + hour_d + device_d + Laplace(0, 1) noise, and a
   shard's label is 1 for its round(n * CTR) highest scores, so every domain's CTR matches the table
   (exactly up to rounding; at least one positive and one negative per shard of >= 2 rows);
 - observed features: hashed user_id / item_id (10^4..10^6 buckets) and noisy ~10-bin buckets of
   the latents (age, gender, interests, activity, category, quality, popularity) and context
-  (hour, device). The domain is the partition, never a column.
+  (hour, device). The domain is the partition, never a column;
+- the oracle: every row also carries `click_prob` (float32, never a feature: the spec lists only
+  FEATURES), its true click probability given the shard's threshold tau: P(noise >= tau - mean),
+  mean the score without noise, from the Laplace(0, 1) CDF (the noise is the difference of two
+  Exp(1) draws). Its AUC on a split is the ceiling no model can beat in expectation
+  (dfei.eval.oracle);
+- `min_eval_rows` N: every domain's valid and test shards get at least N rows (the table's CTR
+  kept), so small domains' AUCs mean something at small scales; train rows are unchanged (each
+  shard has its own stream, so the train split is byte-identical with or without it).
 
 Every (split, domain) shard draws from its own seeded stream, chunk by chunk, so shards are
 independent (parallel) and the output is byte-identical for a seed.
@@ -43,6 +51,7 @@ ROWS_PER_FILE = 1 << 20  # one Parquet file = 16 chunks = one parallel job of a 
 ROW_GROUP_ROWS = 1 << 16  # the unit the arrow ingest reads and shuffles
 EXACT_MAX_ROWS = 1 << 21  # shards up to this size get the table's CTR exactly (see shard_threshold)
 CALIBRATION_ROWS = 1 << 20
+ORACLE_COLUMN = "click_prob"  # the true click probability, float32; not a feature
 _BIN_EDGES = np.array([NormalDist().inv_cdf(q / N_BINS) for q in range(1, N_BINS)])
 
 FEATURES = ["user_id", "item_id", "u_age", "u_gender", "u_interest1", "u_interest2", "u_interest3",
@@ -163,8 +172,10 @@ def _hash_ids(ids: np.ndarray, card: int, salt: int) -> np.ndarray:
     return 1 + ((ids.astype(np.uint64) * np.uint64(2654435761) + np.uint64(salt)) % np.uint64(card - 1)).astype(np.int64)
 
 
-def _draw_chunk(world: World, d: int, n: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """n rows of domain d: observed features and the latent score (before thresholding)."""
+def _draw_chunk(world: World, d: int, n: int, rng: np.random.Generator
+                ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """n rows of domain d: observed features, the latent score (before thresholding) and its
+    noiseless part (the score minus its Laplace(0, 1) noise)."""
     users = world.domain_users[d][np.searchsorted(world.domain_user_cdf[d], rng.random(n), side="right").clip(
         max=len(world.domain_users[d]) - 1)]
     items = np.searchsorted(world.item_cdf, rng.random(n) * world.item_cdf[-1], side="right").clip(max=len(world.q) - 1)
@@ -172,9 +183,10 @@ def _draw_chunk(world: World, d: int, n: int, rng: np.random.Generator) -> tuple
     device = np.searchsorted(world.device_cdf[d], rng.random(n), side="right").clip(max=3)
     p, q = world.p[users], world.q[items]
     affinity = np.einsum("bi,ij,bj->b", p, world.M[d], q) / math.sqrt(LATENT)
-    logistic = np.log(rng.random(n)) - np.log1p(-rng.random(n))
-    score = (SIGNAL * affinity + world.b_user[users] + world.b_item[items]
-             + world.hour_effect[d, hour] + world.device_effect[d, device] + logistic)
+    noise = np.log(rng.random(n)) - np.log1p(-rng.random(n))  # -E1 + E2, E ~ Exp(1): Laplace(0, 1)
+    mean = (SIGNAL * affinity + world.b_user[users] + world.b_item[items]
+            + world.hour_effect[d, hour] + world.device_effect[d, device])
+    score = mean + noise
     up, iq = p @ world.user_dirs, q @ world.item_dirs
     cols = {
         "user_id": _hash_ids(users, world.user_card, world.seed),
@@ -195,7 +207,14 @@ def _draw_chunk(world: World, d: int, n: int, rng: np.random.Generator) -> tuple
         "hour": 1 + hour,
         "device": 1 + device,
     }
-    return cols, score
+    return cols, score, mean
+
+
+def click_probability(mean: np.ndarray, tau: float) -> np.ndarray:
+    """P(mean + noise >= tau) for Laplace(0, 1) noise, float32 [n]: a row's true click probability."""
+    t = np.asarray(tau - mean, dtype=np.float64)
+    half_tail = 0.5 * np.exp(-np.abs(t))  # P(noise >= |t|)
+    return np.where(t >= 0, half_tail, 1.0 - half_tail).astype(np.float32)
 
 
 def _positives(n: int, ctr: float) -> int:
@@ -238,15 +257,16 @@ def write_file(world: World, split: str, d: int, n: int, file_index: int, tau: f
     seq = _seq(world, split, d, day)
     chunks = _shard_chunks(n)
     per_file = ROWS_PER_FILE // CHUNK_ROWS
-    schema = pa.schema([(f, pa.int32()) for f in FEATURES] + [("label", pa.int8())])
+    schema = pa.schema([(f, pa.int32()) for f in FEATURES] + [("label", pa.int8()), (ORACLE_COLUMN, pa.float32())])
     os.makedirs(out_dir, exist_ok=True)
     rows = positives = 0
     with pq.ParquetWriter(os.path.join(out_dir, f"part-{file_index:05d}.parquet"), schema, compression="zstd") as w:
         for i in range(file_index * per_file, min((file_index + 1) * per_file, len(chunks))):
-            cols, score = _draw_chunk(world, d, chunks[i], np.random.default_rng(seq + [i]))
+            cols, score, mean = _draw_chunk(world, d, chunks[i], np.random.default_rng(seq + [i]))
             label = (score >= tau).astype(np.int8)
-            w.write_table(pa.table({**{f: cols[f].astype(np.int32) for f in FEATURES}, "label": label}, schema=schema),
-                          row_group_size=ROW_GROUP_ROWS)
+            prob = click_probability(mean, tau)
+            w.write_table(pa.table({**{f: cols[f].astype(np.int32) for f in FEATURES}, "label": label,
+                                    ORACLE_COLUMN: prob}, schema=schema), row_group_size=ROW_GROUP_ROWS)
             rows, positives = rows + chunks[i], positives + int(label.sum())
     return rows, positives
 
@@ -279,12 +299,23 @@ def _job(args: tuple) -> tuple[str, int, int, int]:
     return split, d, rows, positives
 
 
+def shard_rows(world: World, split: str, d: int, scale: float, min_eval_rows: int = 0) -> int:
+    """Rows of domain d's `split` shard: the table's count at `scale`, raised to `min_eval_rows` for
+    valid and test (never train)."""
+    n = world.domains[d].rows(split, scale)
+    return max(n, min_eval_rows) if split != "train" else n
+
+
 def generate(profile: str, scale: float, seed: int, out: str, workers: int | None = None,
-             overwrite: bool = False, log=print, day: int = 0, domains: list[str] | None = None) -> DatasetSpec:
+             overwrite: bool = False, log=print, day: int = 0, domains: list[str] | None = None,
+             min_eval_rows: int = 0) -> DatasetSpec:
     """Write a complete dataset (spec + Parquet) to the local directory `out`, atomically.
 
     `day` > 0 draws another sample of the same world (users, items, domain behaviour): the logs of
     another day, for incremental training. `domains` keeps only those domains (by name, ids kept).
+    `min_eval_rows` N >= 0: each domain's valid and test shards get at least N rows (recorded in
+    dataset.json's meta; the world, hence the train split, is the one without it). ConfigError for
+    a negative N, an unknown profile or domain, a negative day.
     """
     out = os.path.abspath(out)
     if os.path.exists(out) and os.listdir(out) and not overwrite:
@@ -297,6 +328,8 @@ def generate(profile: str, scale: float, seed: int, out: str, workers: int | Non
         raise ConfigError(f"--domains: {unknown} not in the {profile} profile's domains {names}")
     if day < 0:
         raise ConfigError(f"--day must be >= 0, got {day}")
+    if min_eval_rows < 0:
+        raise ConfigError(f"--min-eval-rows must be >= 0, got {min_eval_rows}")
     t0 = time.time()
     world = _world(profile, scale, seed)  # cached before the pool forks: workers inherit it
     keep = [d for d, name in enumerate(names) if not domains or name in domains]
@@ -304,7 +337,7 @@ def generate(profile: str, scale: float, seed: int, out: str, workers: int | Non
         jobs = []
         for split in SPLITS:
             for d in keep:
-                n = world.domains[d].rows(split, scale)
+                n = shard_rows(world, split, d, scale, min_eval_rows)
                 common = (profile, scale, seed, split, d, n)
                 if n <= EXACT_MAX_ROWS:
                     jobs.append((*common, list(range(num_files(n))), None, domain_dir(tmp, split, d), day))
@@ -312,7 +345,7 @@ def generate(profile: str, scale: float, seed: int, out: str, workers: int | Non
                     tau = shard_threshold(world, split, d, n, day)
                     jobs += [(*common, [f], tau, domain_dir(tmp, split, d), day) for f in range(num_files(n))]
         jobs.sort(key=lambda j: -min(j[5], ROWS_PER_FILE * len(j[6])))  # largest first for load balance
-        total = sum(world.domains[d].rows(split, scale) for split in SPLITS for d in keep)
+        total = sum(shard_rows(world, split, d, scale, min_eval_rows) for split in SPLITS for d in keep)
         workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
         log(f"[generate] {profile} x{scale}: {len(keep)} domains, {total:,} rows, "
             f"{len(world.p):,} users, {len(world.q):,} items, {len(jobs)} jobs on {workers} process(es)")
@@ -339,12 +372,14 @@ def generate(profile: str, scale: float, seed: int, out: str, workers: int | Non
                          for d, (r, p) in sorted(counts[s].items())} for s in SPLITS}
             spec = DatasetSpec(
                 name=f"{profile}-s{scale:g}-seed{seed}" + (f"-day{day}" if day else "")
-                     + (f"-{len(keep)}of{len(names)}domains" if len(keep) < len(names) else ""),
+                     + (f"-{len(keep)}of{len(names)}domains" if len(keep) < len(names) else "")
+                     + (f"-e{min_eval_rows}" if min_eval_rows else ""),
                 label="label", user_column="user_id",
                 domains=[Domain(d, names[d]) for d in keep],
                 features=[Feature(name, card) for name, card in world.cardinalities.items()],
                 row_counts={s: {name: int(v["rows"]) for name, v in stats[s].items()} for s in SPLITS},
                 meta={"generator": "dfei.data.synthetic", "profile": profile, "scale": scale, "seed": seed, "day": day,
+                      "min_eval_rows": min_eval_rows, "oracle_column": ORACLE_COLUMN,
                       "ctr": {s: {name: round(v["ctr"], 6) for name, v in stats[s].items()} for s in SPLITS}},
             )
             with open(os.path.join(tmp, "dataset.json"), "w") as f:

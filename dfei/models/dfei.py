@@ -11,6 +11,10 @@ Reference code: github.com/xidongbo/DFEI (TensorFlow 1.x).
     w   = softmax_d(<h2(e), h3(v_d)> / sqrt(k))                                 (Eq. 6)
     y_d = sigmoid(MLP_d([s, u_d, v_d, z]))          per-domain head             (Eq. 7)
 
+Options beyond the paper (off by default, so `dfei` is the paper's model; README "Comparison"):
+`domain_norm` (STAR's partitioned normalisation of e, before every use of e) and `dfe_input`
+"shared" (v_d as the EMA of the shared tower's output over domain d's rows instead of u_d).
+
 Unlike the authors' code (whose v_d is a random variable that is never written, so inference
 uses noise), v is a registered buffer updated at every training step, saved in the state dict and
 used frozen at inference.
@@ -37,6 +41,7 @@ from dfei.models.layers import (
     run_layers,
     stacked_apply,
 )
+from dfei.models.norm import DomainAffine, PartitionedNorm
 
 
 @dataclass
@@ -52,6 +57,8 @@ class DFEIConfig:
     use_dfe: bool = True
     use_dfi: bool = True
     embed_init_std: float = 0.01
+    domain_norm: bool = False  # STAR's partitioned normalisation of e before the towers (not in the paper)
+    dfe_input: str = "domain"  # v_d from the domain tower's u_d (paper Eq. 4) or "shared": from s = f(e)
 
     def __post_init__(self) -> None:
         if self.num_domains < 1:
@@ -62,10 +69,13 @@ class DFEIConfig:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if self.use_dfi and not self.use_dfe:
             raise ValueError("use_dfi=True needs use_dfe=True: DFI integrates the DFE domain features")
+        if self.dfe_input not in ("domain", "shared"):
+            raise ValueError(f"dfe_input must be 'domain' or 'shared', got {self.dfe_input!r}")
 
 
 class DomainFeatureExtraction(GlobalBatchStatistics, nn.Module):
     """DFE (Eq. 4): v_d^t = alpha * v_d^{t-1} + (1 - alpha) * mean(u_d^t), v_d^0 = mean(u_d^0).
+    (u: the domain tower's output, as the paper; DFEI's dfe_input "shared" passes the shared tower's.)
 
     `v` [D, dim] and `initialized` [D] are buffers (model state, never parameters). In training
     the gradient flows through the current batch mean only; v^{t-1} is a constant. In eval the
@@ -167,6 +177,9 @@ class DFEI(PredictProba, nn.Module):
         c = config
         self.embedding = FeatureEmbedding(c.cardinalities, c.embed_dim, c.embed_init_std)
         e_dim = self.embedding.output_dim
+        if c.domain_norm:  # shared gamma, beta and statistics; gamma_d, beta_d per domain (learn at lr)
+            self.norm = PartitionedNorm(c.num_domains, e_dim)
+            self.domain_norms = nn.ModuleList(DomainAffine(e_dim) for _ in range(c.num_domains))
         self.shared_tower = MLP(e_dim, c.tower_dims, c.tower_dropouts)
         self.domain_towers = nn.ModuleList(
             MLP(e_dim, c.tower_dims, c.tower_dropouts) for _ in range(c.num_domains)
@@ -189,14 +202,19 @@ class DFEI(PredictProba, nn.Module):
         return self.config.num_domains
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
-        """theta^s of Eq. 8: E, f, h1..h3 (learn at lr * shared_lr_scale)."""
+        """theta^s of Eq. 8: E, f, h1..h3 and with domain_norm the shared gamma, beta (learn at lr *
+        shared_lr_scale)."""
         yield from self.embedding.parameters()
+        if self.config.domain_norm:
+            yield from self.norm.parameters()
         yield from self.shared_tower.parameters()
         if self.dfi is not None:
             yield from self.dfi.parameters()
 
     def domain_parameters(self, d: int) -> Iterator[nn.Parameter]:
-        """theta^u_d: domain d's tower and head (learn at lr)."""
+        """theta^u_d: domain d's tower and head (and its norm scale/shift with domain_norm; learn at lr)."""
+        if self.config.domain_norm:
+            yield from self.domain_norms[d].parameters()
         yield from self.domain_towers[d].parameters()
         yield from self.heads[d].parameters()
 
@@ -217,6 +235,15 @@ class DFEI(PredictProba, nn.Module):
         return route_by_domain(lambda rows, d: modules[d](rows), h, domain, groups.present,
                                out=h.new_empty(h.shape[0], output_dim(modules[groups.present[0]])))
 
+    def _normalise(self, e: torch.Tensor, domain: int | torch.Tensor, groups: DomainGroups | None) -> torch.Tensor:
+        # domain_norm: each domain's rows through the partitioned norm with its own statistics and scale
+        if isinstance(domain, int):
+            return self.norm(e, domain, self.domain_norms[domain])
+        if not groups.present:
+            return e
+        return route_by_domain(lambda rows, d: self.norm(rows, d, self.domain_norms[d]), e, domain, groups.present,
+                               out=torch.empty_like(e))
+
     def forward(self, x: torch.Tensor, domain: int | torch.Tensor, groups: DomainGroups | None = None) -> torch.Tensor:
         """x: [batch, F] int64 ids; domain: an int (one domain's batch) or [batch] int64 model domain
         indices in any order (IndexError outside [0, D)); groups: the batch's DomainGroups when the
@@ -228,6 +255,8 @@ class DFEI(PredictProba, nn.Module):
         if not single and groups is None:
             groups = DomainGroups.from_tensor(domain, self.num_domains)
         e = self.embedding(x)  # [batch, F * embed_dim]
+        if self.config.domain_norm:
+            e = self._normalise(e, domain, groups)
         s = apply_layers(self.shared_tower, e, self.layer_runner)  # [batch, 32]
         dom = torch.full((batch,), domain, dtype=torch.long, device=x.device) if single else domain
         if single:
@@ -236,7 +265,7 @@ class DFEI(PredictProba, nn.Module):
             u = self._per_domain(self.domain_towers, e, dom, groups)
         parts = [s, u]  # u: [batch, 32]
         if self.dfe is not None:
-            v = self.dfe(u, dom)  # [D, 32]
+            v = self.dfe(s if self.config.dfe_input == "shared" else u, dom)  # [D, 32]
             parts.append(v[domain].expand(batch, -1) if single else v.index_select(0, dom))
             if self.dfi is not None:
                 # several domains: a row's gradient to its own v only (one domain: the others are buffers already)

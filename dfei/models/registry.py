@@ -18,7 +18,8 @@ from dfei.models.plugin import DFEIPlugin
 from dfei.models.star import STAR
 
 ModelBuilder = Callable[..., nn.Module]
-DFEI_ONLY = ("alpha", "k", "tower_dims", "tower_dropouts", "use_dfe", "use_dfi", "head_dims")
+DFEI_ONLY = ("alpha", "k", "tower_dims", "tower_dropouts", "use_dfe", "use_dfi", "head_dims", "domain_norm",
+             "dfe_input")
 
 
 def _dfei(**overrides: Any) -> ModelBuilder:

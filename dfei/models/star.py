@@ -21,6 +21,7 @@ from torch import nn
 
 from dfei.models.base import DROPOUT, TOWER, MultiDomainModel, head
 from dfei.models.layers import MLP, Dropout, GlobalBatchStatistics
+from dfei.models.norm import EPS, partitioned_statistics
 
 
 class StarDomain(nn.Module):
@@ -58,30 +59,10 @@ class STAR(GlobalBatchStatistics, MultiDomainModel):
 
     def _partitioned_norm(self, e: torch.Tensor, d: int) -> torch.Tensor:
         # e: [batch, dim] rows of domain d -> normalised [batch, dim]
-        dim = e.shape[1]
-        running_mean, running_var = self.running_mean[d].clone(), self.running_var[d].clone()
-        if self.training:
-            # sums of (e - shift) and its square over the global batch (every rank's rows under DDP,
-            # GlobalBatchStatistics); the shift (the running mean, equal on every rank) keeps the
-            # one-pass variance exact
-            c = (e - running_mean).double()  # float64 sums: exact even before the shift is near the mean
-            sums, count = self.global_sums(torch.cat([c.sum(0), c.square().sum(0)]).unsqueeze(0),
-                                           c.new_full((1,), float(e.shape[0])))
-            n = count[0]
-            use_batch = n > 1  # a 1-row global batch has no variance: the running statistics serve
-            mean_c = sums[0, :dim] / n.clamp(min=1.0)
-            var_c = (sums[0, dim:] / n.clamp(min=1.0) - mean_c.square()).clamp(min=0.0)
-            mean = torch.where(use_batch, mean_c.to(e.dtype) + running_mean, running_mean)
-            var = torch.where(use_batch, var_c.to(e.dtype), running_var)
-            with torch.no_grad():  # the first batch sets the statistics (embeddings start tiny)
-                rate = torch.where(self.stats_initialized[d], self.momentum, 1.0) * use_batch.to(e.dtype)
-                self.running_mean[d].lerp_(mean.detach(), rate)
-                self.running_var[d].lerp_(var.detach(), rate)
-                self.stats_initialized[d] |= use_batch
-        else:
-            mean, var = running_mean, running_var
+        mean, var = partitioned_statistics(e, self.running_mean[d], self.running_var[d], self.stats_initialized[d],
+                                           self.momentum, self.training, self.global_sums)
         dom = self.domains[d]
-        return (e - mean) / torch.sqrt(var + 1e-5) * (self.gamma * dom.gamma) + (self.beta + dom.beta)
+        return (e - mean) / torch.sqrt(var + EPS) * (self.gamma * dom.gamma) + (self.beta + dom.beta)
 
     representation_dim = TOWER[-1]
 

@@ -168,7 +168,9 @@ def model_from_config(cfg: TrainConfig, spec: DatasetSpec) -> nn.Module:
     torch's current RNG state): training, warm start, batch inference and export all build it here."""
     return build_model(cfg.model, spec.cardinalities, spec.num_domains, alpha=cfg.alpha, k=cfg.k,
                        embed_dim=cfg.embed_dim, tower_dims=list(cfg.tower_dims),
-                       tower_dropouts=list(cfg.tower_dropouts))
+                       tower_dropouts=list(cfg.tower_dropouts), embed_init_std=cfg.embed_init_std,
+                       **({"domain_norm": True} if cfg.domain_norm else {}),
+                       **({"dfe_input": cfg.dfe_input} if cfg.dfe_input != "domain" else {}))
 
 
 def load_any_checkpoint(checkpoint: str, state_only: bool = False, optimizer: bool = True) -> dict[str, Any]:

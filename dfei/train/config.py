@@ -30,6 +30,8 @@ MODES = ("sequential", "fused")
 EMBEDDING_UPDATES = ("lazy", "dense")
 INGEST_BACKENDS = ("arrow", "ray-data")
 EXHAUSTION = ("exhaust", "cycle")
+DFE_INPUTS = ("domain", "shared")
+DFEI_MODELS = ("dfei", "dfei_wo_dfi", "dfei_wo_dfei")  # the models built from DFEIConfig
 # keys of older configs (checkpoints' state.json, best.json files): old name -> current name
 RENAMED = {"shuffle_rows": "shuffle_buffer_rows"}
 REMOVED = ("fail_once_at",)  # a test hook; fault drills now inject failures from the test side
@@ -78,6 +80,14 @@ class TrainConfig(BaseModel):
     alpha: Float = _field(0.9, "DFE decay coefficient of the EMA of domain features", ge=0.0, le=1.0)
     k: Int = _field(32, "DFI attention dimension", ge=1)
     embed_dim: Int = _field(16, "embedding size per feature", ge=1)
+    embed_init_std: Float = _field(0.01, "std of the embedding rows' normal initialisation, every model (authors: "
+                                         "0.01)", gt=0)
+    domain_norm: StrictBool = _field(
+        False, "DFEI models only, not in the paper: STAR's partitioned normalisation (per-domain batch statistics, "
+        "scale gamma*gamma_d, shift beta+beta_d) of the shared embedding before the towers, DFE and DFI")
+    dfe_input: Literal[DFE_INPUTS] = _field(
+        "domain", "DFEI models only: v_d is the EMA of the batch mean of the domain tower's u_d (domain, paper "
+        "Eq. 4) or of the shared tower's output s over domain d's rows (shared, not in the paper)")
     tower_dims: list[Annotated[Int, Field(ge=1)]] = _field(
         [128, 64, 32], "hidden sizes of the shared and domain towers, comma-separated", min_length=1)
     tower_dropouts: list[Annotated[Float, Field(ge=0.0, lt=1.0)]] = _field(
@@ -118,8 +128,9 @@ class TrainConfig(BaseModel):
     drop_missing_domains: StrictBool = _field(
         False, "with --init-from: allow data without some of the checkpoint's domains (their towers are dropped)")
     new_domain_from: str | None = _field(
-        None, "with --init-from: a new domain's tower and head start as a copy of this checkpoint domain's "
-        "(default: fresh); its v_d still starts from its first batch", metavar="DOMAIN")
+        None, "with --init-from: a new domain's tower and head (and norm scale/shift with domain_norm) start as a "
+        "copy of this checkpoint domain's (default: fresh); its v_d still starts from its first batch",
+        metavar="DOMAIN")
     # tracking (dfei/train/tracking.py)
     tensorboard: StrictBool = _field(True, "write TensorBoard event files under RUN_DIR/tensorboard/<run name>")
     mlflow: str | None = _field(None, "also log params, per-epoch metrics and the best checkpoint to this MLflow "
@@ -162,6 +173,10 @@ class TrainConfig(BaseModel):
 
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
+        if self.model not in DFEI_MODELS and (self.domain_norm or self.dfe_input != "domain"):
+            raise ValueError(f"domain_norm and dfe_input apply to {list(DFEI_MODELS)} only, not model {self.model!r}")
+        if self.model == "dfei_wo_dfei" and self.dfe_input != "domain":
+            raise ValueError("dfe_input needs DFE; model dfei_wo_dfei has none")
         if len(self.tower_dropouts) != len(self.tower_dims):
             raise ValueError(f"tower_dropouts has {len(self.tower_dropouts)} rate(s) for {len(self.tower_dims)} "
                              f"tower layer(s) {self.tower_dims}; give one rate per layer")
@@ -219,24 +234,31 @@ def describe(err: ValidationError, where: str) -> str:
     return "; ".join(lines)
 
 
-def load_config(path: str | None, overrides: dict[str, Any]) -> TrainConfig:
-    """YAML file values, then every override that is not None (CLI flags given by the user).
+def read_yaml(path: str, flag: str) -> Any:
+    """The parsed YAML (or JSON) file at `path`, {} when empty. PathNotFoundError for a missing
+    file, ConfigError for an unreadable one; both name `flag` and the path."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise PathNotFoundError(f"{flag} {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{flag} {path}: not a readable YAML/JSON file: {err}") from None
+
+
+def load_config(path: str | None, overrides: dict[str, Any], defaults: dict[str, Any] | None = None) -> TrainConfig:
+    """`defaults` (a pipeline's own defaults, e.g. compare.py's epochs), then the YAML file's values,
+    then every override that is not None (CLI flags given by the user).
 
     The file is a mapping of TrainConfig keys (`-` or `_` in names), or a tune sweep's best.json
     (its `train_config`). Raises PathNotFoundError for a missing file, ConfigError for an
     unreadable one, an unknown key or a bad value.
     """
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(defaults or {})
     if path:
-        import yaml
-
-        try:
-            with open(path) as f:
-                loaded = yaml.safe_load(f) or {}
-        except FileNotFoundError:
-            raise PathNotFoundError(f"--config {path}: no such file") from None
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-            raise ConfigError(f"--config {path}: not a readable YAML/JSON file: {err}") from None
+        loaded = read_yaml(path, "--config")
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
         if isinstance(loaded.get("train_config"), dict):  # a sweep's best.json: its best trial's settings
@@ -310,13 +332,14 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] =
         parser.add_argument(flag, help=text, **kwargs)
 
 
-def config_from_args(args: dict[str, Any], config_file: str | None = None, **overrides: Any) -> TrainConfig:
+def config_from_args(args: dict[str, Any], config_file: str | None = None, defaults: dict[str, Any] | None = None,
+                     **overrides: Any) -> TrainConfig:
     """The TrainConfig of a pipeline's parsed flags (`vars(parser.parse_args())` of a parser given
-    add_config_flags): --config's file, then the flags given, then `overrides` (values the pipeline
-    sets itself). A pipeline's own flags of the same name (tune.py's --alpha list) are not read.
-    ConfigError when no dataset is named."""
+    add_config_flags): `defaults` (the pipeline's own), --config's file, then the flags given, then
+    `overrides` (values the pipeline sets itself). A pipeline's own flags of the same name (tune.py's
+    --alpha list) are not read. ConfigError when no dataset is named."""
     given = {k: args[k] for k in args[CONFIG_FIELDS] if k in args}
-    cfg = load_config(config_file, {**given, **overrides})
+    cfg = load_config(config_file, {**given, **overrides}, defaults)
     if not cfg.data:
         raise ConfigError("--data is required (or `data:` in --config)")
     return cfg

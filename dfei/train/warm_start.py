@@ -11,7 +11,9 @@ data lacks would lose its tower: that is refused unless drop_missing_domains is 
 Features must be the same (names and cardinalities): the embedding tables are carried over row by
 row. Other registered models can be continued on the same domains; adding domains is supported for
 the DFEI models (dfei, dfei_wo_dfi, dfei_wo_dfei), whose per-domain state is the domain towers,
-heads and rows of v (the baselines have parameters sized by the number of domains).
+heads, rows of v, and with domain_norm each domain's norm scale/shift and statistics rows (the
+baselines have parameters sized by the number of domains). The architecture and what v averages
+(ARCHITECTURE: dfe_input among them, so an EMA of u_d never continues as one of s) must match.
 """
 from __future__ import annotations
 
@@ -23,12 +25,12 @@ from torch import nn
 from dfei.data.spec import DatasetError, DatasetSpec
 from dfei.errors import CheckpointError
 from dfei.train.checkpoint import model_from_config
-from dfei.train.config import TrainConfig
+from dfei.train.config import DFEI_MODELS, TrainConfig
 
-PER_DOMAIN_MODULES = ("domain_towers", "heads")  # DFEI's modules indexed by domain
-PER_DOMAIN_ROWS = ("dfe.v", "dfe.initialized")  # DFEI's tensors with one row per domain
-DFEI_MODELS = ("dfei", "dfei_wo_dfi", "dfei_wo_dfei")
-ARCHITECTURE = ("model", "embed_dim", "tower_dims", "k")
+PER_DOMAIN_MODULES = ("domain_towers", "heads", "domain_norms")  # DFEI's modules indexed by domain
+PER_DOMAIN_ROWS = ("dfe.v", "dfe.initialized", "norm.running_mean", "norm.running_var",
+                   "norm.initialized")  # DFEI's tensors with one row per domain
+ARCHITECTURE = ("model", "embed_dim", "tower_dims", "k", "domain_norm", "dfe_input")
 
 
 def _source_name(name: str, new_ids: list[int], old_index: dict[int, int], dfei_layout: bool,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from dfei.eval.comparison import significance, tsne_plot, write_tables
 
@@ -45,3 +46,34 @@ def test_a_column_where_every_mean_is_nan_has_no_best(tmp_path):
     mlp = next(line for line in table.splitlines() if line.startswith("| mlp"))
     assert mlp.split("|")[2].strip() == "nan"  # not underlined nor bold as a "best"
     assert "| best baseline | - | mlp |" in table
+
+
+def _facts(valid: dict[str, list[float]]) -> dict:
+    keys = ("best_epoch", "epochs_run", "train_loss", "valid_logloss", "wall_s")
+    return {m: {"valid_avg_auc": v, **{k: [1.0] * len(v) for k in keys},
+                "curve_valid_auc": [[0.5, x] for x in v], "curve_train_loss": [[0.6, 0.4]] * len(v)}
+            for m, v in valid.items()}
+
+
+def test_the_selection_uses_valid_only_and_pairs_tests_on_the_common_seeds(tmp_path):
+    from scipy.stats import ttest_rel
+
+    from dfei.eval.comparison import curves_plot, paired_test
+
+    values = {"mlp": {"B1": [0.6, 0.61, 0.62], "avg": [0.60, 0.61, 0.62]},
+              "star": {"B1": [0.7, 0.71, 0.69], "avg": [0.70, 0.71, 0.69]},
+              "dfei": {"B1": [0.72, 0.74], "avg": [0.72, 0.74]},  # best on test, not on valid
+              "dfei_x": {"B1": [0.705, 0.715, 0.70], "avg": [0.705, 0.715, 0.70]},
+              "dfei_wo_dfi": {"B1": [0.9, 0.9, 0.9], "avg": [0.9, 0.91, 0.9]}}  # an ablation: never a candidate
+    facts = _facts({"mlp": [0.65] * 3, "star": [0.69] * 3, "dfei": [0.70] * 2, "dfei_x": [0.71] * 3,
+                    "dfei_wo_dfi": [0.99] * 3})
+    write_tables(values, ["B1"], str(tmp_path), facts=facts)
+    table = (tmp_path / "table.md").read_text()
+    p = ttest_rel([0.705, 0.715, 0.70], [0.70, 0.71, 0.69]).pvalue
+    assert (f"the best mean valid avg AUC is **dfei_x**, the best baseline **star**; on test dfei_x is not told apart "
+            f"(+0.0067 avg AUC, paired t-test p = {p:.4f})") in table
+    assert paired_test([0.72, 0.74], [0.70, 0.71, 0.69]) == (pytest.approx(ttest_rel([0.72, 0.74], [0.70, 0.71]).pvalue),
+                                                             True)
+    dfei_line = next(line for line in table.splitlines() if line.startswith("| dfei | 2 |"))
+    assert f"{ttest_rel([0.72, 0.74], [0.70, 0.71]).pvalue:.4f} (star)" in dfei_line
+    assert curves_plot(facts, str(tmp_path)).endswith("curves.png")

@@ -5,12 +5,14 @@ import csv
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import pytest
 from scipy.stats import ttest_rel
 
-from dfei.train.compare import compare
+from dfei.errors import ConfigError, PathNotFoundError
+from dfei.train.compare import compare, load_variants
 from dfei.train.config import TrainConfig
 from dfei.train.runner import run_training
 
@@ -21,8 +23,9 @@ COLUMNS = ["B1", "B2", "B3", "B4", "B5", "B6", "avg"]
 def report(ray_session, public_tiny, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("compare"))
     base = TrainConfig(data=public_tiny, epochs=1, cpus_per_worker=1)
-    compare(base, ["mlp", "dfei"], seeds=2, out=out, log=lambda *a: None)
-    return base, out
+    variants = {"dfei_domain_norm": base.replace(model="dfei", domain_norm=True)}
+    compare(base, ["mlp", "dfei"], seeds=2, out=out, log=lambda *a: None, variants=variants)
+    return base, out, variants
 
 
 def _rows(path):
@@ -31,12 +34,14 @@ def _rows(path):
 
 
 def test_tables_have_the_paper_layout_and_a_correct_t_test(report):
-    _, out = report
+    _, out, _ = report
     table = open(os.path.join(out, "table.md")).read()
     assert "| Model | " + " | ".join(COLUMNS) + " |" in table
-    assert table.count("\n| mlp |") == 1 and table.count("\n| dfei |") == 1
+    main = table.split("\n\n")[1]  # the first table (then the t-tests, the summary, the intervals)
+    assert main.count("\n| mlp |") == 1 and main.count("\n| dfei |") == 1
     runs = _rows(os.path.join(out, "runs.csv"))
-    assert [(r["model"], r["seed"]) for r in runs] == [("mlp", "0"), ("mlp", "1"), ("dfei", "0"), ("dfei", "1")]
+    assert [(r["model"], r["seed"]) for r in runs] == [("mlp", "0"), ("mlp", "1"), ("dfei", "0"), ("dfei", "1"),
+                                                        ("dfei_domain_norm", "0"), ("dfei_domain_norm", "1")]
     means = {r["model"]: r for r in _rows(os.path.join(out, "table.csv")) if r["model"] in ("mlp", "dfei")}
     p_row = next(r for r in _rows(os.path.join(out, "table.csv")) if r["model"] == "p_dfei_vs_best_baseline")
     for col in COLUMNS:
@@ -53,15 +58,115 @@ def test_tables_have_the_paper_layout_and_a_correct_t_test(report):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_report_has_the_oracle_row_the_per_model_summary_the_intervals_and_the_curves(report, public_tiny):
+    from dfei.data.dataset import ParquetDataset
+    from dfei.eval.oracle import split_reference
+
+    _, out, _ = report
+    table = open(os.path.join(out, "table.md")).read()
+    ref = split_reference(ParquetDataset(public_tiny), "test")
+    oracle_row = next(line for line in table.splitlines() if line.startswith("| *oracle* | *"))
+    cells = [float(c.strip(" *")) for c in oracle_row.split("|")[2:-1]]
+    assert cells[:6] == pytest.approx([ref[f"B{i}"]["auc"] for i in range(1, 7)], abs=1e-4)
+    assert cells[6] == pytest.approx(np.mean(cells[:6]), abs=1e-4)
+    oracle_csv = next(r for r in _rows(os.path.join(out, "table.csv")) if r["model"] == "oracle")
+    assert float(oracle_csv["B2"]) == pytest.approx(ref["B2"]["auc"], abs=1e-6)
+    summary = next(line for line in table.splitlines() if line.startswith("| dfei_domain_norm | 2 |"))
+    metrics = [json.load(open(os.path.join(out, "runs", "dfei_domain_norm", f"seed{s}", "metrics.json")))
+               for s in (0, 1)]
+    dfei = [json.load(open(os.path.join(out, "runs", "dfei", f"seed{s}", "metrics.json"))) for s in (0, 1)]
+    test = [m["avg_auc"]["test"] for m in metrics]
+    assert f"| {np.mean(test):.4f} +- {np.std(test, ddof=1):.4f} |" in summary
+    p_vs_dfei = ttest_rel(test, [m["avg_auc"]["test"] for m in dfei]).pvalue
+    assert summary.rstrip(" |").endswith(f"{p_vs_dfei:.4f}")
+    assert "| B5 | " + f"{ref['B5']['n']:,} | {ref['B5']['positives']:,} | {ref['B5']['auc']:.4f} |" in table
+    with open(os.path.join(out, "curves.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert metrics[0]["config"]["domain_norm"] is True and dfei[0]["config"]["domain_norm"] is False
+
+
 def test_finished_runs_are_not_trained_again(report):
-    base, out = report
+    base, out, variants = report
     logs: list[str] = []
-    compare(base, ["mlp", "dfei"], seeds=2, out=out, log=logs.append)
-    assert sum("skipped" in line for line in logs) == 4 and not any("training" in line for line in logs)
+    compare(base, ["mlp", "dfei"], seeds=2, out=out, log=logs.append, variants=variants)
+    assert sum("skipped" in line for line in logs) == 6 and not any(": training (" in line for line in logs)
+
+
+def test_report_only_trains_nothing_and_reports_the_finished_seeds(report, tmp_path):
+    import shutil
+
+    base, out, variants = report
+    copy = str(tmp_path / "copy")
+    shutil.copytree(out, copy)
+    shutil.rmtree(os.path.join(copy, "runs", "dfei", "seed1"))
+    logs: list[str] = []
+    compare(base, ["mlp", "dfei"], seeds=4, out=copy, log=logs.append, variants=variants, report_only=True)
+    assert not any(": training (" in line for line in logs)
+    assert "[compare] dfei: seed 1 not run, reporting seeds 0..0" in logs
+    runs = _rows(os.path.join(copy, "runs.csv"))
+    assert [(r["model"], r["seed"]) for r in runs] == [("mlp", "0"), ("mlp", "1"), ("dfei", "0"),
+                                                        ("dfei_domain_norm", "0"), ("dfei_domain_norm", "1")]
+    with pytest.raises(ConfigError, match="--report-only: .*runs/ple/seed0/metrics.json is missing"):
+        compare(base, ["ple"], seeds=1, out=copy, log=lambda *a: None, report_only=True)
+
+
+def test_a_finished_run_with_other_settings_is_an_error_not_a_silent_reuse(report):
+    base, out, _ = report
+    with pytest.raises(ConfigError, match=r"dfei_domain_norm/seed0/metrics.json: this finished run was trained "
+                                          r"with other settings \(domain_norm=True now False\)"):
+        compare(base, [], seeds=1, out=out, log=lambda *a: None,
+                variants={"dfei_domain_norm": base.replace(model="dfei")})
+
+
+def test_variants_file_is_validated_before_anything_trains(tmp_path, public_tiny):
+    base = TrainConfig(data=public_tiny)
+    good = tmp_path / "v.yaml"
+    good.write_text("dfei_norm: {domain-norm: true}\nstar_l2: {model: star, l2: 1.0e-5}\n")
+    variants = load_variants(str(good), base)
+    assert variants["dfei_norm"].model == "dfei" and variants["dfei_norm"].domain_norm
+    assert variants["star_l2"].model == "star" and variants["star_l2"].l2 == 1e-5
+    for text, message in (("star: {l2: 0.1}", "variant name 'star' must be"),
+                          ("a/b: {l2: 0.1}", "variant name 'a/b' must be"),
+                          ("x: {seed: 3}", r"variant 'x' sets \['seed'\]"),
+                          ("x: {lr: -1}", "variant x: lr = -1"),
+                          ("x: {model: mlp, domain_norm: true}", "variant x: domain_norm and dfe_input apply"),
+                          ("- a\n- b", "expected a mapping of name -> mapping")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_variants(str(bad), base)
+    with pytest.raises(PathNotFoundError, match="--variants .*missing.yaml: no such file"):
+        load_variants(str(tmp_path / "missing.yaml"), base)
+    with pytest.raises(ConfigError, match="--models mlp: the shared settings do not apply to it .*domain_norm.*"
+                                          "--variants"):
+        compare(base.replace(domain_norm=True), ["dfei", "mlp"], seeds=1, out=str(tmp_path / "c"), log=lambda *a: None)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("oracle: {l2: 0.1}")
+    with pytest.raises(ConfigError, match="variant name 'oracle' must be"):
+        load_variants(str(bad), base)
+
+
+def test_compare_cli_trains_to_convergence_by_default_and_a_config_file_or_flag_overrides(tmp_path, public_tiny):
+    import argparse
+
+    from dfei.train.config import add_config_flags, config_from_args
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "pipelines"))
+    from compare import DEFAULTS
+
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, exclude=("model", "seed", "out"))
+    assert config_from_args(vars(parser.parse_args(["--data", public_tiny])), None, DEFAULTS).epochs == 20
+    assert config_from_args(vars(parser.parse_args(["--data", public_tiny])), None, DEFAULTS).patience == 3
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("epochs: 4\n")
+    assert config_from_args(vars(parser.parse_args(["--data", public_tiny])), str(cfg_file), DEFAULTS).epochs == 4
+    args = vars(parser.parse_args(["--data", public_tiny, "--patience", "1"]))
+    assert config_from_args(args, str(cfg_file), DEFAULTS).patience == 1
 
 
 def test_the_same_seed_gives_identical_metrics_and_another_seed_does_not(report, tmp_path):
-    base, out = report
+    base, out, _ = report
     again = run_training(TrainConfig(**{**base.to_dict(), "model": "dfei", "seed": 0, "out": str(tmp_path / "again")}),
                          log=lambda *a: None)
     first = json.load(open(os.path.join(out, "runs", "dfei", "seed0", "metrics.json")))

@@ -1,0 +1,87 @@
+"""DFEI's options beyond the paper (issue 18's hypotheses): `domain_norm` (STAR's partitioned
+normalisation of e) and `dfe_input` "shared"; off by default, so `dfei` stays the paper's model."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dfei.errors import ConfigError
+from dfei.models import DFEI, DFEIConfig
+from dfei.train.config import TrainConfig
+
+CARDS = [50, 20, 11, 7]
+D = 3
+
+
+def make_model(**kw) -> DFEI:
+    torch.manual_seed(0)
+    return DFEI(DFEIConfig(cardinalities=CARDS, num_domains=D, tower_dropouts=[0.0, 0.0, 0.0], **kw))
+
+
+def batch(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randint(0, c, (n,), generator=g) for c in CARDS], dim=1)
+
+
+def test_defaults_are_the_papers_model():
+    model = make_model()
+    assert not hasattr(model, "norm") and model.config.dfe_input == "domain"
+    assert not any("norm" in name for name in model.state_dict())
+
+
+def test_domain_norm_standardises_each_domains_rows_with_its_own_statistics():
+    model = make_model(domain_norm=True)
+    seen = []
+    model.shared_tower.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+    x = batch(64, 1)
+    model.train()
+    model(x, 1)  # one domain's batch: its statistics are this batch's
+    e = model.embedding(x)
+    expected = (e - e.mean(0)) / torch.sqrt(e.var(0, unbiased=False) + 1e-5)
+    torch.testing.assert_close(seen[0], expected, rtol=1e-4, atol=1e-4)
+    assert model.norm.initialized.tolist() == [False, True, False]
+    torch.testing.assert_close(model.norm.running_mean[1], e.mean(0).detach())  # the first batch sets them
+    assert torch.equal(model.norm.running_mean[0], torch.zeros_like(model.norm.running_mean[0]))
+
+
+def test_domain_norm_mixed_eval_batches_equal_single_domain_calls_and_the_affine_is_per_domain():
+    model = make_model(domain_norm=True)
+    model.train()
+    for d in range(D):
+        model(batch(32, d), d)
+    with torch.no_grad():
+        model.domain_norms[2].gamma.mul_(3.0)
+    model.eval()
+    x, dom = batch(30, 9), torch.arange(30) % D
+    mixed = model(x, dom)
+    single = torch.empty(30)
+    for d in range(D):
+        single[dom == d] = model(x[dom == d], d)
+    torch.testing.assert_close(mixed, single, rtol=1e-6, atol=1e-7)  # GEMM blocking differs with batch size
+    shared = {id(p) for p in model.shared_parameters()}
+    assert id(model.norm.gamma) in shared and id(model.domain_norms[2].gamma) not in shared
+    assert id(model.domain_norms[2].gamma) in {id(p) for p in model.domain_parameters(2)}
+    assert id(model.domain_norms[2].gamma) not in {id(p) for p in model.domain_parameters(1)}
+
+
+def test_dfe_input_shared_averages_the_shared_towers_output():
+    for dfe_input, tower in (("shared", "shared_tower"), ("domain", "domain_towers")):
+        model = make_model(dfe_input=dfe_input)
+        seen = []
+        module = model.shared_tower if tower == "shared_tower" else model.domain_towers[0]
+        module.register_forward_hook(lambda mod, inp, out: seen.append(out.detach().clone()))
+        model.train()
+        model(batch(16, 3), 0)
+        torch.testing.assert_close(model.dfe.v[0], seen[0].mean(0))
+
+
+def test_the_options_are_refused_where_they_do_not_apply():
+    with pytest.raises(ConfigError, match="domain_norm and dfe_input apply to .* only, not model 'star'"):
+        TrainConfig(data="x", model="star", domain_norm=True)
+    with pytest.raises(ConfigError, match="dfe_input needs DFE; model dfei_wo_dfei has none"):
+        TrainConfig(data="x", model="dfei_wo_dfei", dfe_input="shared")
+    with pytest.raises(ConfigError, match="dfe_input"):
+        TrainConfig(data="x", dfe_input="tower")
+    with pytest.raises(ConfigError, match="embed_init_std"):
+        TrainConfig(data="x", embed_init_std=0)
+    TrainConfig(data="x", model="dfei_wo_dfi", domain_norm=True, dfe_input="shared")
