@@ -26,26 +26,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dfei.data.convert import Buckets, Vocabulary
+from dfei.data.csv_inputs import PATH_COLUMN
+from dfei.data.encoders.hashing import seeded
+from dfei.data.encoders.text import parse_numbers, text_form
+from dfei.data.encoders.transform import FeatureTransform, LabelRule
 from dfei.data.select import float_key, int_key, summary_block
 from dfei.data.spec import SPLITS
 
 KEY, TIME, LABEL, BAD_LABEL, DOMAIN = "__dfei_key", "__dfei_time", "__dfei_label", "__dfei_bad_label", "__dfei_domain"
+BAD_NUMBER = "__dfei_bad_number"  # per row: JSON [feature, value, file] of a numeric feature's value that is no number
 SPLIT = "__dfei_split"  # partition columns of the encoded output (renamed to the contract's layout)
 SPLIT_KINDS = ("random", "random-user", "time")
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """A bijective 64-bit mix (uint64 [n] -> uint64 [n]): spreads hash bits evenly."""
-    with np.errstate(over="ignore"):
-        x = np.asarray(x, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
-
-
-def seeded(hashes: np.ndarray, seed: int) -> np.ndarray:
-    return splitmix64(np.asarray(hashes, dtype=np.uint64) ^ splitmix64(np.array([seed], dtype=np.uint64))[0])
 
 
 def row_hashes(table: pa.Table) -> np.ndarray:
@@ -53,20 +44,8 @@ def row_hashes(table: pa.Table) -> np.ndarray:
     equal in every column hash equal, whatever type a file or block inferred for a column (an int
     column read as float64 where a block holds a null hashes the same). Deterministic across
     processes and machines (pandas' fixed-key SipHash)."""
-    frame = pd.DataFrame({str(i): text(table.column(i)).to_pandas() for i in range(table.num_columns)})
+    frame = pd.DataFrame({str(i): text_form(table.column(i)).to_pandas() for i in range(table.num_columns)})
     return pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
-
-
-def text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """Any column -> its values as text (string [n], nulls kept): vocabularies are keyed by text,
-    so one column read as int64 from one file and as text from another still agrees."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if pa.types.is_dictionary(column.type):
-        column = column.dictionary_decode()
-    if pa.types.is_floating(column.type):  # NaN is a missing value (OOV 0, a null domain), not a value "nan"
-        column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
-    return column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
 
 
 @dataclass(frozen=True)
@@ -123,22 +102,17 @@ class StageConfig:
     split: str
     user_col: str | None
     seed: int
+    path_added: bool = False  # the read added Ray Data's `path` column (to name a bad value's file)
 
 
-def _label(raw: pd.Series, threshold: float | None) -> tuple[np.ndarray, list[str | None]]:
+def _label(column: pa.ChunkedArray, rule: LabelRule) -> tuple[np.ndarray, list[str | None]]:
     """Labels int8 [n] (-1 where invalid) and, per row, the invalid value as JSON (None if valid)."""
-    if threshold is not None:
-        numbers = pd.to_numeric(raw, errors="coerce")
-        bad = numbers.isna().to_numpy()
-        label = np.where(bad, -1, (numbers >= threshold).to_numpy()).astype(np.int8)
-    else:
-        values = raw.astype(object)
-        bad = ~values.isin([0, 1]).to_numpy() | raw.isna().to_numpy()
-        label = np.where(bad, -1, pd.to_numeric(values.where(~bad, 0))).astype(np.int8)
+    label = rule.apply(column)
+    raw = column.to_pandas()
     examples = [None] * len(raw)
-    for i in np.flatnonzero(bad):
+    for i in np.flatnonzero(label < 0):
         v = raw.iloc[i]
-        v = None if v is None or (isinstance(v, float) and np.isnan(v) and threshold is None) else v
+        v = None if v is None or (isinstance(v, float) and np.isnan(v) and rule.threshold is None) else v
         examples[i] = json.dumps(v.item() if hasattr(v, "item") else v, default=str)
     return label, examples
 
@@ -156,21 +130,39 @@ def _times(column: pa.ChunkedArray, kind: str, fmt: str | None) -> pa.Array:
     return pa.array(parsed.dt.as_unit("ns").dt.tz_localize(None), from_pandas=True).cast(pa.int64())
 
 
+def _numbers(batch: pa.Table, numeric: tuple[str, ...], path_added: bool) -> tuple[dict[str, pa.Array], pa.Array]:
+    """Numeric features as float64 (NaN missing) and, per row, JSON [feature, value, file] of the
+    first value that is not a number (null where every value is)."""
+    out, bad_rows = {}, [None] * batch.num_rows
+    paths = batch.column(PATH_COLUMN) if path_added else None  # not a column of the user's named `path`
+    for c in numeric:
+        values, bad = parse_numbers(batch.column(c))
+        out[c] = pa.array(values, from_pandas=True)
+        texts = text_form(batch.column(c)) if bad.any() else None
+        for i in np.flatnonzero(bad):
+            if bad_rows[i] is None:
+                bad_rows[i] = json.dumps([c, texts[int(i)].as_py(),
+                                          paths[int(i)].as_py() if paths is not None else None])
+    return out, pa.array(bad_rows, pa.string())
+
+
 def stage(batch: pa.Table, cfg: StageConfig) -> pa.Table:
     """A raw block -> the staged block: features (categorical as text, numeric as float64), the
-    parsed label and time, the domain as text, the split key; bad values kept for the errors."""
-    out = {c: text(batch.column(c)) for c in cfg.categorical}
-    for c in cfg.numeric:
-        out[c] = pa.array(pd.to_numeric(batch.column(c).to_pandas(), errors="coerce").to_numpy(dtype=np.float64),
-                          from_pandas=True)
-    label, bad = _label(batch.column(cfg.label_col).to_pandas(), cfg.label_threshold)
+    parsed label and time, the domain as text, the split key; bad values kept for the errors. The
+    row key hashes the row's own columns only (not the file it came from)."""
+    out = {c: text_form(batch.column(c)) for c in cfg.categorical}
+    numbers, out[BAD_NUMBER] = _numbers(batch, cfg.numeric, cfg.path_added)
+    out.update(numbers)
+    if PATH_COLUMN in batch.column_names and cfg.path_added:
+        batch = batch.drop_columns([PATH_COLUMN])
+    label, bad = _label(batch.column(cfg.label_col), LabelRule(cfg.label_col, cfg.label_threshold))
     out[LABEL] = pa.array(label, pa.int8())
     out[BAD_LABEL] = pa.array(bad, pa.string())
-    out[DOMAIN] = text(batch.column(cfg.domain_col))
+    out[DOMAIN] = text_form(batch.column(cfg.domain_col))
     if cfg.time_col:
         out[TIME] = _times(batch.column(cfg.time_col), cfg.time_kind, cfg.time_format)
     if cfg.split == "random-user":
-        users = text(batch.column(cfg.user_col)).to_numpy(zero_copy_only=False)
+        users = text_form(batch.column(cfg.user_col)).to_numpy(zero_copy_only=False)
         hashes = pd.util.hash_array(users.astype(object))
     else:
         hashes = row_hashes(batch)
@@ -188,7 +180,12 @@ def stats(batch: pa.Table, rule: SplitRule | None) -> dict:
     out = {"rows": batch.num_rows, "positives": int((label == 1).sum()), "bad_labels": int((label < 0).sum()),
            "bad_label_examples": examples, "null_domains": domain.null_count,
            "domains": set(pc.unique(domain.drop_null()).to_pylist()),
-           "bad_times": batch.column(TIME).null_count if TIME in batch.column_names else 0}
+           "bad_times": batch.column(TIME).null_count if TIME in batch.column_names else 0,
+           "bad_numbers": 0, "bad_number_examples": []}
+    if BAD_NUMBER in batch.column_names:
+        bad_numbers = batch.column(BAD_NUMBER).drop_null()
+        out["bad_numbers"] = len(bad_numbers)
+        out["bad_number_examples"] = [json.loads(v) for v in pc.unique(bad_numbers).to_pylist()[:5]]
     if rule is not None:
         out["split_rows"] = np.bincount(rule.assign(batch), minlength=3)
     return out
@@ -230,35 +227,42 @@ def time_order_keys(batch: pa.Table) -> dict[str, tuple[np.ndarray, np.ndarray]]
     return {"time": (time_keys(batch.column(TIME)), batch.column(KEY).to_numpy())}
 
 
-@dataclass
-class Encoders:
-    """What encoding needs, shipped once to the object store (`ray.put`) and cached per worker."""
-    vocabularies: dict[str, Vocabulary]
-    buckets: dict[str, Buckets]
-    features: list[str]  # output order
-    domain_ids: dict[str, int]
-    rule: SplitRule
+_CACHE: dict[str, tuple[FeatureTransform, SplitRule]] = {}
 
 
-_CACHE: dict[str, Encoders] = {}
-
-
-def encode(batch: pa.Table, token: str, ref: list) -> pa.Table:
-    """Staged block -> encoded block (features int32, label int8) with its split and domain id as
-    partition columns. A Ray Data task: the encoders (and their hash tables, O(V) to build) are
-    fetched once per worker process, keyed by `token`, not once per block."""
+def cached(token: str, ref: list):
+    """The object behind `ref[0]` (an ObjectRef in a list, so Ray does not resolve it as an
+    argument), fetched once per worker process and kept under `token`: the encoders' lookup
+    tables cost O(V) to build, so each worker builds them once per conversion, not once per block."""
     if token not in _CACHE:
         import ray
 
         _CACHE.clear()  # one conversion at a time per worker
         _CACHE[token] = ray.get(ref[0])
-    enc = _CACHE[token]
-    out = {}
-    for c in enc.features:
-        values = batch.column(c).to_numpy(zero_copy_only=False)
-        out[c] = enc.vocabularies[c].encode(values) if c in enc.vocabularies else enc.buckets[c].encode(values)
-    out["label"] = batch.column(LABEL).to_numpy().astype(np.int8)
-    out[SPLIT] = np.asarray(SPLITS, dtype=object)[enc.rule.assign(batch)]
-    domains = pd.Series(batch.column(DOMAIN).to_numpy(zero_copy_only=False)).map(enc.domain_ids)
-    out[DOMAIN] = domains.to_numpy(dtype=np.int64)
-    return pa.table({k: pa.array(v) for k, v in out.items()})
+    return _CACHE[token]
+
+
+def encode(batch: pa.Table, token: str, ref: list) -> pa.Table:
+    """Staged block -> encoded block (features int32, label int8) with its split and domain id as
+    partition columns. A Ray Data task; ref holds (FeatureTransform, SplitRule)."""
+    transform, rule = cached(token, ref)
+    out = {name: pa.array(ids) for name, ids in transform.encode(batch).items()}
+    out["label"] = pa.array(batch.column(LABEL).to_numpy().astype(np.int8))
+    out[SPLIT] = pa.array(np.asarray(SPLITS, dtype=object)[rule.assign(batch)])
+    out[DOMAIN] = pa.array(transform.domain.encode(batch.column(DOMAIN)))
+    return pa.table(out)
+
+
+def id0_counts(batch: pa.Table, features: tuple[str, ...]) -> pa.Table:
+    """Per split in the block (its files' paths: <dataset>/<split>/domain=<id>/part-*.parquet), one
+    row: the split, its rows and, per feature, its rows with id 0 (unknown or missing)."""
+    paths = batch.column(PATH_COLUMN).combine_chunks().dictionary_encode()
+    names = [p.replace("\\", "/").rsplit("/domain=", 1)[0].rsplit("/", 1)[-1] for p in paths.dictionary.to_pylist()]
+    split = np.asarray(names, dtype=object)[paths.indices.to_numpy(zero_copy_only=False)]
+    rows = []
+    for s in sorted(set(names)):
+        mask = split == s
+        rows.append({SPLIT: s, "__rows": int(mask.sum()),
+                     **{c: int((batch.column(c).to_numpy()[mask] == 0).sum()) for c in features}})
+    return pa.Table.from_pylist(rows, schema=pa.schema([(SPLIT, pa.string()), ("__rows", pa.int64())]
+                                                        + [(c, pa.int64()) for c in features]))

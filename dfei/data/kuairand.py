@@ -27,7 +27,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from dfei.data.convert import Buckets, Vocabulary, write_dataset
+from dfei.data.convert import write_dataset
+from dfei.data.encoders import Buckets, DomainMap, FeatureEncoder, FeatureTransform, LabelRule, Vocabulary
+from dfei.data.encoders.text import kind_of
 from dfei.data.spec import SPLITS, DatasetError, DatasetSpec, Domain, Feature
 
 LOG_FILES = ("log_standard_4_08_to_4_21_1k.csv", "log_standard_4_22_to_5_08_1k.csv")
@@ -79,9 +81,9 @@ def _read(raw: str, name: str, columns: list[str], filter_ids: np.ndarray | None
 
 
 def _encode_table(table: pd.DataFrame, index: np.ndarray, train_rows: np.ndarray, categorical: list[str],
-                  numeric: list[str], min_count: int) -> tuple[dict[str, np.ndarray], list[Feature]]:
+                  numeric: list[str], min_count: int) -> tuple[dict[str, np.ndarray], list[FeatureEncoder]]:
     """Encode an entity table (users or videos) with encoders fitted on the train impressions;
-    return per-log-row codes (rows whose entity is missing from the table get 0)."""
+    return per-log-row codes (rows whose entity is missing from the table get 0) and the encoders."""
     weights = np.bincount(index[train_rows & (index >= 0)], minlength=len(table)).astype(np.float64)
     codes, features = {}, []
     for col in categorical + numeric:
@@ -89,7 +91,7 @@ def _encode_table(table: pd.DataFrame, index: np.ndarray, train_rows: np.ndarray
         enc = Vocabulary.fit(values, min_count, weights) if col in categorical else Buckets.fit(values, 10, weights)
         entity_codes = np.append(enc.encode(values), np.int32(0))  # slot -1 = missing entity
         codes[col] = entity_codes[index]
-        features.append(Feature(col, enc.cardinality))
+        features.append(FeatureEncoder(col, enc, kind_of(pa.array(values, from_pandas=True).type)))
     return codes, features
 
 
@@ -120,8 +122,8 @@ def convert_kuairand(raw: str, out: str, min_count: int = 1, overwrite: bool = F
 
     user_index = pd.Index(users["user_id"]).get_indexer(logs["user_id"])
     uid = Vocabulary.fit(logs["user_id"][train])
-    columns = {"user_id": uid.encode(logs["user_id"])}
-    features = [Feature("user_id", uid.cardinality)]
+    columns = {"user_id": uid.encode(pa.array(logs["user_id"]))}
+    features = [FeatureEncoder("user_id", uid, kind_of(pa.array(logs["user_id"]).type))]
     for table, index, cat, num in (
             (users, user_index, USER_CATEGORICAL, USER_NUMERIC),
             (basic, pd.Index(basic["video_id"]).get_indexer(logs["video_id"]), VIDEO_CATEGORICAL, VIDEO_NUMERIC),
@@ -131,11 +133,16 @@ def convert_kuairand(raw: str, out: str, min_count: int = 1, overwrite: bool = F
         columns.update(codes)
         features += feats
     domain_list = [Domain(tab, f"B{i + 1}") for i, tab in enumerate(TABS)]
+    # the transform of a log row joined to its user's and video's features (after the `tag` and
+    # `upload_dt` preparation above): what scoring such rows would apply
+    transform = FeatureTransform(features, DomainMap("tab", {str(t): t for t in TABS}, "integer"),
+                                 LabelRule("is_click"))
     tabs = logs["tab"].to_numpy()
     labels = logs["is_click"].to_numpy()
     return write_dataset(
         out, "kuairand-1k", {s: {c: v[which == s] for c, v in columns.items()} for s in SPLITS},
-        {s: labels[which == s] for s in SPLITS}, {s: tabs[which == s] for s in SPLITS}, domain_list, features,
+        {s: labels[which == s] for s in SPLITS}, {s: tabs[which == s] for s in SPLITS}, domain_list,
+        [Feature(f.name, f.cardinality) for f in features],
         "user_id", meta={"converter": "kuairand", "raw": os.path.abspath(raw), "tabs": list(TABS),
                          "split_dates": SPLIT_DATES, "min_count": min_count},
-        overwrite=overwrite, log=log)
+        overwrite=overwrite, log=log, transform=transform)

@@ -63,6 +63,9 @@ class DatasetSpec:
     # split -> domain name -> rows; informative (Parquet metadata is the truth)
     row_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)  # free-form provenance (generator, converter)
+    # the raw -> id transform (dfei.data.encoders.transform): {"native": true} for generated ids,
+    # None for a dataset written before encoders were kept
+    encoders: dict[str, Any] | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -100,7 +103,7 @@ class DatasetSpec:
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        return {k: v for k, v in out.items() if v or k not in ("row_counts", "meta")}
+        return {k: v for k, v in out.items() if v or k not in ("row_counts", "meta", "encoders")}
 
     @classmethod
     def from_json(cls, raw: Any, where: str = SPEC_FILE) -> "DatasetSpec":
@@ -137,8 +140,35 @@ class DatasetSpec:
         if raw["label"] in {f.name for f in feats}:
             raise fail(f"label {raw['label']!r} is also listed as a feature")
         check_column_names([f.name for f in feats], raw["label"], where)
+        encoders = raw.get("encoders")
+        if encoders is not None and not isinstance(encoders, dict):
+            raise fail(f"'encoders' must be an object, got {encoders!r}")
+        if encoders and not encoders.get("native"):
+            names = [f.get("name") for f in encoders.get("features", []) if isinstance(f, dict)]
+            if names != [f.name for f in feats]:
+                raise fail(f"the encoders' features {names} are not the dataset's {[f.name for f in feats]}")
+            for entry, feat in zip(encoders["features"], feats):
+                ids = _encoder_ids(entry)
+                if ids is not None and ids != feat.cardinality:
+                    raise fail(f"feature {feat.name!r} has cardinality {feat.cardinality} but its encoder gives "
+                               f"{ids} ids (with 0): the file was edited")
         return cls(str(raw["name"]), raw["label"], doms, feats, user,
-                   dict(raw.get("row_counts") or {}), dict(raw.get("meta") or {}))
+                   dict(raw.get("row_counts") or {}), dict(raw.get("meta") or {}), encoders)
+
+
+def _encoder_ids(entry: dict) -> int | None:
+    """The cardinality an `encoders` feature entry gives (None where the entry is malformed: reading
+    the encoders reports that, naming the feature)."""
+    try:
+        if entry["kind"] == "vocabulary":
+            return int(entry["size"]) + 1
+        if entry["kind"] == "buckets":
+            return len(entry["edges"]) + 2
+        if entry["kind"] == "hash":
+            return int(entry["buckets"]) + 1
+    except (KeyError, TypeError, ValueError):
+        pass
+    return None
 
 
 def _parse_list(value: Any, key: str, required: tuple[str, ...], fail) -> list[dict]:

@@ -374,7 +374,7 @@ def generate(profile: str, scale: float, seed: int, out: str, workers: int | Non
                 name=f"{profile}-s{scale:g}-seed{seed}" + (f"-day{day}" if day else "")
                      + (f"-{len(keep)}of{len(names)}domains" if len(keep) < len(names) else "")
                      + (f"-e{min_eval_rows}" if min_eval_rows else ""),
-                label="label", user_column="user_id",
+                label="label", user_column="user_id", encoders={"native": True},  # generated as ids
                 domains=[Domain(d, names[d]) for d in keep],
                 features=[Feature(name, card) for name, card in world.cardinalities.items()],
                 row_counts={s: {name: int(v["rows"]) for name, v in stats[s].items()} for s in SPLITS},

@@ -3,8 +3,11 @@
 `_reference` below is the test oracle: the pandas converter's semantics written out in plain
 pandas/numpy on the whole table (fit on train rows only, ids by count then value, quantile bins by
 the row-level cumulative distribution, OOV 0), with the documented split rules (a seeded row hash
-for `random`, the user's hash for `random-user`, (time, row hash) order for `time`). The Ray Data
-path must give the same dataset.json and the same encoded rows in every split and domain.
+for `random`, the user's hash for `random-user`, (time, row hash) order for `time`). A CSV is read
+as text, exactly as written (`_read_csv_as_text`): its categorical values and row keys are the text
+of each cell; Parquet columns keep their types (an integer column's ties ordered by number). The Ray
+Data path must give the same dataset.json, the same encoded rows in every split and domain, and the
+same vocabularies in the dataset's encoders/.
 """
 from __future__ import annotations
 
@@ -44,11 +47,21 @@ def _mix(x: np.ndarray) -> np.ndarray:  # splitmix64, as documented in dfei.data
         return x ^ (x >> np.uint64(31))
 
 
+def _read_csv_as_text(path) -> pa.Table:
+    """A CSV file as the converter reads it: every column text as written, an empty cell null."""
+    names = pacsv.open_csv(str(path)).schema.names
+    return pacsv.read_csv(str(path), convert_options=pacsv.ConvertOptions(
+        column_types={c: pa.string() for c in names}, strings_can_be_null=True, null_values=[""]))
+
+
 def _reference(table: pa.Table, split: str, numeric: list[str], min_count: int, seed: int = 0,
                threshold: float = 4, valid: float = 0.1, test: float = 0.1):
-    """(dataset.json minus name/input, {(split, domain id): encoded rows sorted}) of `table`,
+    """(dataset.json minus name/input/encoders, {(split, domain id): encoded rows sorted},
+    {categorical feature: its vocabulary, values in id order}) of `table` (a CSV: `_read_csv_as_text`),
     converted with domain scenario, label rating >= threshold, user column user, time column ts."""
     df = table.to_pandas()
+    for c in [*numeric, "rating", "ts"]:  # parsed as numbers from text; Parquet's are numbers already
+        df[c] = pd.to_numeric(df[c])
     features = ["user"] + [c for c in df.columns if c not in ("scenario", "rating", "ts", "user")]
     categorical = [c for c in features if c not in numeric]
     if split == "random-user":
@@ -69,6 +82,7 @@ def _reference(table: pa.Table, split: str, numeric: list[str], min_count: int, 
     train = df[which == 0]
     codes = {}
     cards = {}
+    vocabularies = {}
     for c in categorical:
         counts = train[c].astype(str).value_counts()
         counts = counts[counts >= min_count]
@@ -78,6 +92,7 @@ def _reference(table: pa.Table, split: str, numeric: list[str], min_count: int, 
         ids = {v: i + 1 for i, v in enumerate(order["v"])}
         codes[c] = df[c].astype(str).map(ids).fillna(0).to_numpy(dtype=np.int32)
         cards[c] = len(ids) + 1
+        vocabularies[c] = list(order["v"])
     for c in numeric:  # the pandas converter's Buckets.fit, row by row
         values = np.sort(train[c].dropna().to_numpy(dtype=np.float64))
         cdf = np.cumsum(np.ones(len(values))) / len(values)
@@ -97,11 +112,13 @@ def _reference(table: pa.Table, split: str, numeric: list[str], min_count: int, 
             block = np.stack([codes[c][mask] for c in order] + [label[mask]], axis=1)
             rows[(s, d)] = block[np.lexsort(block.T[::-1])] if len(block) else block
             counts[s][name] = int(mask.sum())
+    id0 = {s: {c: round(float((codes[c][which == s_id] == 0).mean()), 6) for c in order}
+           for s_id, s in enumerate(("train", "valid", "test"))}
     spec = {"label": "label", "user_column": "user", "domains": [{"id": i, "name": v} for i, v in enumerate(names)],
             "features": [{"name": c, "cardinality": cards[c]} for c in order], "row_counts": counts,
             "meta": {"converter": "csv", "split": split, "label_threshold": threshold, "min_count": min_count,
-                     "seed": seed, "positive_rate": float(label.mean())}}
-    return spec, rows
+                     "seed": seed, "positive_rate": float(label.mean()), "id0_share": id0, "encoders_from": None}}
+    return spec, rows, vocabularies
 
 
 def _written(path: str) -> tuple[dict, dict]:
@@ -116,14 +133,27 @@ def _written(path: str) -> tuple[dict, dict]:
     return spec, rows
 
 
-def _assert_same(path: str, expected: tuple[dict, dict]) -> dict:
+def _assert_same(path: str, expected: tuple[dict, dict, dict]) -> dict:
     spec, rows = _written(path)
-    want_spec, want_rows = expected
+    want_spec, want_rows, want_vocabularies = expected
     meta = {k: v for k, v in spec["meta"].items() if k not in ("input", "split_rule")}
-    assert {**{k: v for k, v in spec.items() if k not in ("name", "meta")}, "meta": meta} == want_spec
+    assert {**{k: v for k, v in spec.items() if k not in ("name", "meta", "encoders")}, "meta": meta} == want_spec
     assert rows.keys() == want_rows.keys()
     for key in rows:
         assert np.array_equal(rows[key], want_rows[key]), key
+    # the encoders: one per feature, in the dataset's order; each vocabulary file is the reference's
+    encoders = spec["encoders"]
+    assert [f["name"] for f in encoders["features"]] == [f["name"] for f in spec["features"]]
+    assert encoders["domain"]["values"] == {d["name"]: d["id"] for d in spec["domains"]}
+    assert encoders["label"] == {"column": "rating", "threshold": want_spec["meta"]["label_threshold"]}
+    for entry, feature in zip(encoders["features"], spec["features"]):
+        assert entry["digest"].startswith("sha256:")
+        if entry["name"] in want_vocabularies:
+            assert entry["kind"] == "vocabulary" and entry["size"] == feature["cardinality"] - 1
+            values = pq.read_table(os.path.join(path, entry["file"])).column("value").to_pylist()
+            assert values == want_vocabularies[entry["name"]], entry["name"]
+        else:
+            assert entry["kind"] == "buckets" and len(entry["edges"]) == feature["cardinality"] - 2
     return spec
 
 
@@ -135,7 +165,7 @@ def test_ray_data_conversion_equals_the_reference(ray_session, tmp_path, split):
     df.to_csv(tmp_path / "logs.csv", index=False)
     spec = convert_csv(str(tmp_path / "logs.csv"), str(tmp_path / "ds"), "scenario", "rating", label_threshold=4,
                        user_col="user", time_col="ts", split=split, numeric=["price"], min_count=2, **QUIET)
-    expected = _reference(pacsv.read_csv(tmp_path / "logs.csv"), split, ["price"], min_count=2)
+    expected = _reference(_read_csv_as_text(tmp_path / "logs.csv"), split, ["price"], min_count=2)
     written = _assert_same(str(tmp_path / "ds"), expected)
     assert written["name"] == "logs" and written["meta"]["split"] == split and spec.meta["split_rule"]
     ds = ParquetDataset(str(tmp_path / "ds"))  # the contract's reader accepts it
@@ -208,7 +238,7 @@ def test_clear_errors_and_no_half_written_output(ray_session, tmp_path):
     with pytest.raises(ConfigError, match="--label-threshold must be a finite number, got nan"):
         convert_csv(src, str(out), "scenario", "rating", label_threshold=float("nan"), **QUIET)
     # found by the check pass over the staged data, after Ray Data wrote into the temporary directory
-    with pytest.raises(DatasetError, match=r"label column 'rating' has value\(s\) \[2, 3, 4, 5\]"):
+    with pytest.raises(DatasetError, match=r"label column 'rating' has value\(s\) \['2', '3', '4', '5'\]"):
         convert_csv(src, str(out), "scenario", "rating", **QUIET)
     assert _no_output(out)
     df["when"] = ["2022-04-01 10:00"] * 199 + ["not a time"]
@@ -269,9 +299,10 @@ def test_label_and_domain_cannot_be_features_and_threshold_needs_numbers(ray_ses
 
 
 def test_nan_is_missing_and_a_rows_key_does_not_depend_on_inferred_types():
-    from dfei.data.csv_blocks import row_hashes, text
+    from dfei.data.csv_blocks import row_hashes
+    from dfei.data.encoders.text import text_form
 
-    assert text(pa.array([float("nan"), 1.0, None])).to_pylist() == [None, "1", None]  # not a value "nan"
+    assert text_form(pa.array([float("nan"), 1.0, None])).to_pylist() == [None, "1", None]  # not a value "nan"
     # the same row in a block where the column is int64 and in one where a null made it float64
     ints = pa.table({"x": pa.array([5, 6], pa.int64()), "s": ["a", "b"]})
     floats = pa.table({"x": pa.array([5.0, None]), "s": ["a", "c"]})
