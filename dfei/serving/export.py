@@ -10,7 +10,10 @@ requests before they reach the graph).
 
 Beside FILE a sidecar FILE.json lists the features with their cardinalities, the domains (ids and
 names), the model and its config, where it was trained and the artifact's sha256;
-dfei.serving.loader reads it to check requests. Every export is checked on rows it has not seen
+dfei.serving.loader reads it to check requests. When the checkpoint's data was converted with
+encoders (dfei.data.encoders), the export carries them: FILE.encoders/ holds the vocabularies and
+the sidecar's `encoders` lists every encoder with its digest (checked at load), so
+`ServingModel.predict_raw` encodes raw values exactly as training did. Every export is checked on rows it has not seen
 (a batch size and domain mix other than the example's): the artifact must agree with the eager
 model to 1e-5, or nothing is written.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -29,13 +33,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from dfei.atomic import atomic_write, write_json_atomic
+from dfei.atomic import atomic_directory, atomic_write, write_json_atomic
 from dfei.errors import ConfigError, PathExistsError
 from dfei.models.layers import route_by_domain
 
 FORMATS = ("torchscript", "onnx")
 TOLERANCE = 1e-5
 CHECK_ROWS = 4096  # unseen rows of the parity check, per pass
+ENCODERS_SUFFIX = ".encoders"  # FILE.encoders/: the vocabularies of an export whose data had encoders
 
 
 class ServingModule(nn.Module):
@@ -94,7 +99,7 @@ def export_checkpoint(checkpoint: str, fmt: str, out: str, best: bool = True, ov
                       log=print) -> dict[str, Any]:
     """Write `out` and `out`.json; returns the sidecar (with the parity error measured)."""
     from dfei.serving.loader import ServingModel
-    from dfei.train.checkpoint import load_model
+    from dfei.train.checkpoint import load_trained
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {FORMATS}, got {fmt!r}")
@@ -108,7 +113,7 @@ def export_checkpoint(checkpoint: str, fmt: str, out: str, best: bool = True, ov
     if not overwrite and (os.path.exists(out) or os.path.exists(out + ".json")):
         raise PathExistsError(f"{out} exists; pass --overwrite to replace it")
     t0 = time.time()
-    model, spec, cfg = load_model(checkpoint, best=best)
+    model, spec, cfg, transform = load_trained(checkpoint, best=best)
     ids = [d.id for d in spec.domains]
     serving = ServingModule(model, ids).eval()
     example = _rows(spec.cardinalities, ids, 512, seed=0)
@@ -142,6 +147,13 @@ def export_checkpoint(checkpoint: str, fmt: str, out: str, best: bool = True, ov
                                f"(> {TOLERANCE}); nothing written")
 
     atomic_write(out, write)
+    if transform is not None:  # the vocabularies beside the artifact, before the sidecar that lists them
+        with atomic_directory(out + ENCODERS_SUFFIX) as tmp:
+            meta["encoders"] = transform.write(tmp)
+        meta["encoders_root"] = os.path.basename(out) + ENCODERS_SUFFIX
+        ServingModel(out, meta)  # the loader reads them back, digests checked
+    elif os.path.isdir(out + ENCODERS_SUFFIX):  # an earlier export's (overwrite): not this model's
+        shutil.rmtree(out + ENCODERS_SUFFIX)
     write_json_atomic(out + ".json", meta)  # the loader refuses a model without its sidecar
     size_mb = os.path.getsize(out) / 2**20
     log(f"[export] {fmt}: {out} ({size_mb:.1f} MB) + {os.path.basename(out)}.json; {spec.num_domains} domains, "

@@ -3,13 +3,21 @@
     model = ServingModel.load("dfei.onnx")          # reads dfei.onnx.json beside it
     ctr = model.predict(features, domain_ids)       # features int [batch, F], domain ids int [batch]
 
+    ctr = model.predict_raw([{"user_id": "u01", "item_id": "i7", "price": 12.5}], domains=["home"])
+
+`predict_raw` takes raw values and encodes them with the encoders the export carries (the ones the
+training data was converted with: same text form, same bin edges, unknown values -> 0, same hash;
+dfei.data.encoders), then scores them: it equals `predict` on the ids the converter would write.
+It needs pyarrow besides; artifacts of data with native ids (synthetic) have no encoders.
+
 The artifact itself cannot tell a bad id from a good one: an out-of-range feature id would read
 another feature's embedding rows (the tables are one matrix) or fail deep in the runtime, and an
 unknown domain would get NaN. So ids are checked here, against the sidecar's cardinalities and
 domain list, and a request with any bad value is refused with an error naming the feature (or the
 domain), the value and the row. Nothing is clamped. `load` also refuses an artifact whose sha256
 is not its sidecar's (a sidecar from another export would check requests against the wrong ids).
-Needs numpy and torch (TorchScript) or onnxruntime (ONNX) only (and dfei.errors, plain Python).
+Needs numpy and torch (TorchScript) or onnxruntime (ONNX) only (and dfei.errors, plain Python);
+artifacts with encoders also pyarrow (dfei.data.encoders).
 """
 from __future__ import annotations
 
@@ -37,6 +45,15 @@ class ServingModel:
         self.domains = {int(d["id"]): d["name"] for d in meta["domains"]}
         self._known = np.array(sorted(self.domains), dtype=np.int64)
         self.format = meta["format"]
+        self.transform = None  # dfei.data.encoders.FeatureTransform: the raw -> id encoders, if any
+        if meta.get("encoders") and not meta["encoders"].get("native"):
+            from dfei.data.encoders import load_transform
+
+            root = os.path.join(os.path.dirname(os.path.abspath(path)), meta.get("encoders_root", ""))
+            try:
+                self.transform = load_transform(root, meta["encoders"], where=f"{path} (encoders in {root})")
+            except UserError as err:
+                raise ArtifactError(str(err)) from None
         if self.format == "torchscript":
             import torch
 
@@ -110,3 +127,18 @@ class ServingModel:
         if missing:
             raise RequestError(f"missing feature column(s) {missing}")
         return self.predict(np.stack([np.asarray(columns[n]) for n in self.feature_names], axis=1), domain_ids)
+
+    def predict_raw(self, rows, domains) -> np.ndarray:
+        """CTR per row, float32 [batch], from raw values: `rows` a list of {feature: value} (one per row)
+        or {feature: [values]}, `domains` the raw domain values [batch] (e.g. "home"). Values are
+        encoded as the converter encoded the training data (dfei.data.encoders); a feature fitted on
+        text takes strings, one fitted on integers takes ints, a numeric one numbers (or their text);
+        None is missing (id 0). RequestError names a missing, extra or wrongly typed feature, or an
+        unknown domain, with the row."""
+        if self.transform is None:
+            raise RequestError(f"{self.path}: this model has no encoders (its training data had native ids); "
+                               "send feature ids to predict()")
+        from dfei.serving.raw import encode_request
+
+        x, d = encode_request(self.transform, self.feature_names, self.domains, rows, domains)
+        return self.predict(x, d)

@@ -6,7 +6,10 @@ Files: tensors via torch.save (loaded with weights_only=True), the rest as JSON.
     model.pt       model state dict, including the DFE buffers v and initialized
     best_model.pt  only when the best epoch is not this one (so every checkpoint is self-contained)
     optimizer.pt   optimizer state dict
-    state.json     epoch, early-stopping state, config, dataset spec
+    state.json     epoch, early-stopping state, config, dataset spec (with its encoders' digests)
+    encoders/      the dataset's vocabularies (dfei.data.encoders), when it has any: a checkpoint
+                   scores raw logs and exports with the very transform it was trained on, wherever
+                   the dataset has gone since
 
 Every file is written to a temporary name and renamed, so a crash never leaves a half file.
 """
@@ -23,6 +26,8 @@ import torch
 from torch import nn
 
 from dfei.atomic import atomic_write
+from dfei.data.encoders import FeatureTransform, load_transform
+from dfei.data.encoders.transform import copy_encoders
 from dfei.data.spec import DatasetSpec
 from dfei.errors import CheckpointError
 from dfei.models.registry import build_model
@@ -99,8 +104,12 @@ def check_format(state: dict[str, Any], where: str = STATE_FILE) -> None:
 
 
 def save_checkpoint(directory: str, model_state: dict, optimizer_state: dict | None, state: dict[str, Any],
-                    best_model_state: dict | None = None) -> None:
+                    best_model_state: dict | None = None, dataset_root: str | None = None) -> None:
+    """Write a checkpoint into `directory`; with dataset_root (the dataset's path or URI), also the
+    encoder files state["dataset"]'s encoders list (dfei.data.encoders.transform.copy_encoders)."""
     os.makedirs(directory, exist_ok=True)
+    if dataset_root is not None:
+        copy_encoders(state.get("dataset", {}).get("encoders"), dataset_root, directory)
     atomic_write(os.path.join(directory, MODEL_FILE), lambda p: torch.save(model_state, p))
     if best_model_state is not None:
         atomic_write(os.path.join(directory, BEST_MODEL_FILE), lambda p: torch.save(best_model_state, p))
@@ -130,14 +139,22 @@ def _state(directory: str) -> dict[str, Any]:
 
 
 def load_checkpoint_state(directory: str) -> dict[str, Any]:
-    """{"state", "has_optimizer"} of a checkpoint, reading no tensors (what a run was, not its weights)."""
+    """{"state", "has_optimizer", "transform"} of a checkpoint, reading no tensors (what a run was,
+    not its weights)."""
     state = _state(directory)
-    return {"state": state, "has_optimizer": os.path.exists(os.path.join(directory, OPTIMIZER_FILE))}
+    return {"state": state, "has_optimizer": os.path.exists(os.path.join(directory, OPTIMIZER_FILE)),
+            "transform": _transform(directory, state)}
+
+
+def _transform(directory: str, state: dict[str, Any]) -> FeatureTransform | None:
+    """The encoders the checkpoint's data was encoded with (None: native ids), digests checked."""
+    return load_transform(directory, (state.get("dataset") or {}).get("encoders"), where=f"{directory} (its encoders)")
 
 
 def load_checkpoint(directory: str, map_location: str | torch.device = "cpu",
                     optimizer: bool = True) -> dict[str, Any]:
-    """{"model", "best_model", "optimizer", "state"}; best_model falls back to model. With
+    """{"model", "best_model", "optimizer", "state", "transform"} (the encoders, None for native ids);
+    best_model falls back to model. With
     optimizer=False the optimizer state is not read ("optimizer" is None): inference needs only
     the weights. Raises CheckpointError when `directory` is not a dfei checkpoint or a file of it
     cannot be read."""
@@ -154,7 +171,8 @@ def load_checkpoint(directory: str, map_location: str | torch.device = "cpu",
     state = _state(directory)
     model = load(MODEL_FILE)
     return {"model": model, "best_model": load(BEST_MODEL_FILE) or model,
-            "optimizer": load(OPTIMIZER_FILE) if optimizer else None, "state": state}
+            "optimizer": load(OPTIMIZER_FILE) if optimizer else None, "state": state,
+            "transform": _transform(directory, state)}
 
 
 def non_finite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:
@@ -212,9 +230,15 @@ def load_model(checkpoint: str, best: bool = False) -> tuple[nn.Module, DatasetS
     """The model of a checkpoint (its epoch's weights, or with best=True the run's best epoch so far),
     in eval mode on the CPU, with the dataset spec and config it was trained with. Reads no
     optimizer state. Raises CheckpointError when the weights hold nan or inf (a diverged run's)."""
+    return load_trained(checkpoint, best)[:3]
+
+
+def load_trained(checkpoint: str, best: bool = False) -> tuple[nn.Module, DatasetSpec, TrainConfig,
+                                                                 FeatureTransform | None]:
+    """load_model's (model, spec, config) and the checkpoint's encoders (None for native ids)."""
     ckpt = load_any_checkpoint(checkpoint, optimizer=False)
     cfg = TrainConfig.from_dict(ckpt["state"]["config"], where=f"{checkpoint}/{STATE_FILE}", legacy=True)
     spec = DatasetSpec.from_json(ckpt["state"]["dataset"])
     model = model_from_config(cfg, spec)
     model.load_state_dict(finite_weights(ckpt, checkpoint, best))
-    return model.eval(), spec, cfg
+    return model.eval(), spec, cfg, ckpt["transform"]

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from dfei.data.dataset import ParquetDataset
+from dfei.data.encoders import load_transform
 from dfei.data.ingest import DomainReader, reader_positions, reader_start, steps_per_epoch, training_stream
 from dfei.data.ray_ingest import RayDataDomainReader
 from dfei.errors import CheckpointError, TrainingDivergedError
@@ -152,7 +153,8 @@ def restore(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer) -> Re
     if not cfg.init_from:
         return Restored(TrainState())
     ckpt = load_any_checkpoint(cfg.init_from)
-    matching = warm_start.plan(cfg, w.dataset.spec, ckpt, cfg.init_from)
+    data_transform = load_transform(w.dataset.uri, w.dataset.spec.encoders)
+    matching = warm_start.plan(cfg, w.dataset.spec, ckpt, cfg.init_from, data_transform)
     model.load_state_dict(warm_start.model_state(model, ckpt["model"], matching))
     source = warm_start.optimizer_source(cfg, ckpt["optimizer"] is not None)
     optimizer_state = (warm_start.optimizer_state(model, optimizer, ckpt["optimizer"], matching)
@@ -256,7 +258,8 @@ def save_step_checkpoint(w: Worker, model: nn.Module, optimizer: torch.optim.Opt
             mid = {"epoch": epoch, "step": step, "world": w.world,
                    "progress": [r["progress"] for r in records], "positions": [r["positions"] for r in records]}
             save_checkpoint(tmp, unwrap(model).state_dict(), optimizer.state_dict(),
-                            {**state.to_json(w.cfg, w.dataset.spec), "mid_epoch": mid}, best_weights)
+                            {**state.to_json(w.cfg, w.dataset.spec), "mid_epoch": mid}, best_weights,
+                            dataset_root=w.dataset.uri)
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report({"epoch": epoch, "step": step, MID_EPOCH: True, CHECKPOINT_SCORE: -1.0}, checkpoint=ckpt,
                          checkpoint_dir_name=f"epoch_{epoch + 1:04d}_step_{step:08d}")
@@ -314,7 +317,8 @@ def end_epoch(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer, sta
         ckpt = None
         if w.rank == 0:
             save_checkpoint(tmp, unwrap(model).state_dict(), optimizer.state_dict(),
-                            state.to_json(w.cfg, w.dataset.spec), None if improved else best_weights)
+                            state.to_json(w.cfg, w.dataset.spec), None if improved else best_weights,
+                            dataset_root=w.dataset.uri)
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         # named as users count epochs (from 1): "best epoch 5" is the folder epoch_0005
         ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch + 1:04d}")

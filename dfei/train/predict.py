@@ -18,20 +18,27 @@ import torch
 from dfei.atomic import atomic_directory
 from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
+from dfei.data.encoders import load_transform
+from dfei.data.encoders.compat import Relation, relate
 from dfei.data.spec import DatasetError, DatasetSpec
 from dfei.errors import CheckpointError, ConfigError, PathExistsError
-from dfei.train.checkpoint import finite_weights, load_any_checkpoint, load_model
+from dfei.train.checkpoint import finite_weights, load_any_checkpoint, load_model, load_trained
 from dfei.train.resources import check_local_gpus
 
 
 def evaluate_checkpoint(checkpoint: str, data: str, splits: tuple[str, ...] = ("valid", "test"),
                         best: bool = True) -> dict[str, dict]:
-    """Per-domain metrics of a checkpoint's (best) weights on whole splits, in this process."""
+    """Per-domain metrics of a checkpoint's (best) weights on whole splits, in this process. The data
+    must be encoded with the checkpoint's encoders (or both have native ids)."""
     from dfei.train.engine import predict_split, score_split
 
-    model, trained, _ = load_model(checkpoint, best=best)
+    model, trained, _, transform = load_trained(checkpoint, best=best)
     dataset = ParquetDataset(data, splits=splits)
-    check_compatible(trained, dataset.spec, dfs.join(data, "dataset.json"))
+    relation = check_compatible(trained, dataset.spec, dfs.join(data, "dataset.json"), transform,
+                                load_transform(data, dataset.spec.encoders, where=data))
+    if relation.grown:
+        raise DatasetError(f"{data}: its encoders extend the checkpoint's ({sorted(relation.grown)}); evaluate "
+                           "data encoded with the checkpoint's own encoders (prepare_data.py csv --encoders-from)")
     if dataset.spec.domains != trained.domains:  # predict_split addresses domains by position
         raise DatasetError(f"{data}: domains {dataset.spec.domain_names} differ from the checkpoint's "
                            f"{trained.domain_names}")
@@ -54,13 +61,18 @@ class DomainScorer:
     """Ray Data actor: holds one model; scores mixed-domain batches (the domain of each row is its
     file's partition directory)."""
 
-    def __init__(self, checkpoint: str, use_gpu: bool = False):
+    def __init__(self, checkpoint: str, use_gpu: bool = False, cardinalities: list[int] | None = None):
         self.model, self.spec, _ = load_model(checkpoint)
+        # data whose encoders extend the checkpoint's: an id the model's tables do not have is a value
+        # its encoders did not know, i.e. id 0 (what encoding with the checkpoint's encoders gives)
+        self.cardinalities = np.asarray(cardinalities, dtype=np.int64) if cardinalities is not None else None
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = np.stack([batch[f] for f in self.spec.feature_names], axis=1).astype(np.int64)
+        if self.cardinalities is not None:
+            x = np.where(x >= self.cardinalities, 0, x)
         files, inverse = np.unique(batch["path"], return_inverse=True)
         domain_ids = np.array([domain_id_of_file(str(f)) for f in files], dtype=np.int64)[inverse]
         index = self.spec.domain_index_of(domain_ids)  # refuses an id the model has no tower for
@@ -76,15 +88,22 @@ class DomainScorer:
         return out
 
 
-def check_compatible(trained: DatasetSpec, data: DatasetSpec, where: str) -> None:
-    """The data must have the features (same order and sizes) and domains the model was trained on."""
-    if trained.features != data.features:
+def check_compatible(trained: DatasetSpec, data: DatasetSpec, where: str, trained_transform=None,
+                     data_transform=None) -> Relation:
+    """The data must have the model's features, encoded with its encoders (or encoders grown from them:
+    see dfei.data.encoders.compat), and only domains the model was trained on. With native ids on
+    both sides, the same features and cardinalities. Returns how the encoders relate."""
+    relation = relate(trained_transform, data_transform, where, data_name="the data's")
+    if relation.kind == "native" and trained.features != data.features:
         raise DatasetError(f"{where}: features {[(f.name, f.cardinality) for f in data.features]} differ from the "
                            f"checkpoint's {[(f.name, f.cardinality) for f in trained.features]}")
+    if trained.feature_names != data.feature_names:
+        raise DatasetError(f"{where}: features {data.feature_names} differ from the checkpoint's {trained.feature_names}")
     unknown = sorted({d.id for d in data.domains} - {d.id for d in trained.domains})
     if unknown:
         raise DatasetError(f"{where}: domain id(s) {unknown} were not in the training data "
                            f"(trained on {[d.id for d in trained.domains]})")
+    return relation
 
 
 def check_settings(batch_size: int, num_workers: int, use_gpu: bool) -> None:
@@ -115,8 +134,13 @@ def predict(checkpoint: str, data: str, split: str, out: str, batch_size: int = 
     ckpt = load_any_checkpoint(checkpoint, optimizer=False)
     finite_weights(ckpt, checkpoint)
     trained = DatasetSpec.from_json(ckpt["state"]["dataset"])
+    relation = check_compatible(trained, dataset.spec, dfs.join(data, "dataset.json"), ckpt["transform"],
+                                load_transform(data, dataset.spec.encoders, where=data))
     del ckpt
-    check_compatible(trained, dataset.spec, dfs.join(data, "dataset.json"))
+    if relation.grown:
+        log(f"[predict] the data's encoders extend the checkpoint's ("
+            + ", ".join(f"{n} {a:,} -> {b:,}" for n, (a, b) in relation.grown.items())
+            + "): ids beyond the checkpoint's are values it did not know, scored as id 0")
     rows = sum(dataset.rows(split))
     log(f"[predict] {rows:,} rows of {data}/{split} with {checkpoint}")
     # the files' own columns only: no hive partition column (a feature may be named `domain`; the
@@ -125,7 +149,9 @@ def predict(checkpoint: str, data: str, split: str, out: str, batch_size: int = 
         [part.path for partition in dataset.partitions[split] for part in partition.parts], filesystem=dataset.fs,
         partitioning=None, include_paths=True, include_row_hash=True).select_columns(
         dataset.columns + ["path", "row_hash"])
-    scored = ds.map_batches(DomainScorer, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu},
+    cardinalities = trained.cardinalities if relation.grown else None
+    scored = ds.map_batches(DomainScorer, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu,
+                                                                 "cardinalities": cardinalities},
                             batch_size=batch_size, batch_format="numpy", concurrency=num_workers,
                             num_gpus=1 if use_gpu else 0)
     with atomic_directory(out) as tmp:

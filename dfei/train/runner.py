@@ -11,6 +11,7 @@ from typing import Any
 from dfei.atomic import write_json_atomic
 from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
+from dfei.data.encoders import load_transform
 from dfei.errors import CheckpointError, DatasetError, TrainingDivergedError
 from dfei.eval.report import domain_table
 from dfei.train.checkpoint import CHECKPOINT_SCORE, MID_EPOCH
@@ -201,8 +202,10 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
     log(f"[data] {spec.name}: {spec.num_domains} domains, {len(spec.features)} features, "
         f"train {sum(dataset.rows('train')):,} / valid {sum(dataset.rows('valid')):,} / "
         f"test {sum(dataset.rows('test')):,} rows")
+    # the dataset's encoders, digests checked (a corrupt vocabulary is refused here, not copied into checkpoints)
+    data_transform = load_transform(cfg.data, spec.encoders, where=cfg.data)
     if cfg.init_from:
-        check_init_from(cfg, spec, log)
+        check_init_from(cfg, spec, log, data_transform)
     preflight(cfg, dataset, log)
     os.makedirs(cfg.out, exist_ok=True)
     ray_mode = init_ray(log)
@@ -219,14 +222,14 @@ def run_training(cfg: TrainConfig, log=print, run_name: str | None = None,
     return metrics
 
 
-def check_init_from(cfg: TrainConfig, spec, log=print) -> None:
+def check_init_from(cfg: TrainConfig, spec, log=print, data_transform=None) -> None:
     """Refuse an unusable --init-from checkpoint before Ray starts: another architecture, other
     features or domains (warm_start.plan), or a diverged run's weights."""
     from dfei.train import warm_start
     from dfei.train.checkpoint import finite_weights, load_any_checkpoint
 
     ckpt = load_any_checkpoint(cfg.init_from, state_only=True)
-    matching = warm_start.plan(cfg, spec, ckpt, cfg.init_from)
+    matching = warm_start.plan(cfg, spec, ckpt, cfg.init_from, data_transform)
     finite_weights(load_any_checkpoint(cfg.init_from, optimizer=False), cfg.init_from)  # not a diverged run's
     log("[init] " + warm_start.summary(matching, cfg.init_from,
                                        warm_start.optimizer_source(cfg, ckpt["has_optimizer"])))

@@ -8,8 +8,12 @@ v_d starts from its first batch mean, as in a first run (with new_domain_from, i
 start as a copy of that checkpoint domain's, without its Adam state). A domain of the checkpoint that the new
 data lacks would lose its tower: that is refused unless drop_missing_domains is set.
 
-Features must be the same (names and cardinalities): the embedding tables are carried over row by
-row. Other registered models can be continued on the same domains; adding domains is supported for
+Features must be encoded the same way (dfei.data.encoders.compat.relate): datasets with encoders
+must have the checkpoint's encoders (then their cardinalities are equal) or grown ones (`prepare_data.py
+csv --encoders-from ... --grow`): each grown feature's embedding rows are extended, the old rows and
+their Adam moments kept bit for bit at their ids, the new rows initialised as a fresh model's and
+their moments zero. Datasets with native ids (synthetic) must have the same names and cardinalities.
+Data encoded otherwise is refused naming the feature and a value whose id differs. Other registered models can be continued on the same domains; adding domains is supported for
 the DFEI models (dfei, dfei_wo_dfi, dfei_wo_dfei), whose per-domain state is the domain towers,
 heads, rows of v, and with domain_norm each domain's norm scale/shift and statistics rows (the
 baselines have parameters sized by the number of domains). The architecture and what v averages
@@ -22,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from dfei.data.encoders import FeatureTransform
+from dfei.data.encoders.compat import relate
 from dfei.data.spec import DatasetError, DatasetSpec
 from dfei.errors import CheckpointError
 from dfei.train.checkpoint import model_from_config
@@ -44,15 +50,22 @@ def _source_name(name: str, new_ids: list[int], old_index: dict[int, int], dfei_
     return name
 
 
-def plan(cfg: TrainConfig, spec: DatasetSpec, ckpt: dict[str, Any], where: str) -> dict[str, Any]:
-    """Check that the checkpoint can start this run; return the domain matching."""
+def plan(cfg: TrainConfig, spec: DatasetSpec, ckpt: dict[str, Any], where: str,
+         data_transform: FeatureTransform | None = None) -> dict[str, Any]:
+    """Check that the checkpoint can start this run (its encoders against `data_transform`, the
+    data's); return the domain matching and the embedding rows each feature carries over."""
     old_cfg = TrainConfig.from_dict(ckpt["state"]["config"], where=where, legacy=True)
     old_spec = DatasetSpec.from_json(ckpt["state"]["dataset"])
     for key in ARCHITECTURE:
         if getattr(old_cfg, key) != getattr(cfg, key):
             raise CheckpointError(f"--init-from {where}: {key} is {getattr(old_cfg, key)!r} there but {getattr(cfg, key)!r} "
                              "here; a run can only continue the same architecture")
-    if old_spec.features != spec.features:
+    relation = relate(ckpt["transform"], data_transform, f"--init-from {where}", data_name="the data's (--data)")
+    if relation.kind != "native":
+        if old_spec.feature_names != spec.feature_names:  # same encoders, other dataset.json features: edited
+            raise DatasetError(f"--init-from {where}: features {spec.feature_names} differ from the checkpoint's "
+                               f"{old_spec.feature_names}")
+    elif old_spec.features != spec.features:
         old = {f.name: f.cardinality for f in old_spec.features}
         new = {f.name: f.cardinality for f in spec.features}
         diff = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n))
@@ -83,14 +96,40 @@ def plan(cfg: TrainConfig, spec: DatasetSpec, ckpt: dict[str, Any], where: str) 
     return {"old_cfg": old_cfg, "old_spec": old_spec, "old_index": {i: k for k, i in enumerate(old_ids)},
             "seed_index": seed_index, "seeded_from": cfg.new_domain_from if new else None,
             "new_ids": new_ids, "continued": [d.name for d in continued], "new": [d.name for d in new],
-            "dropped": [d.name for d in dropped]}
+            "dropped": [d.name for d in dropped], "grown": dict(relation.grown),
+            "rows": (old_spec.cardinalities, spec.cardinalities)}
+
+
+def embedding_rows(old_cards: list[int], new_cards: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows of the old fused table, the rows they move to in the new one) [sum(old_cards)] int64:
+    feature f's ids 0..old_cards[f]-1 keep their ids; a grown feature's new ids follow them."""
+    old_start = [0] + list(torch.tensor(old_cards).cumsum(0)[:-1].tolist())
+    new_start = [0] + list(torch.tensor(new_cards).cumsum(0)[:-1].tolist())
+    old = torch.cat([torch.arange(o, o + c) for o, c in zip(old_start, old_cards)])
+    new = torch.cat([torch.arange(n, n + c) for n, c in zip(new_start, old_cards)])
+    return old, new
+
+
+def _carry_rows(fresh: torch.Tensor, old: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
+    """`fresh` (the new table, or its Adam moment) with the old table's rows at their places."""
+    old_rows, new_rows = embedding_rows(*p["rows"])
+    merged = fresh.clone()
+    merged[new_rows] = old[old_rows].to(merged.dtype)
+    return merged
+
+
+
 
 
 def model_state(model: nn.Module, old_state: dict[str, torch.Tensor], p: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The new model's state dict with every tensor the checkpoint has for it."""
     state = model.state_dict()
+    tables = {n for n, t in model.state_dict(keep_vars=True).items() if t is model.embedding.weight}
     dfei_layout = p["old_cfg"].model in DFEI_MODELS
     for name, tensor in state.items():
+        if name in tables and p["grown"]:
+            state[name] = _carry_rows(tensor, old_state[name], p)
+            continue
         if dfei_layout and name in PER_DOMAIN_ROWS:
             merged = tensor.clone()
             for j, domain_id in enumerate(p["new_ids"]):
@@ -127,7 +166,11 @@ def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, old_opti
         for q in group["params"]:
             src = _source_name(new_names[id(q)], p["new_ids"], p["old_index"], dfei_layout)
             if src in old_by_name:
-                state["state"][index] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in old_by_name[src].items()}
+                carried = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in old_by_name[src].items()}
+                if q is model.embedding.weight and p["grown"]:  # moments of the new rows start at zero
+                    carried = {k: (_carry_rows(torch.zeros_like(q), v, p) if k in ("exp_avg", "exp_avg_sq") else v)
+                               for k, v in carried.items()}
+                state["state"][index] = carried
             index += 1
     return state
 
@@ -136,8 +179,10 @@ def summary(p: dict[str, Any], checkpoint: str, optimizer: str) -> str:
     """One log line: what a run takes from the checkpoint."""
     seeded = f" (towers and heads seeded from {p['seeded_from']})" if p["seeded_from"] else ""
     dropped = f"; dropping {p['dropped']}" if p["dropped"] else ""
+    grown = ("; embedding rows extended for " + ", ".join(f"{n} {a:,} -> {b:,}" for n, (a, b) in p["grown"].items())
+             if p["grown"] else "")
     return (f"from {checkpoint}: continuing {p['continued']} (their v_d continue their EMA); new domains "
-            f"{p['new'] or 'none'}{seeded}{dropped}; optimizer state {optimizer}")
+            f"{p['new'] or 'none'}{seeded}{dropped}{grown}; optimizer state {optimizer}")
 
 
 def optimizer_source(cfg: TrainConfig, has_optimizer: bool) -> str:
@@ -146,4 +191,5 @@ def optimizer_source(cfg: TrainConfig, has_optimizer: bool) -> str:
 
 def describe(p: dict[str, Any], checkpoint: str, optimizer: str) -> dict[str, Any]:
     return {"checkpoint": checkpoint, "continued": p["continued"], "new_domains": p["new"],
-            "dropped_domains": p["dropped"], "new_domains_seeded_from": p["seeded_from"], "optimizer": optimizer}
+            "dropped_domains": p["dropped"], "new_domains_seeded_from": p["seeded_from"], "optimizer": optimizer,
+            "grown_features": {n: list(c) for n, c in p["grown"].items()}}
