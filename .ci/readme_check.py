@@ -33,6 +33,7 @@ SMALL = [
     (r"--models mlp,mmoe,ple,aitm,hmoe,star,pepnet,hinet,dfei", "--models mlp,dfei"),
     (r"--profile industrial --scale 0\.01", "--profile industrial --scale 0.002"),
     (r"--profile industrial --scale 1\.0", "--profile industrial --scale 0.002"),  # README "Industrial scale"
+    (r"rawlogs (.*)--rows 1000000", r"rawlogs \1--rows 100000"),  # README "Daily training on your own logs"
 ]
 # appended to every training command (train, tune, compare, parity): one short epoch per run
 RUN_FLAGS = "--epochs 1 --max-steps-per-epoch 20"
@@ -95,6 +96,8 @@ def outputs(command: str) -> list[str]:
         return ["data/public-s0.05/dataset.json", "runs/demo/metrics.json"]
     if "--help" in command or (out is None and "benchmark.py" not in command):
         return []
+    if "prepare_data.py rawlogs" in command:
+        return [out]
     if "prepare_data.py" in command:
         return [f"{out}/dataset.json"]
     if "train.py" in command:

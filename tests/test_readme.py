@@ -31,7 +31,7 @@ def test_the_checker_skips_exactly_the_blocks_that_need_what_it_lacks():
     assert len(skipped) == 4, [s[:60] for s in skipped]
     assert any("python3 -m venv" in s for s in skipped) and any("cu128" in s for s in skipped)
     assert any("prepare_data.py kuairand" in s for s in skipped) and any("ray start --head" in s for s in skipped)
-    assert sum(b["lang"] == "python" for b in blocks) == 1  # the loader snippet runs too
+    assert sum(b["lang"] == "python" for b in blocks) == 2  # the loader snippets run too
 
 
 def test_every_input_is_shipped_or_made_earlier_and_nothing_is_made_twice():
