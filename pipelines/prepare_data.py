@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     k.add_argument("--min-count", type=int, default=1, help="categorical values seen fewer times in train map to 0")
     k.add_argument("--overwrite", action="store_true")
 
+    _csv_parser(sub)
+    _rawlogs_parser(sub)
+    return p.parse_args(argv)
+
+
+def _csv_parser(sub) -> None:
     c = sub.add_parser("csv", help="your own CSV/Parquet logs (on Ray Data)", description=(
         "Convert CSV or Parquet logs (one file, a glob, or an fsspec URI such as s3://bucket/logs/*.parquet) to "
         "the data contract with Ray Data: on every node of a cluster (RAY_ADDRESS) or an embedded local Ray, "
@@ -97,6 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     c.add_argument("--out", required=True)
     c.add_argument("--overwrite", action="store_true")
 
+
+
+def _rawlogs_parser(sub) -> None:
     r = sub.add_parser("rawlogs", help="realistic raw daily click logs (one CSV/Parquet file a day) to try `csv` on",
                        formatter_class=argparse.RawDescriptionHelpFormatter, description=(
         "Write one day of synthetic raw click logs, as a team's own logs look before conversion, to one\n"
@@ -123,7 +132,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--seed", type=int, default=0, help="the world (users, items, domains; default 0)")
     r.add_argument("--out", required=True, help="output file: a local path ending with .csv or .parquet")
     r.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    return p.parse_args(argv)
 
 
 def _list(text: str | None) -> list[str] | None:

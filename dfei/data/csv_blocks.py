@@ -251,18 +251,3 @@ def encode(batch: pa.Table, token: str, ref: list) -> pa.Table:
     out[SPLIT] = pa.array(np.asarray(SPLITS, dtype=object)[rule.assign(batch)])
     out[DOMAIN] = pa.array(transform.domain.encode(batch.column(DOMAIN)))
     return pa.table(out)
-
-
-def id0_counts(batch: pa.Table, features: tuple[str, ...]) -> pa.Table:
-    """Per split in the block (its files' paths: <dataset>/<split>/domain=<id>/part-*.parquet), one
-    row: the split, its rows and, per feature, its rows with id 0 (unknown or missing)."""
-    paths = batch.column(PATH_COLUMN).combine_chunks().dictionary_encode()
-    names = [p.replace("\\", "/").rsplit("/domain=", 1)[0].rsplit("/", 1)[-1] for p in paths.dictionary.to_pylist()]
-    split = np.asarray(names, dtype=object)[paths.indices.to_numpy(zero_copy_only=False)]
-    rows = []
-    for s in sorted(set(names)):
-        mask = split == s
-        rows.append({SPLIT: s, "__rows": int(mask.sum()),
-                     **{c: int((batch.column(c).to_numpy()[mask] == 0).sum()) for c in features}})
-    return pa.Table.from_pylist(rows, schema=pa.schema([(SPLIT, pa.string()), ("__rows", pa.int64())]
-                                                        + [(c, pa.int64()) for c in features]))

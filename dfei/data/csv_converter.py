@@ -30,7 +30,6 @@ from functools import partial
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dfei.atomic import atomic_directory
@@ -40,6 +39,7 @@ from dfei.data.convert import log_written, write_spec
 from dfei.data.csv_options import ConvertOptions, output_path, resolve_features, with_encoders
 from dfei.data.encoders import FeatureTransform, load_transform
 from dfei.data.encoders.transform import is_native
+from dfei import ray_runtime
 from dfei.data.spec import SPLITS, DatasetError, DatasetSpec, Domain, Feature, load_spec
 from dfei.errors import ConfigError
 
@@ -72,9 +72,7 @@ def convert_csv(input: str, out: str, domain_col: str | None = None, label_col: 
     out = output_path(out, overwrite)
     cfg = _stage_config(opts, inputs, categorical, numeric_features)
 
-    from dfei.train.runner import init_ray
-
-    init_ray(log)
+    ray_runtime.init_ray(log)
     import ray.data
 
     # blocks of at most BLOCK_BYTES: a task's memory is then bounded by that, not by the input
@@ -309,20 +307,19 @@ def _encode(staged, rule: cb.SplitRule, transform: FeatureTransform, domain_list
 
 def _id0_shares(tmp: str, features: list[str], domain_list: list[Domain], log) -> dict[str, dict[str, float]]:
     """Per split, each feature's share of rows with id 0 (unknown to the encoders, rare or missing),
-    counted by one Ray Data pass over the written ids (a row's split told by its file's path);
-    logged where it is high."""
-    import ray.data
+    logged where it is high. Read by pyarrow on the driver, 64k rows of int32 ids at a time (bounded
+    memory; a few seconds at 20M rows), not by a Ray Data pass: a pass per split costs a Ray Data
+    start-up each, and one pass telling splits apart needs every row's file path (GBs at 20M rows)."""
+    import pyarrow.dataset as pads
 
-    files = [os.path.join(tmp, s, f"domain={d.id}") for s in SPLITS for d in domain_list]
-    ds = ray.data.read_parquet(files, partitioning=None, include_paths=True).select_columns(
-        [*features, csv_inputs.PATH_COLUMN])
-    totals = {s: {c: 0 for c in ["__rows", *features]} for s in SPLITS}
-    for batch in ds.map_batches(cb.id0_counts, fn_kwargs={"features": tuple(features)}, batch_format="pyarrow",
-                                batch_size=None).iter_batches(batch_size=None, batch_format="pyarrow"):
-        for row in batch.to_pylist():
-            for c in totals[row[cb.SPLIT]]:
-                totals[row[cb.SPLIT]][c] += int(row[c])
-    shares = {s: {c: round(totals[s][c] / max(totals[s]["__rows"], 1), 6) for c in features} for s in SPLITS}
+    shares = {}
+    for s in SPLITS:
+        zeros, rows = np.zeros(len(features), dtype=np.int64), 0
+        files = [f for d in domain_list for f in sorted(glob.glob(os.path.join(tmp, s, f"domain={d.id}", "*.parquet")))]
+        for batch in pads.dataset(files, format="parquet").to_batches(columns=features, batch_size=1 << 16):
+            rows += batch.num_rows
+            zeros += [int((batch.column(c).to_numpy() == 0).sum()) for c in features]
+        shares[s] = {c: round(int(z) / max(rows, 1), 6) for c, z in zip(features, zeros)}
     high = {c: shares["test"][c] for c in features if shares["test"][c] >= 0.2}
     if high:
         log("[convert] id 0 (unknown or missing) in test rows: " + ", ".join(f"{c} {v:.0%}" for c, v in high.items()))

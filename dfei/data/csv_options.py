@@ -16,6 +16,7 @@ import numpy as np
 from dfei.data import csv_blocks as cb
 from dfei.data.csv_inputs import Inputs, check_columns
 from dfei.data.encoders import FeatureTransform
+from dfei.data.encoders.hashing import MAX_BUCKETS
 from dfei.data.encoders.text import same_keys
 from dfei.data.spec import DatasetSpec, check_column_names
 from dfei.errors import ConfigError, DatasetError, PathExistsError
@@ -53,9 +54,9 @@ class ConvertOptions:
                               f"{self.test_frac}")
         if self.min_count is not None and self.min_count < 1:
             raise ConfigError(f"--min-count must be >= 1, got {self.min_count}")
-        bad = {f: b for f, b in self.hash_buckets.items() if not isinstance(b, int) or b < 1}
+        bad = {f: b for f, b in self.hash_buckets.items() if not isinstance(b, int) or not 1 <= b <= MAX_BUCKETS}
         if bad:
-            raise ConfigError(f"--hash: bucket counts must be integers >= 1, got {bad}")
+            raise ConfigError(f"--hash: bucket counts must be integers in [1, {MAX_BUCKETS}] (ids are int32), got {bad}")
         if self.hash_seed is not None and (not isinstance(self.hash_seed, int) or not 0 <= self.hash_seed < 1 << 64):
             raise ConfigError(f"--hash-seed must be in [0, 2^64), got {self.hash_seed}")
         if self.grow and not self.encoders_from:

@@ -20,6 +20,7 @@ model to 1e-5, or nothing is written.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dfei.atomic import atomic_directory, atomic_write, write_json_atomic
+from dfei.atomic import atomic_write, json_safe, write_json_atomic
 from dfei.errors import ConfigError, PathExistsError
 from dfei.models.layers import route_by_domain
 
@@ -114,52 +115,66 @@ def export_checkpoint(checkpoint: str, fmt: str, out: str, best: bool = True, ov
         raise PathExistsError(f"{out} exists; pass --overwrite to replace it")
     t0 = time.time()
     model, spec, cfg, transform = load_trained(checkpoint, best=best)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    meta: dict[str, Any] = {}
+    staging = f"{out}{ENCODERS_SUFFIX}.tmp-{os.getpid()}"  # the encoders, renamed beside the artifact last
+
+    def write(tmp: str) -> None:  # everything is made and checked before the artifact is renamed into place
+        meta.update(_export_checked(model, spec, cfg, fmt, tmp, os.path.basename(out), checkpoint))
+        if transform is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+            meta.update(encoders=transform.write(staging), encoders_root=os.path.basename(staging))
+            ServingModel(tmp, meta)  # the loader reads them back, digests checked
+            meta["encoders_root"] = os.path.basename(out) + ENCODERS_SUFFIX
+        json.dumps(json_safe(meta), allow_nan=False, default=float)  # the sidecar can be written
+
+    try:
+        atomic_write(out, write)
+        shutil.rmtree(out + ENCODERS_SUFFIX, ignore_errors=True)  # an earlier export's (overwrite)
+        if transform is not None:
+            os.replace(staging, out + ENCODERS_SUFFIX)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    write_json_atomic(out + ".json", meta)  # the loader refuses a model without its sidecar
+    size_mb = os.path.getsize(out) / 2**20
+    log(f"[export] {fmt}: {out} ({size_mb:.1f} MB) + {os.path.basename(out)}.json"
+        + (f" + {os.path.basename(out)}{ENCODERS_SUFFIX}/" if transform is not None else "")
+        + f"; {spec.num_domains} domains, {len(spec.features)} features; max |exported - eager| "
+        f"{meta['parity']['max_abs_error_vs_eager']:.2e} on {meta['parity']['rows']:,} rows ({time.time() - t0:.1f}s)")
+    return meta
+
+
+def _export_checked(model, spec, cfg, fmt: str, tmp: str, artifact: str, checkpoint: str) -> dict[str, Any]:
+    """Export to `tmp`, then check it against the eager model on unseen rows (another batch size,
+    all domains mixed, then one domain absent); the sidecar with the parity measured. RuntimeError
+    when they differ by more than TOLERANCE."""
+    from dfei.serving.loader import ServingModel
+
     ids = [d.id for d in spec.domains]
     serving = ServingModule(model, ids).eval()
     example = _rows(spec.cardinalities, ids, 512, seed=0)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    meta: dict[str, Any] = {}
-
-    def write(tmp: str) -> None:  # export, then check parity on the written file: only a good model is renamed
-        with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter_notes():
-            warnings.simplefilter("ignore")  # tracer notes on the per-domain loop: checked below on other rows
-            if fmt == "torchscript":
-                torch.jit.save(torch.jit.trace(serving, example), tmp)
-            else:
-                batch = torch.export.Dim("batch")
-                torch.onnx.export(serving, example, tmp, input_names=["features", "domain_ids"],
-                                  output_names=["ctr"], dynamo=True, external_data=False, verbose=False,
-                                  dynamic_shapes={"features": {0: batch}, "domain_ids": {0: batch}})
-        meta.update(_sidecar(fmt, os.path.basename(out), tmp, checkpoint, spec, cfg, model))
-        # parity on unseen rows: another batch size, all domains mixed, then one domain absent
-        loaded = ServingModel(tmp, meta)
-        errors = []
-        rows = 0
-        for seed, skip in ((1, None), (2, ids[0])):
-            x, d = _rows(spec.cardinalities, ids, CHECK_ROWS + seed, seed=seed, skip_domain=skip)
-            with torch.no_grad():  # the reference: the model's own mixed-batch forward, not ServingModule's routing
-                eager = model.predict_proba(x, torch.from_numpy(spec.domain_index_of(d.numpy()))).numpy()
-            errors.append(float(np.abs(loaded.predict(x.numpy(), d.numpy()) - eager).max()))
-            rows += len(d)
-        meta["parity"] = {"rows": rows, "max_abs_error_vs_eager": max(errors), "tolerance": TOLERANCE}
-        if not max(errors) <= TOLERANCE:
-            raise RuntimeError(f"the exported {fmt} model differs from the eager one by {max(errors):.3g} "
-                               f"(> {TOLERANCE}); nothing written")
-
-    atomic_write(out, write)
-    if transform is not None:  # the vocabularies beside the artifact, before the sidecar that lists them
-        with atomic_directory(out + ENCODERS_SUFFIX) as tmp:
-            meta["encoders"] = transform.write(tmp)
-        meta["encoders_root"] = os.path.basename(out) + ENCODERS_SUFFIX
-        ServingModel(out, meta)  # the loader reads them back, digests checked
-    elif os.path.isdir(out + ENCODERS_SUFFIX):  # an earlier export's (overwrite): not this model's
-        shutil.rmtree(out + ENCODERS_SUFFIX)
-    write_json_atomic(out + ".json", meta)  # the loader refuses a model without its sidecar
-    size_mb = os.path.getsize(out) / 2**20
-    log(f"[export] {fmt}: {out} ({size_mb:.1f} MB) + {os.path.basename(out)}.json; {spec.num_domains} domains, "
-        f"{len(spec.features)} features; max |exported - eager| {meta['parity']['max_abs_error_vs_eager']:.2e} "
-        f"on {meta['parity']['rows']:,} rows "
-        f"({time.time() - t0:.1f}s)")
+    with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter_notes():
+        warnings.simplefilter("ignore")  # tracer notes on the per-domain loop: checked below on other rows
+        if fmt == "torchscript":
+            torch.jit.save(torch.jit.trace(serving, example), tmp)
+        else:
+            batch = torch.export.Dim("batch")
+            torch.onnx.export(serving, example, tmp, input_names=["features", "domain_ids"],
+                              output_names=["ctr"], dynamo=True, external_data=False, verbose=False,
+                              dynamic_shapes={"features": {0: batch}, "domain_ids": {0: batch}})
+    meta = _sidecar(fmt, artifact, tmp, checkpoint, spec, cfg, model)
+    loaded = ServingModel(tmp, meta)
+    errors, rows = [], 0
+    for seed, skip in ((1, None), (2, ids[0])):
+        x, d = _rows(spec.cardinalities, ids, CHECK_ROWS + seed, seed=seed, skip_domain=skip)
+        with torch.no_grad():  # the reference: the model's own mixed-batch forward, not ServingModule's routing
+            eager = model.predict_proba(x, torch.from_numpy(spec.domain_index_of(d.numpy()))).numpy()
+        errors.append(float(np.abs(loaded.predict(x.numpy(), d.numpy()) - eager).max()))
+        rows += len(d)
+    meta["parity"] = {"rows": rows, "max_abs_error_vs_eager": max(errors), "tolerance": TOLERANCE}
+    if not max(errors) <= TOLERANCE:
+        raise RuntimeError(f"the exported {fmt} model differs from the eager one by {max(errors):.3g} "
+                           f"(> {TOLERANCE}); nothing written")
     return meta
 
 

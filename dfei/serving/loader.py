@@ -8,7 +8,7 @@
 `predict_raw` takes raw values and encodes them with the encoders the export carries (the ones the
 training data was converted with: same text form, same bin edges, unknown values -> 0, same hash;
 dfei.data.encoders), then scores them: it equals `predict` on the ids the converter would write.
-It needs pyarrow besides; artifacts of data with native ids (synthetic) have no encoders.
+It needs pyarrow and pandas besides; artifacts of data with native ids (synthetic) have no encoders.
 
 The artifact itself cannot tell a bad id from a good one: an out-of-range feature id would read
 another feature's embedding rows (the tables are one matrix) or fail deep in the runtime, and an
@@ -17,7 +17,7 @@ domain list, and a request with any bad value is refused with an error naming th
 domain), the value and the row. Nothing is clamped. `load` also refuses an artifact whose sha256
 is not its sidecar's (a sidecar from another export would check requests against the wrong ids).
 Needs numpy and torch (TorchScript) or onnxruntime (ONNX) only (and dfei.errors, plain Python);
-artifacts with encoders also pyarrow (dfei.data.encoders).
+artifacts with encoders also pyarrow and pandas (dfei.data.encoders).
 """
 from __future__ import annotations
 
@@ -54,6 +54,10 @@ class ServingModel:
                 self.transform = load_transform(root, meta["encoders"], where=f"{path} (encoders in {root})")
             except UserError as err:
                 raise ArtifactError(str(err)) from None
+            described = [(f["name"], int(f["cardinality"])) for f in meta["features"]]
+            if list(zip(self.transform.names, self.transform.cardinalities)) != described:
+                raise ArtifactError(f"{path}.json: the encoders' features {self.transform.names} (cardinalities "
+                                    f"{self.transform.cardinalities}) are not the model's {described}")
         if self.format == "torchscript":
             import torch
 

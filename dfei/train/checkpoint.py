@@ -106,10 +106,14 @@ def check_format(state: dict[str, Any], where: str = STATE_FILE) -> None:
 def save_checkpoint(directory: str, model_state: dict, optimizer_state: dict | None, state: dict[str, Any],
                     best_model_state: dict | None = None, dataset_root: str | None = None) -> None:
     """Write a checkpoint into `directory`; with dataset_root (the dataset's path or URI), also the
-    encoder files state["dataset"]'s encoders list (dfei.data.encoders.transform.copy_encoders)."""
+    encoder files state["dataset"]'s encoders list (dfei.data.encoders.transform.copy_encoders), read
+    back against their digests: a dataset converted again in place while training would otherwise
+    put files into the checkpoint that its state.json does not describe (DatasetError then)."""
     os.makedirs(directory, exist_ok=True)
     if dataset_root is not None:
-        copy_encoders(state.get("dataset", {}).get("encoders"), dataset_root, directory)
+        section = state.get("dataset", {}).get("encoders")
+        copy_encoders(section, dataset_root, directory)
+        load_transform(directory, section, where=f"{dataset_root} (its encoders, copied into a checkpoint)")
     atomic_write(os.path.join(directory, MODEL_FILE), lambda p: torch.save(model_state, p))
     if best_model_state is not None:
         atomic_write(os.path.join(directory, BEST_MODEL_FILE), lambda p: torch.save(best_model_state, p))
@@ -138,12 +142,12 @@ def _state(directory: str) -> dict[str, Any]:
     return state
 
 
-def load_checkpoint_state(directory: str) -> dict[str, Any]:
+def load_checkpoint_state(directory: str, encoders: bool = True) -> dict[str, Any]:
     """{"state", "has_optimizer", "transform"} of a checkpoint, reading no tensors (what a run was,
-    not its weights)."""
+    not its weights); with encoders=False the vocabularies are not read ("transform" is None)."""
     state = _state(directory)
     return {"state": state, "has_optimizer": os.path.exists(os.path.join(directory, OPTIMIZER_FILE)),
-            "transform": _transform(directory, state)}
+            "transform": _transform(directory, state) if encoders else None}
 
 
 def _transform(directory: str, state: dict[str, Any]) -> FeatureTransform | None:
@@ -152,12 +156,13 @@ def _transform(directory: str, state: dict[str, Any]) -> FeatureTransform | None
 
 
 def load_checkpoint(directory: str, map_location: str | torch.device = "cpu",
-                    optimizer: bool = True) -> dict[str, Any]:
+                    optimizer: bool = True, encoders: bool = True) -> dict[str, Any]:
     """{"model", "best_model", "optimizer", "state", "transform"} (the encoders, None for native ids);
     best_model falls back to model. With
     optimizer=False the optimizer state is not read ("optimizer" is None): inference needs only
-    the weights. Raises CheckpointError when `directory` is not a dfei checkpoint or a file of it
-    cannot be read."""
+    the weights; with encoders=False neither the encoders ("transform" is None: for what only scores
+    or resumes ids). Raises CheckpointError when `directory` is not a dfei checkpoint or a file of it
+    cannot be read, DatasetError when its encoders do not match their recorded digests."""
     def load(name: str):
         path = os.path.join(directory, name)
         if not os.path.exists(path):
@@ -172,7 +177,7 @@ def load_checkpoint(directory: str, map_location: str | torch.device = "cpu",
     model = load(MODEL_FILE)
     return {"model": model, "best_model": load(BEST_MODEL_FILE) or model,
             "optimizer": load(OPTIMIZER_FILE) if optimizer else None, "state": state,
-            "transform": _transform(directory, state)}
+            "transform": _transform(directory, state) if encoders else None}
 
 
 def non_finite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:
@@ -191,13 +196,16 @@ def model_from_config(cfg: TrainConfig, spec: DatasetSpec) -> nn.Module:
                        **({"dfe_input": cfg.dfe_input} if cfg.dfe_input != "domain" else {}))
 
 
-def load_any_checkpoint(checkpoint: str, state_only: bool = False, optimizer: bool = True) -> dict[str, Any]:
+def load_any_checkpoint(checkpoint: str, state_only: bool = False, optimizer: bool = True,
+                        encoders: bool = True) -> dict[str, Any]:
     """A checkpoint directory, local or at any fsspec/pyarrow URI (copied to a temporary local
     directory with pyarrow.fs, as Ray's Checkpoint.as_directory does, without needing Ray); with
     state_only, its load_checkpoint_state (no tensors); with optimizer=False, without the optimizer
-    state. Raises CheckpointError when it is missing or not a dfei checkpoint."""
+    state; with encoders=False, without reading its vocabularies. Raises CheckpointError when it is
+    missing or not a dfei checkpoint."""
     def load(directory: str) -> dict[str, Any]:
-        return load_checkpoint_state(directory) if state_only else load_checkpoint(directory, optimizer=optimizer)
+        return (load_checkpoint_state(directory, encoders) if state_only
+                else load_checkpoint(directory, optimizer=optimizer, encoders=encoders))
 
     if "://" not in checkpoint:
         if not os.path.isdir(checkpoint):
@@ -230,13 +238,14 @@ def load_model(checkpoint: str, best: bool = False) -> tuple[nn.Module, DatasetS
     """The model of a checkpoint (its epoch's weights, or with best=True the run's best epoch so far),
     in eval mode on the CPU, with the dataset spec and config it was trained with. Reads no
     optimizer state. Raises CheckpointError when the weights hold nan or inf (a diverged run's)."""
-    return load_trained(checkpoint, best)[:3]
+    return load_trained(checkpoint, best, encoders=False)[:3]
 
 
-def load_trained(checkpoint: str, best: bool = False) -> tuple[nn.Module, DatasetSpec, TrainConfig,
-                                                                 FeatureTransform | None]:
-    """load_model's (model, spec, config) and the checkpoint's encoders (None for native ids)."""
-    ckpt = load_any_checkpoint(checkpoint, optimizer=False)
+def load_trained(checkpoint: str, best: bool = False, encoders: bool = True) -> tuple[
+        nn.Module, DatasetSpec, TrainConfig, FeatureTransform | None]:
+    """load_model's (model, spec, config) and the checkpoint's encoders (None for native ids, or
+    when not asked for)."""
+    ckpt = load_any_checkpoint(checkpoint, optimizer=False, encoders=encoders)
     cfg = TrainConfig.from_dict(ckpt["state"]["config"], where=f"{checkpoint}/{STATE_FILE}", legacy=True)
     spec = DatasetSpec.from_json(ckpt["state"]["dataset"])
     model = model_from_config(cfg, spec)

@@ -132,7 +132,7 @@ def restore(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer) -> Re
     cfg, checkpoint = w.cfg, ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
-            ckpt = load_checkpoint(ckpt_dir)
+            ckpt = load_checkpoint(ckpt_dir, encoders=False)  # resuming: ids as they were
         model.load_state_dict(ckpt["model"])
         state = TrainState.from_json(ckpt["state"])
         mid = mid_epoch_record(ckpt["state"], w.world)

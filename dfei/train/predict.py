@@ -19,7 +19,7 @@ from dfei.atomic import atomic_directory
 from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
 from dfei.data.encoders import load_transform
-from dfei.data.encoders.compat import Relation, relate
+from dfei.data.encoders.compat import Relation, check_recorded, relate
 from dfei.data.spec import DatasetError, DatasetSpec
 from dfei.errors import CheckpointError, ConfigError, PathExistsError
 from dfei.train.checkpoint import finite_weights, load_any_checkpoint, load_model, load_trained
@@ -59,7 +59,8 @@ def domain_id_of_file(path: str) -> int:
 
 class DomainScorer:
     """Ray Data actor: holds one model; scores mixed-domain batches (the domain of each row is its
-    file's partition directory)."""
+    file's partition directory). cardinalities: the model's, when the data's encoders extend its
+    own: an id beyond them is scored as 0 (unknown), as the model's encoders would have encoded it."""
 
     def __init__(self, checkpoint: str, use_gpu: bool = False, cardinalities: list[int] | None = None):
         self.model, self.spec, _ = load_model(checkpoint)
@@ -93,6 +94,7 @@ def check_compatible(trained: DatasetSpec, data: DatasetSpec, where: str, traine
     """The data must have the model's features, encoded with its encoders (or encoders grown from them:
     see dfei.data.encoders.compat), and only domains the model was trained on. With native ids on
     both sides, the same features and cardinalities. Returns how the encoders relate."""
+    check_recorded(trained, data, where)
     relation = relate(trained_transform, data_transform, where, data_name="the data's")
     if relation.kind == "native" and trained.features != data.features:
         raise DatasetError(f"{where}: features {[(f.name, f.cardinality) for f in data.features]} differ from the "

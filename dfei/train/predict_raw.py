@@ -49,13 +49,7 @@ class RawScorer:
         ids = self.transform.encode(batch, where="raw input")
         x = np.stack([ids[name] for name in self.spec.feature_names], axis=1).astype(np.int64)
         domain_ids = self.transform.domain.encode(batch.column(self.transform.domain.column))
-        trained = np.isin(domain_ids, self.spec.domain_ids)
-        if not trained.all():
-            value = text_form(batch.column(self.transform.domain.column))[int(np.argmin(trained))].as_py()
-            known = sorted(n for n, i in self.transform.domain.ids.items() if i in self.spec.domain_ids)
-            raise DatasetError(f"raw input: domain {value!r} (column {self.transform.domain.column!r}) is not one this "
-                               f"model was trained on ({known}); its rows cannot be scored")
-        index = self.spec.domain_index_of(domain_ids)
+        index = self.spec.domain_index_of(domain_ids)  # every value known: checked by the first pass
         with torch.no_grad():
             score = self.model.predict_proba(torch.from_numpy(x).to(self.device),
                                              torch.from_numpy(index).to(self.device)).float().cpu().numpy()
@@ -66,7 +60,8 @@ class RawScorer:
 def check_block(batch: pa.Table, domain: DomainMap, trained: list[int], numeric: list[str]) -> pa.Table:
     """One row per problem found in a raw block: kind (domain | number), column, value, file."""
     problems = []
-    paths = batch.column(csv_inputs.PATH_COLUMN)
+    paths = batch.column(csv_inputs.PATH_COLUMN) if csv_inputs.PATH_COLUMN in batch.column_names else pa.nulls(
+        batch.num_rows, pa.string())
     ids = domain.encode(batch.column(domain.column))
     bad = ~np.isin(ids, trained)
     if bad.any():
@@ -86,7 +81,8 @@ def check_block(batch: pa.Table, domain: DomainMap, trained: list[int], numeric:
 
 def _check_raw(inputs: csv_inputs.Inputs, transform, trained: list[int], numeric: list[str]) -> None:
     """DatasetError naming the first domain value no trained domain has, or numeric value that is no number."""
-    ds = inputs.read(columns=[transform.domain.column, *numeric], include_paths=True)
+    own_path = csv_inputs.PATH_COLUMN in inputs.columns  # the input's own column `path`: no file names then
+    ds = inputs.read(columns=[transform.domain.column, *numeric], include_paths=not own_path)
     problems = ds.map_batches(check_block, fn_kwargs={"domain": transform.domain, "trained": trained,
                                                       "numeric": numeric}, batch_format="pyarrow",
                               batch_size=1 << 16).to_pandas()
@@ -96,10 +92,10 @@ def _check_raw(inputs: csv_inputs.Inputs, transform, trained: list[int], numeric
     if len(domains):
         known = sorted(n for n, i in transform.domain.ids.items() if i in trained)
         values = sorted({str(v) for v in domains["value"]})
-        raise DatasetError(f"{domains['file'].iloc[0]}: domain value(s) {values[:10]} (column {transform.domain.column!r}) "
+        raise DatasetError(f"{domains['file'].iloc[0] or inputs.pattern}: domain value(s) {values[:10]} (column {transform.domain.column!r}) "
                            f"are not domains this model was trained on ({known}); their rows cannot be scored")
     first = problems.iloc[0]
-    raise DatasetError(f"{first['file']}: numeric feature {first['column']!r} has a value that is not a number: "
+    raise DatasetError(f"{first['file'] or inputs.pattern}: numeric feature {first['column']!r} has a value that is not a number: "
                        f"{first['value']!r}")
 
 

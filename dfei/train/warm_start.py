@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from dfei.data.encoders import FeatureTransform
-from dfei.data.encoders.compat import relate
+from dfei.data.encoders.compat import check_recorded, relate
 from dfei.data.spec import DatasetError, DatasetSpec
 from dfei.errors import CheckpointError
 from dfei.train.checkpoint import model_from_config
@@ -60,6 +60,7 @@ def plan(cfg: TrainConfig, spec: DatasetSpec, ckpt: dict[str, Any], where: str,
         if getattr(old_cfg, key) != getattr(cfg, key):
             raise CheckpointError(f"--init-from {where}: {key} is {getattr(old_cfg, key)!r} there but {getattr(cfg, key)!r} "
                              "here; a run can only continue the same architecture")
+    check_recorded(old_spec, spec, f"--init-from {where}")
     relation = relate(ckpt["transform"], data_transform, f"--init-from {where}", data_name="the data's (--data)")
     if relation.kind != "native":
         if old_spec.feature_names != spec.feature_names:  # same encoders, other dataset.json features: edited

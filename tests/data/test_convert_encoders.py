@@ -271,12 +271,12 @@ def test_grow_keeps_old_ids_and_appends_new_values_in_count_order(days):
 @pytest.fixture
 def no_ray(monkeypatch):
     """Fail the test if the conversion gets as far as starting Ray: these errors come first."""
-    from dfei.train import runner
+    from dfei import ray_runtime
 
     def started(*args, **kwargs):
         raise AssertionError("the conversion started Ray before refusing its input")
 
-    monkeypatch.setattr(runner, "init_ray", started)
+    monkeypatch.setattr(ray_runtime, "init_ray", started)
 
 
 def _copy(days, name: str) -> str:

@@ -100,6 +100,12 @@ def test_a_null_hashes_as_the_empty_string_and_a_non_string_is_refused():
         hash64(pa.array([1, 2]))
 
 
+def test_hash_buckets_are_int32_ids():
+    with pytest.raises(ValueError, match="buckets must be in"):
+        HashBuckets(3_000_000_000)
+    assert HashBuckets(2**31 - 2).encode(pa.array(["a", "b"])).min() >= 1
+
+
 def test_hash_buckets_ids_nulls_and_digest():
     values = [f"v{i}" for i in range(2000)] + [None, "v1"]
     hb = HashBuckets(buckets=97, seed=5)
@@ -134,12 +140,33 @@ def test_kind_of_and_parse_numbers():
     assert [kind_of(t) for t in (pa.string(), pa.large_string(), pa.int8(), pa.float32(), pa.decimal128(5, 2),
                                  pa.bool_(), pa.timestamp("s"), pa.dictionary(pa.int32(), pa.string()),
                                  pa.list_(pa.int8()))] == \
-        ["text", "text", "integer", "float", "decimal", "boolean", "temporal", "text", "other"]
+        ["text", "text", "integer", "float", "decimal", "boolean", "timestamp", "text", "other"]
     values, bad = parse_numbers(pa.array(["1.5", " 7 ", "2e3", None, "x"]))
     assert np.array_equal(values[:3], [1.5, 7, 2000]) and np.isnan(values[3:]).all()
     assert bad.tolist() == [False, False, False, False, True]  # missing is not bad; text that is no number is
     values, bad = parse_numbers(pa.array([1, None, 3]))
     assert np.isnan(values[1]) and values[2] == 3 and not bad.any()
+    # the usual spellings of "missing" and infinities are missing, never a bin edge
+    values, bad = parse_numbers(pa.array(["NA", "nan", "NULL", "n/a", "inf", "-1e400", "cheap"]))
+    assert np.isnan(values).all() and bad.tolist() == [False] * 6 + [True]
+    values, _ = parse_numbers(pa.array([float("inf"), 2.0]))
+    assert np.isnan(values[0]) and values[1] == 2
+
+
+def test_a_value_keys_alike_whatever_width_or_unit_a_file_stored_it_in():
+    import datetime
+    import decimal
+
+    big = 12345678900  # floats of 1e10 and above would print as 1.23456789e+10
+    assert text_form(pa.array([big, 7, 0])).equals(text_form(pa.array([float(big), 7.0, -0.0])))
+    assert text_form(pa.array([decimal.Decimal("7.00"), decimal.Decimal("7.50")])).to_pylist() == ["7", "7.5"]
+    assert text_form(pa.array([1e300])).to_pylist() == ["1e+300"]  # beyond int64: as Arrow writes it
+    t = datetime.datetime(2026, 11, 1, 12)
+    texts = {tuple(text_form(pa.array([t], pa.timestamp(u, tz))).to_pylist()) for u in ("s", "ms", "us", "ns")
+             for tz in (None, "UTC")}
+    assert len(texts) == 1
+    vocab = Vocabulary.from_counts(["12345678900", "7"], [2, 1], numeric=True)  # fitted on int64 Parquet
+    assert vocab.encode(pa.array([12345678900.0, 7.0, 7.5])).tolist() == [1, 2, 0]  # day 2's float64: same ids
 
 
 # --- vocabulary -------------------------------------------------------------------------------

@@ -143,15 +143,40 @@ def test_raw_scoring_equals_converting_with_the_encoders_then_predicting(days, t
     assert got.keys() == converted.keys()
     for d in got:  # the same scores: equal to float rounding (batches group rows differently)
         np.testing.assert_allclose(got[d], np.sort(np.concatenate(converted[d])), rtol=0, atol=1e-6)
-    # and the same ids: the raw rows encoded by the checkpoint's encoders == the converted dataset's rows
+    # the same ids: the raw rows, as Python values through the serving encoder (what predict_raw and
+    # the online side run), == the rows the converter wrote
+    from dfei.serving.raw import encode_request
+
     transform = load_any_checkpoint(days["ckpt0"], state_only=True)["transform"]
-    table = pa.csv.read_csv(days["raw1"], convert_options=pa.csv.ConvertOptions(
-        column_types={c: pa.string() for c in _day(1).columns}, strings_can_be_null=True, null_values=[""]))
-    ids = transform.encode(table)
-    raw_rows = np.sort(np.stack([ids[n] for n in transform.names], axis=1).view([("", np.int32)] * 4), axis=0)
+    frame = pd.read_csv(days["raw1"], dtype={"user_id": str, "item_id": str, "code": str, "site": str})
+    rows = frame[transform.names].astype(object).where(frame[transform.names].notna(), None).to_dict("records")
+    x, _ = encode_request(transform, transform.names, {i: n for n, i in transform.domain.ids.items()}, rows,
+                          frame["site"].tolist())
+    raw_rows = np.sort(np.ascontiguousarray(x.astype(np.int32)).view([("", np.int32)] * 4), axis=0)
     written = pd.concat([pq.read_table(os.path.join(days["d1"], s), columns=transform.names).to_pandas()
                          for s in ("train", "valid", "test")]).to_numpy(np.int32)
     assert np.array_equal(raw_rows, np.sort(np.ascontiguousarray(written).view([("", np.int32)] * 4), axis=0))
+    # and each row's score is its own: batch raw scoring == the exported model's predict_raw, by request id
+    from dfei.serving.export import export_checkpoint
+    from dfei.serving.loader import ServingModel
+
+    export_checkpoint(days["ckpt0"], "torchscript", str(tmp_path / "m.pt"), **QUIET)
+    online = ServingModel.load(str(tmp_path / "m.pt")).predict_raw(rows, frame["site"].tolist())
+    batch = raw.set_index("request_id")["score"].loc[frame["request_id"]].to_numpy()
+    np.testing.assert_allclose(batch, online, rtol=0, atol=1e-6)
+
+
+def test_data_converted_before_encoders_were_kept_is_refused_across_datasets(days, tmp_path):
+    legacy = tmp_path / "legacy"
+    shutil.copytree(days["d1"], legacy)
+    spec = json.load(open(legacy / "dataset.json"))
+    del spec["encoders"]  # as written before encoders were kept: a converted dataset without them
+    json.dump(spec, open(legacy / "dataset.json", "w"))
+    with pytest.raises(DatasetError, match="was converted before encoders were kept"):
+        check_init_from(TrainConfig(data=str(legacy), init_from=days["ckpt0"], **SMALL),
+                        ParquetDataset(str(legacy)).spec, QUIET["log"], None)
+    with pytest.raises(DatasetError, match="was converted before encoders were kept"):
+        predict(days["ckpt0"], str(legacy), "test", str(tmp_path / "out"), **QUIET)
 
 
 def test_grown_data_is_scored_as_the_checkpoints_encoders_would(days, tmp_path):

@@ -3,7 +3,7 @@
 A converted dataset keeps the encoders it was made with (`encoders/` beside its splits, listed in
 dataset.json with a content digest each); checkpoints record the digests and carry the files;
 exported models carry them too, so batch and online scoring encode raw values exactly as training
-did. Pure numpy/pyarrow (no Ray, no torch): importable from the serving loader.
+did. numpy, pyarrow and pandas only (no Ray, no torch): importable from the serving loader.
 """
 from dfei.data.encoders.buckets import Buckets
 from dfei.data.encoders.hashing import HashBuckets, fnv1a64, hash64

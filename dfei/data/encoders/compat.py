@@ -28,6 +28,22 @@ class Relation:
     new_domains: dict[str, int] = field(default_factory=dict)  # domain value -> id, in the data's map only
 
 
+def check_recorded(model_spec, data_spec, where: str) -> None:
+    """DatasetError when either dataset was converted (not generated) before encoders were kept
+    (`encoders` absent from its spec) and the two are not the very same dataset: whether an id means
+    the same value in both cannot be checked. Native ids (synthetic data) pass."""
+    def unrecorded(spec) -> bool:
+        return spec.encoders is None and spec.meta.get("converter") is not None
+
+    same = (model_spec.name == data_spec.name and model_spec.row_counts == data_spec.row_counts
+            and model_spec.features == data_spec.features)
+    if (unrecorded(model_spec) or unrecorded(data_spec)) and not same:
+        which = "the checkpoint's data" if unrecorded(model_spec) else "the data"
+        raise DatasetError(f"{where}: {which} was converted before encoders were kept, so whether an id means the same "
+                           f"value in both cannot be checked; convert the logs again with prepare_data.py csv (and the "
+                           f"next days with --encoders-from)")
+
+
 def relate(model: FeatureTransform | None, data: FeatureTransform | None, where: str,
            model_name: str = "the checkpoint's encoders", data_name: str = "the data's") -> Relation:
     """How `data`'s encoders relate to `model`'s; DatasetError (prefixed by `where`) unless the same or grown."""

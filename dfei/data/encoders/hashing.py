@@ -27,6 +27,7 @@ import pyarrow as pa
 FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)
 HASH_NAME = "fnv1a64-splitmix64"
+MAX_BUCKETS = 2**31 - 2  # ids 1..buckets are int32
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -94,6 +95,11 @@ class HashBuckets:
 
     buckets: int
     seed: int = 0
+
+    def __post_init__(self):
+        if not 1 <= self.buckets <= MAX_BUCKETS or not 0 <= self.seed < 1 << 64:
+            raise ValueError(f"HashBuckets: buckets must be in [1, {MAX_BUCKETS}] (ids are int32) and the seed in "
+                             f"[0, 2^64), got {self.buckets}, {self.seed}")
 
     @property
     def cardinality(self) -> int:

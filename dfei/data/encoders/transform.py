@@ -87,7 +87,8 @@ class DomainMap:
         return DomainMap(self.column, {**self.ids, **{n: start + i for i, n in enumerate(new)}}, self.source), new
 
     def digest(self) -> str:
-        return _sha(json.dumps(sorted(self.ids.items()), ensure_ascii=False))
+        """sha256 of the column, the kind it was fitted on and the sorted (value, id) pairs, as JSON."""
+        return _sha(json.dumps([self.column, self.source, sorted(self.ids.items())], ensure_ascii=False))
 
 
 @dataclass
