@@ -402,8 +402,10 @@ def test_settings_the_encoders_fix_cannot_be_changed(days, tmp_path, no_ray):
              domain_col="site", label_col="clicked")
     _refused(days, tmp_path, ConfigError, r"--hash-seed must be in \[0, 2\^64\), got -1", domain_col="site",
              label_col="clicked", hash_buckets={"query": 10}, hash_seed=-1)
-    _refused(days, tmp_path, ConfigError, r"--hash: bucket counts must be integers >= 1, got \{'query': 0\}",
-             domain_col="site", label_col="clicked", hash_buckets={"query": 0})
+    for buckets in (0, 2**31):  # ids are int32: 1..2^31 - 2
+        _refused(days, tmp_path, ConfigError, rf"--hash: bucket counts must be integers in \[1, 2147483646\] \(ids are "
+                 rf"int32\), got \{{'query': {buckets}\}}", domain_col="site", label_col="clicked",
+                 hash_buckets={"query": buckets})
 
 
 def test_an_unknown_domain_needs_grow(days, tmp_path):
