@@ -8,17 +8,25 @@ import os
 import sys
 from typing import Any, Callable
 
-from dfei.errors import RunFailedError, UserError, find_user_error
+from dfei.errors import RunFailedError, RunInterruptedError, UserError, find_user_error
 
 USER_ERROR_EXIT = 2
 RUN_FAILED_EXIT = 1
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for a command ended by Ctrl-C
 
 
 def run_cli(body: Callable[[], Any]) -> int:
     """Run a pipeline's work: 0 when it finishes; 2 with `error: ...` on stderr on a UserError; 1
-    with the summary on stderr on a RunFailedError. Anything else propagates (traceback, exit 1)."""
+    with the summary on stderr on a RunFailedError; 130 on a RunInterruptedError or a Ctrl-C
+    (KeyboardInterrupt) that reaches here. Anything else propagates (traceback, exit 1)."""
     try:
         body()
+    except RunInterruptedError as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return INTERRUPTED_EXIT
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C): the command did not finish; its outputs are incomplete", file=sys.stderr)
+        return INTERRUPTED_EXIT
     except UserError as err:
         cause = getattr(err, "cause", None)  # Ray's RayTaskError poses as its cause's class: print the cause
         print(f"error: {cause if isinstance(cause, UserError) else err}", file=sys.stderr)

@@ -55,6 +55,12 @@ class RunFailedError(Exception):
     failed); the message summarises the parts' errors. Reported as one block, exit status 1."""
 
 
+class RunInterruptedError(Exception):
+    """A run was stopped (SIGINT/Ctrl-C) before it finished, so it has no complete result: the
+    message says what finished, what was not written and how to continue. Exit status 130, the
+    shell's convention for SIGINT."""
+
+
 def find_user_error(err: BaseException, _seen: set[int] | None = None) -> UserError | None:
     """The UserError behind `err`, if any: itself, or one it wraps. Ray wraps a worker's exception
     (Ray Train's WorkerGroupError.worker_failures, RayTaskError.cause, an ActorDiedError's args,

@@ -30,6 +30,33 @@ def init_ray(log=print) -> str:
     # the dashboard also serves the state API that Ray Train's controller polls
     # address="local": a new Ray of this process's own, never a cluster some `ray start` on this machine
     # left in /tmp/ray/ray_current_cluster (a bare ray.init() would join that one)
-    ray.init(address="local", object_store_memory=1 << 30, log_to_driver=True)
+    _start_addressed(ray)
     log(f"[ray] started an embedded local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)")
     return "embedded"
+
+
+def _start_addressed(ray) -> None:
+    """ray.init(address="local") whose processes know their own cluster's address.
+
+    Ray Train's PlacementGroupCleaner looks its cluster up without an address (Ray 2.60): with a
+    second Ray on the machine (two runs at once, a run beside the test suite) the lookup finds both
+    and every run printed a `ConnectionError: Found multiple active Ray instances` traceback. The
+    GCS port is chosen here (RAY_GCS_SERVER_PORT, read by Ray's node start-up) so the job's
+    runtime_env can give every worker RAY_ADDRESS = this cluster before it starts."""
+    import socket
+
+    from ray.util import get_node_ip_address
+
+    with socket.socket() as probe:  # a free port; Ray binds it a moment later
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    previous = os.environ.get("RAY_GCS_SERVER_PORT")
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    try:
+        ray.init(address="local", object_store_memory=1 << 30, log_to_driver=True,
+                 runtime_env={"env_vars": {"RAY_ADDRESS": f"{get_node_ip_address()}:{port}"}})
+    finally:  # a later embedded start in this process picks its own port
+        if previous is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = previous

@@ -9,13 +9,15 @@ mean valid AUC over domains, reported after every epoch. Examples:
   python pipelines/tune.py --data DIR --alpha 0.5,0.7,0.9 --k 16,32,64 --num-samples 2 --scheduler asha --out runs/t2
   # 20 random draws: alpha uniform in [0.5, 1], k from a list
   python pipelines/tune.py --data DIR --search random --alpha 0.5:1 --k 16,32,64 --num-samples 20 --out runs/t3
-  # continue an interrupted sweep (finished trials are not run again)
+  # continue an interrupted sweep (finished trials are not run again; any flag given must be the sweep's)
   python pipelines/tune.py --out runs/tune --resume
   # on a cluster
   ray job submit --working-dir . -- python pipelines/tune.py --data /shared/ds --alpha ... --out /shared/runs/tune
 
 Writes OUT/results.csv (one row per trial), results.md, alpha_curve.png and best.json; retrain the
-best setting with `python pipelines/train.py --config OUT/best.json --out RUN_DIR`.
+best setting with `python pipelines/train.py --config OUT/best.json --out RUN_DIR`. A sweep stopped
+before every trial ended (Ctrl-C) exits 130 and writes results.csv/.md of the finished trials but
+no best.json: a partial search picks no setting; --resume finishes it.
 Trials in parallel and CPUs per worker are derived from the cluster (--max-concurrent caps them).
 Connects to RAY_ADDRESS when set, else starts an embedded Ray.
 """
@@ -28,31 +30,37 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dfei.cli import mlflow_experiment, run_cli  # noqa: E402
-from dfei.train.config import add_config_flags, config_from_args  # noqa: E402
+from dfei.train.config import add_config_flags, config_from_args, flags_given, requested_values  # noqa: E402
 from dfei.tune.space import SCHEDULERS, SEARCHES, SearchSpec, parse_values  # noqa: E402
 
 PAPER_ALPHAS = "0,0.1,0.3,0.5,0.7,0.9,1"
+# tune.py's own defaults, applied after parsing: flags left out are known as such (a resume compares
+# only the flags given with the sweep's saved settings)
+DEFAULTS = {"alpha": parse_values(PAPER_ALPHAS, "alpha", float), "k": parse_values("32", "k", int),
+            "search": "grid", "scheduler": "none", "num_samples": 1, "workers_per_trial": 1}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="sweep directory: results, plots, best.json, Tune state")
-    p.add_argument("--alpha", default=PAPER_ALPHAS,
+    p.add_argument("--alpha",
                    help=f"alpha values in [0, 1], comma-separated (default: the paper's {PAPER_ALPHAS}); "
                         "random search also takes a range lo:hi (uniform)")
-    p.add_argument("--k", default="32", help="k values (positive integers), comma-separated (default 32); random "
+    p.add_argument("--k", help="k values (positive integers), comma-separated (default 32); random "
                                              "search also takes a range lo:hi (integers)")
-    p.add_argument("--search", choices=SEARCHES, default="grid",
+    p.add_argument("--search", choices=SEARCHES,
                    help="grid: every alpha x k (default); random: --num-samples draws")
-    p.add_argument("--scheduler", choices=SCHEDULERS, default="none",
+    p.add_argument("--scheduler", choices=SCHEDULERS,
                    help="asha: stop trials in the bottom half at 1, 2, 4, ... epochs; none: run every trial to "
                         "its end (early stopping on valid AUC still applies)")
-    p.add_argument("--num-samples", type=int, default=1,
+    p.add_argument("--num-samples", type=int,
                    help="grid: seeds per grid point (seed, seed+1, ...); random: number of trials (default 1)")
-    p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers (DDP) per trial (default 1)")
+    p.add_argument("--workers-per-trial", type=int, help="Ray Train workers (DDP) per trial (default 1)")
     p.add_argument("--max-concurrent", type=int, help="cap on trials running at once (default: as many as fit)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted sweep in --out with its saved settings (Tuner.restore)")
+                   help="continue the interrupted sweep in --out with its saved settings (Tuner.restore); a flag "
+                        "given with it must equal the sweep's (a changed setting or dataset is refused by name). "
+                        "A moved --out folder resumes with its new paths")
     p.add_argument("--config", help="YAML of TrainConfig keys applied to every trial (flags override it)")
     add_config_flags(p, exclude=("alpha", "k", "out", "num_workers"), help={
         "seed": "first seed (grid: seed, seed+1, ... per point)", "epochs": "maximum epochs per trial",
@@ -69,14 +77,21 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         from dfei.tune.sweep import run_sweep
 
-        if args.resume:
-            run_sweep(None, None, args.out, resume=True)  # the saved settings; other flags do not apply
+        search = {name: value for name, value in (
+            ("alpha", args.alpha and parse_values(args.alpha, "alpha", float)),
+            ("k", args.k and parse_values(args.k, "k", int)), ("search", args.search),
+            ("scheduler", args.scheduler), ("num_samples", args.num_samples),
+            ("workers_per_trial", args.workers_per_trial), ("max_concurrent", args.max_concurrent))
+            if value is not None}
+        if args.resume:  # the saved settings; a flag given must match them
+            run_sweep(None, None, args.out, resume=True, search=search,
+                      requested=requested_values(args.config, flags_given(vars(args))))
             return
-        spec = SearchSpec(parse_values(args.alpha, "alpha", float), parse_values(args.k, "k", int),
-                          args.search, args.scheduler, args.num_samples)
+        search = {**DEFAULTS, **search}
+        spec = SearchSpec(search["alpha"], search["k"], search["search"], search["scheduler"], search["num_samples"])
         base = config_from_args(vars(args), args.config, mlflow_experiment=mlflow_experiment(
             args.mlflow_experiment, args.mlflow, "tune", args.out))
-        run_sweep(base, spec, args.out, args.workers_per_trial, args.max_concurrent)
+        run_sweep(base, spec, args.out, search["workers_per_trial"], search.get("max_concurrent"))
 
     return run_cli(run)
 

@@ -108,7 +108,10 @@ def ray_cluster():
     before = _pids()
     started: set[int] = set()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        # RAY_ADDRESS in the cluster's own environment: its processes (Ray Train's PlacementGroupCleaner)
+        # find their cluster by it, not by a scan that also finds any other Ray on the machine
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
+                              env={**os.environ, "RAY_ADDRESS": f"127.0.0.1:{gcs}"})
         # this cluster's processes: new since `ray start` and naming its temp dir or holding this
         # session's token (the Ray client server names neither dir nor session); another Ray on the
         # machine may have started processes meanwhile: they are not ours to stop

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -104,6 +105,13 @@ class DatasetSpec:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         return {k: v for k, v in out.items() if v or k not in ("row_counts", "meta", "encoders")}
+
+    def digest(self) -> str:
+        """sha256 (hex) of this spec's canonical JSON: it changes when the dataset is regenerated or
+        reconverted (row counts, cardinalities, encoders' digests, generator or converter settings),
+        whatever path it is read from. What a resumed sweep or comparison checks its data by."""
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     @classmethod
     def from_json(cls, raw: Any, where: str = SPEC_FILE) -> "DatasetSpec":

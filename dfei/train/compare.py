@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from dfei.data.dataset import ParquetDataset
-from dfei.errors import ConfigError
+from dfei.errors import ConfigError, RunInterruptedError
 from dfei.eval.comparison import ablation_plot, curves_plot, per_seed, run_facts, tsne_plot, write_tables
 from dfei.eval.oracle import oracle_column, split_reference
 from dfei.models import MODELS
@@ -62,10 +62,16 @@ def _check_reusable(path: str, cfg: TrainConfig) -> None:
                           "--out, or delete that run directory to train it again")
 
 
-def _check_rows(path: str, metrics: dict, reference: dict[str, dict]) -> None:
-    """A finished run's valid/test rows per domain must be the dataset's now (ConfigError naming
-    the run otherwise): a dataset regenerated at the same path (another --min-eval-rows, seed or
-    scale) would put old AUCs next to new oracle rows and intervals."""
+def _check_rows(path: str, metrics: dict, reference: dict[str, Any]) -> None:
+    """A finished run's dataset must be the one there now (ConfigError naming the run otherwise):
+    its recorded dataset digest (DatasetSpec.digest) and its valid/test rows per domain. A dataset
+    regenerated at the same path (another --min-eval-rows, seed or scale) would put old AUCs next to
+    new oracle rows and intervals."""
+    digest = metrics.get("dataset", {}).get("digest")  # recorded since runs keep it
+    if digest is not None and digest != reference["digest"]:
+        raise ConfigError(f"{path}: this run trained on another version of the dataset (dataset.json digest "
+                          f"{digest[:12]} then, {reference['digest'][:12]} now: regenerated or reconverted in "
+                          "place?); use another --out for the new data")
     for split in ("valid", "test"):
         ran = {d: m["n"] for d, m in metrics["splits"][split].items()}
         now = {d: r["n"] for d, r in reference[split].items()}
@@ -73,6 +79,17 @@ def _check_rows(path: str, metrics: dict, reference: dict[str, dict]) -> None:
             first = next(d for d in now if ran.get(d) != now[d])
             raise ConfigError(f"{path}: this run was evaluated on {ran.get(first)} {split} rows of domain {first}, "
                               f"the dataset has {now[first]} now (regenerated?); use another --out for the new data")
+
+
+def _train(cfg: TrainConfig, model: str, seed: int, which: str, out: str) -> None:
+    """One run of the comparison; a Ctrl-C during it ends the comparison (RunInterruptedError,
+    exit 130) saying that the finished runs are kept and reused by the same command."""
+    try:
+        run_training(cfg, log=lambda *a: None, run_name=f"{model}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    except RunInterruptedError:
+        raise RunInterruptedError(
+            f"the comparison was stopped during {which} ({model} seed {seed}); no report was written. Finished "
+            f"runs are kept under {out}/runs: the same command continues from them") from None
 
 
 def compare(base: TrainConfig, models: list[str], seeds: int, out: str, log=print,
@@ -107,6 +124,7 @@ def compare(base: TrainConfig, models: list[str], seeds: int, out: str, log=prin
     if not report_only:
         init_ray(log)
     reference = {split: split_reference(dataset, split, auc=split != "train") for split in ("train", "valid", "test")}
+    reference_digest = dataset.spec.digest()
     results: dict[str, dict[int, dict]] = {m: {} for m in configs}
     total, t0 = len(configs) * seeds, time.time()
     for i, (model, seed) in enumerate((m, s) for m in configs for s in range(seeds)):
@@ -124,13 +142,13 @@ def compare(base: TrainConfig, models: list[str], seeds: int, out: str, log=prin
             continue
         else:
             log(f"[compare] {i + 1}/{total} {model} seed {seed}: training ({time.time() - t0:.0f}s elapsed)")
-            run_training(cfg, log=lambda *a: None, run_name=f"{model}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+            _train(cfg, model, seed, f"run {i + 1} of {total}", out)
         if report_only and len(results[model]) < seed:  # after a gap, later seeds are left out too
             continue
         with open(path) as f:
             results[model][seed] = json.load(f)
         m = results[model][seed]
-        _check_rows(path, m, reference)
+        _check_rows(path, m, {**reference, "digest": reference_digest})
         log(f"[compare] {model} seed {seed}: test avg AUC {m['avg_auc']['test']:.4f}")
     domains = dataset.spec.domain_names
     values = per_seed(results, domains)

@@ -73,8 +73,9 @@ class TrainConfig(BaseModel):
     use_gpu: StrictBool = _field(False, "one GPU per worker")
     cpus_per_worker: Float | None = _field(None, "CPUs per worker (default: an equal share of the cluster)", gt=0)
     torch_threads: Int | None = _field(
-        None, "torch threads per worker (default: the worker's whole CPUs, at least 1); results depend on it "
-        "(float summation order), so metrics.json records the value a run used", ge=1)
+        None, "torch threads per worker (default: 1 in sequential mode on CPU, whose small operators gain nothing "
+        "from more and slow down 40x when another process takes a core; else the worker's whole CPUs); results "
+        "depend on it (float summation order), so metrics.json records the value a run used", ge=1)
     seed: Int = _field(0, "random seed (weights, shuffling, dropout)", ge=0)
     # model (paper Table 4 and §4.2)
     alpha: Float = _field(0.9, "DFE decay coefficient of the EMA of domain features", ge=0.0, le=1.0)
@@ -236,27 +237,56 @@ def describe(err: ValidationError, where: str) -> str:
 
 def read_yaml(path: str, flag: str) -> Any:
     """The parsed YAML (or JSON) file at `path`, {} when empty. PathNotFoundError for a missing
-    file, ConfigError for an unreadable one; both name `flag` and the path."""
+    file; ConfigError for an unreadable one, and for a mapping that sets one key twice (`lr` on
+    two lines, or `batch-size` and `batch_size`: `-` and `_` spell the same setting) naming both
+    lines, where PyYAML would silently keep the last. Errors name `flag` and the path."""
     import yaml
 
     try:
         with open(path) as f:
-            return yaml.safe_load(f) or {}
+            return yaml.load(f, Loader=_unique_key_loader()) or {}
     except FileNotFoundError:
         raise PathNotFoundError(f"{flag} {path}: no such file") from None
+    except _DuplicateKey as err:
+        raise ConfigError(f"{flag} {path}: {err}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"{flag} {path}: not a readable YAML/JSON file: {err}") from None
 
 
-def load_config(path: str | None, overrides: dict[str, Any], defaults: dict[str, Any] | None = None) -> TrainConfig:
-    """`defaults` (a pipeline's own defaults, e.g. compare.py's epochs), then the YAML file's values,
-    then every override that is not None (CLI flags given by the user).
+class _DuplicateKey(Exception):
+    pass
 
-    The file is a mapping of TrainConfig keys (`-` or `_` in names), or a tune sweep's best.json
-    (its `train_config`). Raises PathNotFoundError for a missing file, ConfigError for an
-    unreadable one, an unknown key or a bad value.
-    """
-    values: dict[str, Any] = dict(defaults or {})
+
+def _unique_key_loader():
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """SafeLoader whose mappings refuse a key set twice (after `-` -> `_`)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen: dict[str, tuple[Any, int]] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                spelled = str(key).replace("-", "_")
+                if spelled in seen:
+                    first, first_line = seen[spelled]
+                    raise _DuplicateKey(
+                        f"key {key!r} is set twice (lines {first_line} and {line}); keep one" if first == key else
+                        f"keys {first!r} (line {first_line}) and {key!r} (line {line}) set one setting, "
+                        f"{spelled}; keep one")
+                seen[spelled] = (key, line)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def requested_values(path: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The settings a --config file and the flags given set: the file's keys (`-` or `_` in names;
+    a tune sweep's best.json gives its `train_config`), then every override that is not None (the
+    flags the user gave). Unvalidated. Raises what read_yaml raises, and ConfigError for a file
+    that is not a mapping."""
+    values: dict[str, Any] = {}
     if path:
         loaded = read_yaml(path, "--config")
         if not isinstance(loaded, dict):
@@ -265,6 +295,15 @@ def load_config(path: str | None, overrides: dict[str, Any], defaults: dict[str,
             loaded = loaded["train_config"]
         values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
     values.update({k: v for k, v in overrides.items() if v is not None})
+    return values
+
+
+def load_config(path: str | None, overrides: dict[str, Any], defaults: dict[str, Any] | None = None) -> TrainConfig:
+    """`defaults` (a pipeline's own defaults, e.g. compare.py's epochs), then the YAML file's values,
+    then every override that is not None (CLI flags given by the user): see requested_values.
+    Raises PathNotFoundError for a missing file, ConfigError for an unreadable one, a key set twice,
+    an unknown key or a bad value."""
+    values = {**(defaults or {}), **requested_values(path, overrides)}
     return TrainConfig.from_dict(values, where=path or "config")
 
 
@@ -332,14 +371,18 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] =
         parser.add_argument(flag, help=text, **kwargs)
 
 
+def flags_given(args: dict[str, Any]) -> dict[str, Any]:
+    """The TrainConfig flags the user gave, of a parser given add_config_flags (parsed as a dict)."""
+    return {k: args[k] for k in args[CONFIG_FIELDS] if args.get(k) is not None}
+
+
 def config_from_args(args: dict[str, Any], config_file: str | None = None, defaults: dict[str, Any] | None = None,
                      **overrides: Any) -> TrainConfig:
     """The TrainConfig of a pipeline's parsed flags (`vars(parser.parse_args())` of a parser given
     add_config_flags): `defaults` (the pipeline's own), --config's file, then the flags given, then
     `overrides` (values the pipeline sets itself). A pipeline's own flags of the same name (tune.py's
     --alpha list) are not read. ConfigError when no dataset is named."""
-    given = {k: args[k] for k in args[CONFIG_FIELDS] if k in args}
-    cfg = load_config(config_file, {**given, **overrides}, defaults)
+    cfg = load_config(config_file, {**flags_given(args), **overrides}, defaults)
     if not cfg.data:
         raise ConfigError("--data is required (or `data:` in --config)")
     return cfg

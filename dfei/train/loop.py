@@ -40,6 +40,7 @@ from dfei.train.checkpoint import (
     save_checkpoint,
 )
 from dfei.train.config import TrainConfig
+from dfei.train.contention import CpuContention
 from dfei.train.distributed import DistributedHooks, broadcast_state, check_replicas, ddp_kwargs, prepare_distributed
 from dfei.train.engine import merge_parts, predict_split, score_split, train_epoch, unwrap
 from dfei.train.optim import build_optimizer, shared_groups
@@ -87,13 +88,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     # a run restarted after it had already early-stopped (e.g. a failure during the final
     # evaluation) must not train again
     last_epoch = state.epoch if state.stopped(w.cfg.patience) else w.cfg.epochs - 1
+    contention, warned = CpuContention(torch.get_num_threads()), False
     for epoch in range(state.epoch + 1, last_epoch + 1):
+        contention.start()
         stats = train_one_epoch(w, model, optimizer, hooks, epoch, state, restored)
         first_update = first_update or stats["first_update_unix"]
         state.global_step += stats["updates"]
         if stats["diverged"] is not None:  # every rank stops here: nothing is evaluated or checkpointed
             return diverged_result(w, state, stats, epoch)
         restored.best_weights = end_epoch(w, model, optimizer, state, stats, epoch, restored.best_weights)
+        warning = None if warned else contention.check(f"epoch {epoch + 1}")
+        if warning:  # once a run: the CPUs are shared, the figures are slow, the results are right
+            w.log(f"[train] warning: {warning}")
+            warned = True
         if state.stopped(w.cfg.patience):
             w.log(f"[train] early stop: no improvement for {state.bad_epochs} epoch(s); "
                   f"best epoch {state.best_epoch + 1}")

@@ -13,7 +13,7 @@ from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
 from dfei.data.encoders import load_transform
 from dfei.ray_runtime import init_ray  # noqa: F401 (also this module's: the pipelines import it here)
-from dfei.errors import CheckpointError, DatasetError, TrainingDivergedError
+from dfei.errors import CheckpointError, DatasetError, RunInterruptedError, TrainingDivergedError
 from dfei.eval.report import domain_table
 from dfei.train.checkpoint import CHECKPOINT_SCORE, MID_EPOCH
 from dfei.train.config import TrainConfig
@@ -40,7 +40,18 @@ def resolve_worker_cpus(cfg: TrainConfig) -> TrainConfig:
     unset), so that metrics.json's config records them: the thread count changes a run's numbers
     (float summation order), and a rerun from that config must reproduce them."""
     cpus = _cpus_per_worker(cfg)
-    return cfg.replace(cpus_per_worker=cpus, torch_threads=cfg.torch_threads or max(1, int(cpus)))
+    return cfg.replace(cpus_per_worker=cpus, torch_threads=cfg.torch_threads or default_torch_threads(cfg, cpus))
+
+
+def default_torch_threads(cfg: TrainConfig, cpus: float) -> int:
+    """1 for Algorithm 1's sequential updates on CPU, else the worker's whole CPUs (at least 1).
+
+    A sequential update's operators are too small to gain from torch's intra-op threads (the
+    public profile, 2 cores: ~55k samples/s with 2 threads, ~59k with 1), and 2 threads collapse when
+    another process takes a core: each operator waits for the preempted thread (1.1k samples/s with a
+    busy process beside, 41x slower, against 42-45k with 1 thread). Fused steps are large enough to
+    use the threads; a GPU worker's host threads feed the device."""
+    return max(1, int(cpus)) if cfg.mode == "fused" or cfg.use_gpu else 1
 
 
 def build_trainer(cfg: TrainConfig, run_name: str, dataset: ParquetDataset | None = None,
@@ -100,7 +111,26 @@ def preflight(cfg: TrainConfig, dataset: ParquetDataset, log=print) -> None:
     """What every pipeline checks before it starts Ray for training runs of `cfg` on `dataset`
     (train.py here; tune.py, compare.py and parity.py before their first run)."""
     check_evaluable(dataset, log)
+    check_shares(cfg, dataset, log)
     check_fit(cfg, dataset.spec, log)
+
+
+def check_shares(cfg: TrainConfig, dataset: ParquetDataset, log=print) -> list[str]:
+    """Every rank trains on an equal share of each domain's train rows, floor(rows / workers)
+    (dfei.data.ingest.row_range): a domain with fewer rows than workers trains on nothing, its
+    tower and DFE state keep their initial values. Logs a warning naming each such domain, its
+    rows and its share, and returns the warnings."""
+    warnings = []
+    for domain, rows in zip(dataset.spec.domain_names, dataset.rows("train")):
+        if rows // cfg.num_workers == 0:
+            why = ("has no train rows" if rows == 0 else
+                   f"has {rows} train row(s): with {cfg.num_workers} workers each rank's equal share is "
+                   f"floor({rows} / {cfg.num_workers}) = 0 rows (--num-workers {rows} or fewer would train it)")
+            warnings.append(f"domain {domain!r} {why}, so this run does not train it: its tower and DFE state "
+                            "keep their initial values and its AUC is that of an untrained domain")
+    for warning in warnings:
+        log(f"[data] warning: {warning}")
+    return warnings
 
 
 def check_fit(cfg: TrainConfig, spec, log=print) -> None:
@@ -216,6 +246,12 @@ def _fit(cfg: TrainConfig, run_name: str, dataset: ParquetDataset, callbacks: li
     try:
         try:
             result = build_trainer(cfg, run_name, dataset, callbacks, train_loop_per_worker).fit()
+        except SystemExit:  # Ray Train's answer to Ctrl-C: it aborts the run, then raises SystemExit(1)
+            folder = dfs.join(cfg.storage_path or os.path.join(cfg.out, "ray_results"), run_name)
+            raise RunInterruptedError(
+                "training was stopped before it finished (Ctrl-C): no metrics.json was written. The "
+                f"checkpoints of its finished epochs are in {folder} (each loads with predict.py and export.py; "
+                "continue training from one with --init-from)") from None
         except Exception as err:  # Ray's TrainingFailedError: a worker's CheckpointError is the user's error
             raise _checkpoint_error(err) or err
         out = result.return_value
@@ -253,7 +289,7 @@ def _metrics(cfg: TrainConfig, spec, result, out: dict[str, Any], ray_mode: str,
         "exhaustion": cfg.exhaustion,  # exhaust: a finished domain sits out the rest of the epoch
         "ingest": cfg.ingest,
         "num_workers": cfg.num_workers,
-        "dataset": {"name": spec.name, "uri": cfg.data, "domains": spec.domain_names},
+        "dataset": {"name": spec.name, "uri": cfg.data, "domains": spec.domain_names, "digest": spec.digest()},
         "best_epoch": out["best_epoch"] + 1,
         "epochs_run": out["epochs_run"],
         "global_step": out["global_step"],

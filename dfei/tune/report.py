@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from dfei.atomic import atomic_write, write_json_atomic, write_text_atomic
-from dfei.errors import RunFailedError, UserError, find_user_error
+from dfei.errors import RunFailedError, RunInterruptedError, UserError, find_user_error
 from dfei.eval.comparison import _pyplot, save_figure
 from dfei.train.config import TrainConfig
 
@@ -25,6 +25,8 @@ FIELDS = ["trial_id", "alpha", "k", "seed", "status", "best_valid_avg_auc", "bes
           "test_avg_auc", "seconds", "model", "epochs", "patience", "lr", "shared_lr_scale", "batch_size",
           "embed_dim", "workers", "checkpoint", "error"]
 FAILED = ("error", "no result")  # statuses of trials that are not candidates for best.json
+INTERRUPTED = "interrupted"  # a trial a Ctrl-C stopped: unfinished, resumable, not a candidate either
+UNFINISHED = ("RUNNING", "PENDING", "PAUSED")  # Tune's statuses of a trial an interruption left behind
 # settings a trial inherits but that do not define the model it trains
 NOT_TRAINING_SETTINGS = ("out", "storage_path", "log_every_s", "max_failures")
 
@@ -38,15 +40,17 @@ def _history(result) -> list[dict]:
     return df.to_dict("records")
 
 
-def collect_rows(grid, base: TrainConfig, to_uri: Callable[[str], str], log=print) -> list[dict[str, Any]]:
-    """One dict per trial of a Tune ResultGrid, sorted by best valid avg AUC (best first)."""
-    from dfei.train.predict import evaluate_checkpoint
-
+def collect_rows(grid, base: TrainConfig, to_uri: Callable[[str], str], log=print,
+                 statuses: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One dict per trial of a Tune ResultGrid, sorted by best valid avg AUC (best first).
+    `statuses` (trial_id -> Tune status) marks the trials an interruption left unfinished:
+    status "interrupted", not scored."""
     rows = []
     for result in grid:
         cfg, last = result.config or {}, result.metrics or {}
         history = _history(result)
-        row = {"trial_id": last.get("trial_id") or os.path.basename(result.path), "alpha": cfg.get("alpha"),
+        trial_id = last.get("trial_id") or _trial_id(result.path)
+        row = {"trial_id": trial_id, "alpha": cfg.get("alpha"),
                "k": cfg.get("k"), "seed": cfg.get("seed"), "model": base.model, "epochs": base.epochs,
                "patience": base.patience, "lr": base.lr, "shared_lr_scale": base.shared_lr_scale,
                "batch_size": base.batch_size, "embed_dim": base.embed_dim, "workers": base.num_workers,
@@ -55,23 +59,12 @@ def collect_rows(grid, base: TrainConfig, to_uri: Callable[[str], str], log=prin
         if last.get("final"):
             row.update(status="early-stopped" if last.get("stopped_early") else "completed",
                        best_valid_avg_auc=last[METRIC], best_epoch=last["best_epoch"],
-                       epochs_run=last["epochs_run"], test_avg_auc=last["test_avg_auc"], checkpoint=last["checkpoint"])
+                       epochs_run=last["epochs_run"], test_avg_auc=last["test_avg_auc"],
+                       checkpoint=to_uri(last["checkpoint"]) if last["checkpoint"] else None)
+        elif (statuses or {}).get(trial_id) in UNFINISHED and not result.error:
+            row["status"] = INTERRUPTED  # resumable; its epochs so far are not a result
         elif history:
-            best = max(range(len(history)), key=lambda i: history[i][METRIC])
-            latest = history[-1].get("checkpoint_path")
-            # ASHA's last rung is the last epoch: a trial it stops there has run every epoch
-            stopped = "completed" if len(history) >= base.epochs else "stopped by scheduler"
-            row.update(status="error" if result.error else stopped,
-                       best_valid_avg_auc=history[best][METRIC], best_epoch=best + 1)
-            if latest and isinstance(latest, str):
-                row["checkpoint"] = to_uri(latest)
-                log(f"[tune] scoring the test split for trial {row['trial_id']} (it ended before its own final "
-                    "evaluation) from its latest checkpoint's best weights")
-                try:
-                    row["test_avg_auc"] = evaluate_checkpoint(row["checkpoint"], base.data, ("test",))["test"]["avg_auc"]
-                except UserError as err:  # e.g. a diverged trial's checkpoint: recorded, the report goes on
-                    row["error"] = str(err)[:400]
-                    log(f"[tune] trial {row['trial_id']}: its checkpoint cannot be scored: {row['error']}")
+            _stopped_row(row, history, result, base, to_uri, log)
         else:
             row["status"] = "error" if result.error else "no result"
         if result.error:
@@ -79,6 +72,35 @@ def collect_rows(grid, base: TrainConfig, to_uri: Callable[[str], str], log=prin
             log(f"[tune] trial {row['trial_id']} failed: {row['error']}")
         rows.append(row)
     return sorted(rows, key=lambda r: -_num(r["best_valid_avg_auc"]))
+
+
+def _trial_id(path: str) -> str:
+    """The trial id in a Tune trial folder's name (`run_trial_<id>_<index>_<params>_<date>`)."""
+    name = os.path.basename(path.rstrip("/"))
+    parts = name.split("_")
+    return "_".join(parts[2:4]) if name.startswith("run_trial_") and len(parts) > 3 else name
+
+
+def _stopped_row(row: dict, history: list[dict], result, base: TrainConfig, to_uri, log) -> None:
+    """A trial that ended without its final report (the scheduler stopped it, or it failed): its
+    best epoch so far, and the test AUC of that epoch's weights from its latest checkpoint."""
+    from dfei.train.predict import evaluate_checkpoint
+
+    best = max(range(len(history)), key=lambda i: history[i][METRIC])
+    latest = history[-1].get("checkpoint_path")
+    # ASHA's last rung is the last epoch: a trial it stops there has run every epoch
+    stopped = "completed" if len(history) >= base.epochs else "stopped by scheduler"
+    row.update(status="error" if result.error else stopped, best_valid_avg_auc=history[best][METRIC],
+               best_epoch=best + 1)
+    if latest and isinstance(latest, str):
+        row["checkpoint"] = to_uri(latest)
+        log(f"[tune] scoring the test split for trial {row['trial_id']} (it ended before its own final "
+            "evaluation) from its latest checkpoint's best weights")
+        try:
+            row["test_avg_auc"] = evaluate_checkpoint(row["checkpoint"], base.data, ("test",))["test"]["avg_auc"]
+        except UserError as err:  # e.g. a diverged trial's checkpoint: recorded, the report goes on
+            row["error"] = str(err)[:400]
+            log(f"[tune] trial {row['trial_id']}: its checkpoint cannot be scored: {row['error']}")
 
 
 def error_line(err: BaseException) -> str:
@@ -99,17 +121,23 @@ def _fmt(value, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def write_reports(rows: list[dict[str, Any]], base: TrainConfig, out: str, log=print) -> dict[str, Any]:
-    """results.csv and results.md always (they record failed trials too); alpha_curve.png and
-    best.json when at least one trial has a result. Raises RunFailedError, after writing the
-    tables, when no trial has one: a sweep without a result must not end as if it had one."""
+def write_reports(rows: list[dict[str, Any]], base: TrainConfig, out: str, log=print, expected: int | None = None,
+                  resume_command: str = "tune.py --out OUT --resume") -> dict[str, Any]:
+    """results.csv and results.md always (they record failed and unfinished trials too);
+    alpha_curve.png and best.json when every one of the `expected` trials (default: the rows)
+    ended and at least one has a result.
+
+    Raises, after writing the tables: RunInterruptedError when trials are unfinished or were never
+    started (an interrupted sweep; best.json is not written, and a stale one is removed: a partial
+    search must not pick a setting); RunFailedError when no trial has a result."""
     _write_csv(rows, os.path.join(out, "results.csv"))
     table = _markdown(rows)
     write_text_atomic(os.path.join(out, "results.md"), table)
+    log("\n" + table)
+    _refuse_unfinished(rows, len(rows) if expected is None else expected, out, resume_command, log)
     curve = alpha_curve(rows, out)
     best, group = best_trial(rows)
     failed = [r for r in rows if r["status"] in FAILED]
-    log("\n" + table)
     if best is None:
         errors = "\n".join(f"  trial {r['trial_id']} (alpha={r['alpha']:g} k={r['k']} seed={r['seed']}): "
                            f"{r.get('error') or r['status']}" for r in rows)
@@ -138,6 +166,24 @@ def write_reports(rows: list[dict[str, Any]], base: TrainConfig, out: str, log=p
     written = ["results.csv", "results.md"] + ([os.path.basename(curve)] if curve else []) + ["best.json"]
     log(f"[tune] {len(rows) - len(failed)} of {len(rows)} trial(s) succeeded; wrote {out}/: {', '.join(written)}")
     return {"rows": rows, "best": best, "plot": curve, "failed": len(failed)}
+
+
+def _refuse_unfinished(rows: list[dict[str, Any]], expected: int, out: str, resume_command: str, log) -> None:
+    interrupted = [r for r in rows if r["status"] == INTERRUPTED]
+    missing = expected - len(rows)
+    if not interrupted and missing <= 0:
+        return
+    stale = os.path.join(out, "best.json")
+    if os.path.exists(stale):
+        os.remove(stale)
+        log(f"[tune] removed {stale}: it does not come from a complete search")
+    finished = len(rows) - len(interrupted)
+    parts = ([f"{len(interrupted)} interrupted ({', '.join(r['trial_id'] for r in interrupted)})"] if interrupted
+             else []) + ([f"{missing} not started"] if missing > 0 else [])
+    raise RunInterruptedError(
+        f"the sweep was stopped before it finished: {finished} of {expected} trial(s) finished, "
+        f"{' and '.join(parts)}. results.csv and results.md in {out} list the finished ones; no best.json "
+        f"was written (a partial search picks no setting). Continue with: {resume_command}")
 
 
 def best_trial(rows: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:

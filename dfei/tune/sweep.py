@@ -29,6 +29,7 @@ from dfei.errors import ConfigError, PathExistsError, PathNotFoundError
 from dfei.train.config import TrainConfig
 from dfei.train.resources import check_local_memory
 from dfei.train.runner import checkpoint_uri, init_ray, preflight
+from dfei.tune.resume import check_data, check_resume, data_fingerprint, rebase
 from dfei.tune.space import TRIAL_DRIVER_CPU, ResourcePlan, SearchSpec, Values, plan_resources
 
 METRIC = "valid_avg_auc"  # the objective: mean valid AUC over domains, reported every epoch
@@ -120,7 +121,7 @@ def _settings_path(out: str) -> str:
     return os.path.join(out, "sweep.json")
 
 
-def _load_settings(out: str) -> tuple[TrainConfig, SearchSpec, ResourcePlan]:
+def _load_settings(out: str) -> tuple[TrainConfig, SearchSpec, ResourcePlan, dict[str, Any]]:
     path = _settings_path(out)
     if not os.path.exists(path):
         raise PathNotFoundError(f"--resume: {path} does not exist; no sweep to continue in {out}")
@@ -138,7 +139,16 @@ def _load_settings(out: str) -> tuple[TrainConfig, SearchSpec, ResourcePlan]:
     plan = ResourcePlan(**saved["resources"])
     if base.cpus_per_worker is None:  # a sweep saved by an older version: its trials ran with the plan's CPUs
         base = base.replace(cpus_per_worker=plan.cpus_per_worker)
-    return base, spec, plan
+    return base, spec, plan, saved
+
+
+def _save_settings(out: str, base: TrainConfig, spec: SearchSpec, plan: ResourcePlan, dataset,
+                   folders: list[str]) -> None:
+    """sweep.json: the settings, the data's fingerprint, and every folder the sweep has lived in
+    (the checkpoint paths Tune recorded in each are rebased on a resume)."""
+    write_json_atomic(_settings_path(out), {
+        "base_config": base.to_dict(), "search": spec.to_json(), "resources": dataclasses.asdict(plan),
+        "folders": list(dict.fromkeys([*folders, out])), "data": data_fingerprint(dataset.spec)})
 
 
 def _scheduler(spec: SearchSpec, epochs: int):
@@ -167,20 +177,32 @@ def replace_restored_callbacks(tuner, callbacks: list) -> None:
 
 
 def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, workers_per_trial: int = 1,
-              max_concurrent: int | None = None, resume: bool = False, log=print) -> dict[str, Any]:
-    """Run a sweep, or with resume=True continue the one in `out` with its saved settings (base and
-    spec are then ignored); write results.csv/.md, alpha_curve.png and best.json."""
+              max_concurrent: int | None = None, resume: bool = False, log=print,
+              requested: dict[str, Any] | None = None, search: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run a sweep, or with resume=True continue the one in `out` with its saved settings: `base`
+    and `spec` are then ignored, and `requested` (TrainConfig keys the command set) and `search`
+    (its own flags given) must match the saved ones (dfei.tune.resume.check_resume), as must the
+    data. Writes results.csv/.md, alpha_curve.png and best.json.
 
+    Raises RunInterruptedError when the sweep is stopped (Ctrl-C) before every trial ended: no
+    best.json then. RunFailedError when every trial failed; ConfigError for a refused resume."""
     from dfei.tune.report import collect_rows, write_reports
 
     out = dfs.absolute(out)
+    folders = [out]  # where the sweep's trials have written (a moved sweep: its earlier folders too)
     if resume:
-        base, spec, plan = _load_settings(out)
-        log(f"[tune] resuming the sweep in {out} (its saved settings: {spec.to_json()})")
+        base, spec, plan, saved = _load_settings(out)
+        base = check_resume(base, spec, plan, requested or {}, search or {})
+        folders = saved.get("folders", [out])
+        moved = [f for f in folders if f != out]
+        log(f"[tune] resuming the sweep in {out} (its saved settings: {spec.to_json()})"
+            + (f"; it was written in {', '.join(moved)}: checkpoint paths are rebased" if moved else ""))
     elif os.path.exists(_settings_path(out)) or os.path.exists(os.path.join(out, EXPERIMENT)):
         raise PathExistsError(f"{out} already holds a sweep; pass --resume to continue it, or choose another --out")
     _check_model(base.model)
     dataset = ParquetDataset(base.data)  # fail fast, before Ray starts
+    if resume:
+        check_data(saved.get("data"), dataset.spec, base.data, log)
     # one trial's workers must fit this machine (embedded Ray); a valid split to select epochs on
     preflight(base.replace(num_workers=plan.workers_per_trial if resume else workers_per_trial),
               dataset, log)
@@ -198,8 +220,8 @@ def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, worke
         if ray_mode == "embedded":  # every concurrent trial's workers hold a replica of the tables here
             check_local_memory(dataset.spec, base.embed_dim, base.embedding_update,
                                plan.concurrency * plan.workers_per_trial, f"{plan.concurrency} concurrent trial(s) x ")
-        write_json_atomic(_settings_path(out), {"base_config": base.to_dict(), "search": spec.to_json(),
-                                                "resources": dataclasses.asdict(plan)})
+    if not resume or folders[-1] != out or base.to_dict() != saved["base_config"]:
+        _save_settings(out, base, spec, plan, dataset, folders)  # a resume records its folder and paths
     log(f"[tune] {spec.num_trials} trial(s) ({spec.search} search, scheduler {spec.scheduler}) of up to "
         f"{base.epochs} epoch(s) on {dataset.spec.name}; {plan.concurrency} at a time, {plan.workers_per_trial} "
         f"worker(s) per trial with {plan.cpus_per_worker:g} CPU{' + 1 GPU' if plan.use_gpu else ''} each")
@@ -207,10 +229,25 @@ def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, worke
     storage_uri = base.storage_path or out
     t0 = time.time()
     grid = build_tuner(base, spec, plan, out, storage_uri, resume, log).fit()
-    rows = collect_rows(grid, base, lambda path: checkpoint_uri(path, storage_uri), log)
-    summary = write_reports(rows, base, out, log)
+    statuses = trial_statuses(storage_uri)
+    rows = collect_rows(grid, base, lambda path: checkpoint_uri(rebase(path, folders, out), storage_uri), log,
+                        statuses)
+    summary = write_reports(rows, base, out, log, expected=spec.num_trials, resume_command=_resume_command(out))
     summary["seconds"] = time.time() - t0
     return summary
+
+
+def trial_statuses(storage_uri: str) -> dict[str, str]:
+    """trial_id -> Tune's status (TERMINATED, ERROR, or RUNNING/PENDING/PAUSED for a trial that an
+    interruption left unfinished), read from the sweep state Tune saved when fit() returned."""
+    from ray.tune import ExperimentAnalysis
+
+    path, filesystem = dfs.ray_storage(dfs.join(storage_uri, EXPERIMENT))
+    return {t.trial_id: t.status for t in ExperimentAnalysis(path, storage_filesystem=filesystem).trials}
+
+
+def _resume_command(out: str) -> str:
+    return f"python pipelines/tune.py --out {out} --resume"
 
 
 def build_tuner(base: TrainConfig, spec: SearchSpec, plan: ResourcePlan, out: str, storage_uri: str, resume: bool,

@@ -118,6 +118,24 @@ def test_a_finished_run_with_other_settings_is_an_error_not_a_silent_reuse(repor
                 variants={"dfei_domain_norm": base.replace(model="dfei")})
 
 
+def test_a_finished_run_on_another_version_of_the_dataset_is_refused(report, tmp_path):
+    """Regenerated in place with the same row counts (another seed): only the digest tells."""
+    import json
+    import shutil
+
+    base, out, _ = report
+    copy = str(tmp_path / "copy")
+    shutil.copytree(out, copy)
+    path = os.path.join(copy, "runs", "mlp", "seed0", "metrics.json")
+    metrics = json.load(open(path))
+    assert len(metrics["dataset"]["digest"]) == 64
+    metrics["dataset"]["digest"] = "0" * 64  # what a run on the earlier version recorded
+    json.dump(metrics, open(path, "w"))
+    with pytest.raises(ConfigError, match=r"mlp/seed0/metrics.json: this run trained on another version of the "
+                                          r"dataset \(dataset.json digest 000000000000 then, \w{12} now"):
+        compare(base, ["mlp"], seeds=1, out=copy, log=lambda *a: None, report_only=True)
+
+
 def test_variants_file_is_validated_before_anything_trains(tmp_path, public_tiny):
     base = TrainConfig(data=public_tiny)
     good = tmp_path / "v.yaml"

@@ -47,7 +47,7 @@ def test_yaml_numbers_written_without_a_dot_are_numbers(tmp_path):
 ])
 def test_each_bad_yaml_value_is_an_error_naming_key_value_and_expectation(tmp_path, line, message):
     f = tmp_path / "run.yaml"
-    f.write_text(f"data: /d\n{line}\n")
+    f.write_text(f"{line}\n" if line.startswith("data:") else f"data: /d\n{line}\n")
     with pytest.raises(ConfigError, match=message):
         load_config(str(f), {})
 
@@ -153,3 +153,15 @@ def test_models_serving_and_config_import_without_ray():
             "assert not [m for m in sys.modules if m.startswith('ray.')]\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("data: /d\nlr: 0.01\nepochs: 2\nlr: 0.001\n", "key 'lr' is set twice (lines 2 and 4)"),
+    ("data: /d\nbatch-size: 256\nbatch_size: 512\n", "keys 'batch-size' (line 2) and 'batch_size' (line 3) set one"),
+    ('{"data": "/d", "epochs": 2, "epochs": 3}', "key 'epochs' is set twice (lines 1 and 1)"),  # JSON too
+])
+def test_a_setting_given_twice_in_a_config_file_is_refused_naming_both_lines(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"c\.yaml: " + __import__("re").escape(message)):
+        load_config(str(path), {})

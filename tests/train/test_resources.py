@@ -82,3 +82,18 @@ def test_train_cli_refuses_a_huge_cardinality_before_ray_starts(public_tiny, tmp
     assert proc.stderr.startswith("error: ") and f"Largest: {name} 10,000,000,000 rows (640.0 GB)" in proc.stderr
     assert "[ray]" not in proc.stdout and "Traceback" not in proc.stderr  # refused before Ray started
     assert time.time() - t0 < 60 and not (tmp_path / "run").exists()
+
+
+def test_a_domain_with_fewer_train_rows_than_workers_is_named(public_tiny):
+    """public_tiny's B5 has 10 train rows: 16 workers give each rank floor(10 / 16) = 0 of them."""
+    from dfei.data.dataset import ParquetDataset
+    from dfei.train.config import TrainConfig
+    from dfei.train.runner import check_shares
+
+    dataset = ParquetDataset(public_tiny)
+    logged: list[str] = []
+    assert check_shares(TrainConfig(data=public_tiny, num_workers=10), dataset, logged.append) == []
+    warnings = check_shares(TrainConfig(data=public_tiny, num_workers=16), dataset, logged.append)
+    assert len(warnings) == 1 and logged == [f"[data] warning: {warnings[0]}"]
+    assert warnings[0].startswith("domain 'B5' has 10 train row(s): with 16 workers each rank's equal share is "
+                                  "floor(10 / 16) = 0 rows") and "does not train it" in warnings[0]

@@ -44,3 +44,36 @@ def test_a_trial_the_scheduler_ended_is_labelled_by_how_far_it_got():
 
     rows = collect_rows([result(3), result(1)], TrainConfig(data="/d", epochs=3), str, log=lambda *a: None)
     assert {r["trial_id"]: r["status"] for r in rows} == {"t3": "completed", "t1": "stopped by scheduler"}
+
+
+def test_an_interrupted_sweep_writes_its_finished_trials_but_no_best_json(tmp_path):
+    """Ctrl-C: a trial Tune left RUNNING is `interrupted`, not ranked; trials never started are
+    counted; best.json is not written and a stale one is removed; RunInterruptedError (exit 130)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+    import pytest
+
+    from dfei.errors import RunInterruptedError
+    from dfei.train.config import TrainConfig
+    from dfei.tune.report import METRIC, collect_rows, write_reports
+
+    def result(trial_id: str, final: bool):
+        metrics = {"trial_id": trial_id, METRIC: 0.7, "final": True, "best_epoch": 1, "epochs_run": 1,
+                   "stopped_early": False, "test_avg_auc": 0.6, "checkpoint": f"/s/{trial_id}/epoch_0001"} \
+            if final else {"trial_id": trial_id}
+        history = pd.DataFrame({METRIC: [0.65]})
+        return SimpleNamespace(config={"alpha": 0.9, "k": 32, "seed": 0}, metrics=metrics,
+                               metrics_dataframe=history, error=None, path=f"/s/{trial_id}")
+
+    rows = collect_rows([result("done", True), result("cut", False)], TrainConfig(data="/d", epochs=3), str,
+                        log=lambda *a: None, statuses={"done": "TERMINATED", "cut": "RUNNING"})
+    assert {r["trial_id"]: r["status"] for r in rows} == {"done": "completed", "cut": "interrupted"}
+    (tmp_path / "best.json").write_text("{}")  # from an earlier, complete version of this folder
+    with pytest.raises(RunInterruptedError) as err:
+        write_reports(rows, TrainConfig(data="/d"), str(tmp_path), log=lambda *a: None, expected=3,
+                      resume_command="tune.py --out S --resume")
+    assert "1 of 3 trial(s) finished, 1 interrupted (cut) and 1 not started" in str(err.value)
+    assert "tune.py --out S --resume" in str(err.value)
+    assert not (tmp_path / "best.json").exists() and (tmp_path / "results.csv").exists()
+    assert "| interrupted | cut |" in (tmp_path / "results.md").read_text()

@@ -121,3 +121,48 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_clus
     rows = _rows(os.path.join(out, "results.csv"))
     assert sorted(r["trial_id"] for r in rows) == sorted(finished + resumed)
     assert all(r["status"] == "completed" for r in rows)
+
+
+def test_ctrl_c_ends_a_sweep_with_130_and_no_best_json_and_a_moved_sweep_resumes(ray_cluster, public_tiny,
+                                                                                tmp_path):
+    """Ctrl-C after the first of two trials: exit 130, the finished trial in results.csv, no
+    best.json. The folder is then moved: a resume that changes a setting is refused by name; a
+    plain resume finishes the sweep and every checkpoint path points into the new folder."""
+    out, moved = str(tmp_path / "sweep"), str(tmp_path / "moved")
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster["address"]}
+    tune_py = [sys.executable, os.path.join(ROOT, "pipelines", "tune.py")]
+    first = subprocess.Popen(tune_py + ["--out", out, "--data", public_tiny, "--alpha", "0.5,0.9", "--k", "16",
+                                        "--epochs", "1", "--max-concurrent", "1"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    lines: list[str] = []
+    try:
+        for line in first.stdout:
+            lines.append(line)
+            if line.startswith("[tune] trial 1/2"):
+                os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends the process group
+                break
+        lines += first.stdout.readlines()
+        assert first.wait(timeout=120) == 130, "".join(lines[-30:])
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    text = "".join(lines)
+    assert "1 of 2 trial(s) finished" in text and "no best.json" in text, text[-3000:]
+    assert not os.path.exists(os.path.join(out, "best.json"))
+    assert [r["status"] for r in _rows(os.path.join(out, "results.csv"))][0] == "completed"
+
+    os.rename(out, moved)
+    refused = subprocess.run(tune_py + ["--out", moved, "--resume", "--epochs", "2", "--alpha", "0.5"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--epochs (the sweep: 1, this command: 2)" in refused.stderr, refused.stderr
+    assert "--alpha (the sweep: 0.5,0.9, this command: 0.5)" in refused.stderr
+
+    resumed = subprocess.run(tune_py + ["--out", moved, "--resume"], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    best = json.load(open(os.path.join(moved, "best.json")))
+    rows = _rows(os.path.join(moved, "results.csv"))
+    assert len(rows) == 2 and all(r["checkpoint"].startswith(moved + "/") for r in rows)
+    assert best["checkpoint"].startswith(moved + "/")
+    load_checkpoint(best["checkpoint"])  # what export.py and predict.py read
