@@ -17,13 +17,13 @@ INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for a command ended
 
 def run_cli(body: Callable[[], Any]) -> int:
     """Run a pipeline's work: 0 when it finishes; 2 with `error: ...` on stderr on a UserError; 1
-    with the summary on stderr on a RunFailedError; 130 on a RunInterruptedError or a Ctrl-C
-    (KeyboardInterrupt) that reaches here. Anything else propagates (traceback, exit 1)."""
+    with the summary on stderr on a RunFailedError; a RunInterruptedError's exit_code (130 for
+    Ctrl-C, 143 for SIGTERM), and 130 for a KeyboardInterrupt that reaches here. Anything else propagates (traceback, exit 1)."""
     try:
         body()
     except RunInterruptedError as err:
         print(f"interrupted: {err}", file=sys.stderr)
-        return INTERRUPTED_EXIT
+        return err.exit_code
     except KeyboardInterrupt:
         print("interrupted (Ctrl-C): the command did not finish; its outputs are incomplete", file=sys.stderr)
         return INTERRUPTED_EXIT

@@ -56,9 +56,13 @@ class RunFailedError(Exception):
 
 
 class RunInterruptedError(Exception):
-    """A run was stopped (SIGINT/Ctrl-C) before it finished, so it has no complete result: the
-    message says what finished, what was not written and how to continue. Exit status 130, the
-    shell's convention for SIGINT."""
+    """A run was stopped (Ctrl-C, SIGTERM) before it finished, so it has no complete result: the
+    message says what finished, what was not written and how to continue. `exit_code` follows the
+    shell's convention, 128 + the signal: 130 for SIGINT (the default), 143 for SIGTERM."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def find_user_error(err: BaseException, _seen: set[int] | None = None) -> UserError | None:

@@ -43,20 +43,30 @@ def _start_addressed(ray) -> None:
     and every run printed a `ConnectionError: Found multiple active Ray instances` traceback. The
     GCS port is chosen here (RAY_GCS_SERVER_PORT, read by Ray's node start-up) so the job's
     runtime_env can give every worker RAY_ADDRESS = this cluster before it starts."""
-    import socket
-
     from ray.util import get_node_ip_address
 
-    with socket.socket() as probe:  # a free port; Ray binds it a moment later
+    host = get_node_ip_address()
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address in host:port form
+    given = os.environ.get("RAY_GCS_SERVER_PORT")  # a port the user chose is kept
+    for attempt in range(2):  # a free port may be taken between the probe and Ray's bind: one more
+        port = int(given) if given else _free_port()
+        os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+        try:
+            ray.init(address="local", object_store_memory=1 << 30, log_to_driver=True,
+                     runtime_env={"env_vars": {"RAY_ADDRESS": f"{host}:{port}"}})
+            return
+        except Exception:
+            ray.shutdown()
+            if given or attempt == 1:
+                raise
+        finally:  # a later embedded start in this process picks its own port
+            if given is None:
+                os.environ.pop("RAY_GCS_SERVER_PORT", None)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
         probe.bind(("", 0))
-        port = probe.getsockname()[1]
-    previous = os.environ.get("RAY_GCS_SERVER_PORT")
-    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
-    try:
-        ray.init(address="local", object_store_memory=1 << 30, log_to_driver=True,
-                 runtime_env={"env_vars": {"RAY_ADDRESS": f"{get_node_ip_address()}:{port}"}})
-    finally:  # a later embedded start in this process picks its own port
-        if previous is None:
-            os.environ.pop("RAY_GCS_SERVER_PORT", None)
-        else:
-            os.environ["RAY_GCS_SERVER_PORT"] = previous
+        return probe.getsockname()[1]

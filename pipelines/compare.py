@@ -25,6 +25,8 @@ from dfei.train.config import add_config_flags, config_from_args  # noqa: E402
 
 ALL = "mlp,mmoe,ple,aitm,hmoe,star,pepnet,hinet,dfei"
 DEFAULTS = {"epochs": 20, "patience": 3}  # compare.py's own: every model to convergence (train.py: 10 / 1)
+# what compare.py sets for each run: a --config file that sets them is refused (its value would be replaced)
+RESERVED = {"model": "--models", "seed": "--seeds", "out": "--out"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         models += [m for m in ("dfei_wo_dfi", "dfei_wo_dfei") if m not in models]
 
     def run() -> None:
-        base = config_from_args(vars(args), args.config, DEFAULTS, mlflow_experiment=mlflow_experiment(
-            args.mlflow_experiment, args.mlflow, "compare", args.out))
+        base = config_from_args(vars(args), args.config, DEFAULTS, reserved=RESERVED, who="compare.py",
+                                mlflow_experiment=mlflow_experiment(args.mlflow_experiment, args.mlflow, "compare",
+                                                                    args.out))
         from dfei.train.compare import compare, load_variants
 
         variants = load_variants(args.variants, base) if args.variants else {}

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
 
     def run() -> None:
-        base = config_from_args(vars(args), args.config)
+        base = config_from_args(vars(args), args.config, reserved={"seed": "--seeds", "out": "--out"},
+                                who="parity.py")
         from dfei.bench.parity import run_parity
 
         run_parity(base, variants, args.seeds, args.out)

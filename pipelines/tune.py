@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dfei.cli import mlflow_experiment, run_cli  # noqa: E402
 from dfei.train.config import add_config_flags, config_from_args, flags_given, requested_values  # noqa: E402
+from dfei.tune.resume import SET_BY_SWEEP  # noqa: E402
 from dfei.tune.space import SCHEDULERS, SEARCHES, SearchSpec, parse_values  # noqa: E402
 
 PAPER_ALPHAS = "0,0.1,0.3,0.5,0.7,0.9,1"
@@ -78,19 +79,20 @@ def main(argv: list[str] | None = None) -> int:
         from dfei.tune.sweep import run_sweep
 
         search = {name: value for name, value in (
-            ("alpha", args.alpha and parse_values(args.alpha, "alpha", float)),
-            ("k", args.k and parse_values(args.k, "k", int)), ("search", args.search),
+            ("alpha", None if args.alpha is None else parse_values(args.alpha, "alpha", float)),
+            ("k", None if args.k is None else parse_values(args.k, "k", int)), ("search", args.search),
             ("scheduler", args.scheduler), ("num_samples", args.num_samples),
             ("workers_per_trial", args.workers_per_trial), ("max_concurrent", args.max_concurrent))
             if value is not None}
+        experiment = mlflow_experiment(args.mlflow_experiment, args.mlflow, "tune", args.out)
+        flags = {**flags_given(vars(args)), **({"mlflow_experiment": experiment} if experiment else {})}
         if args.resume:  # the saved settings; a flag given must match them
-            run_sweep(None, None, args.out, resume=True, search=search,
-                      requested=requested_values(args.config, flags_given(vars(args))))
+            run_sweep(None, None, args.out, resume=True, search=search, requested=requested_values(args.config, flags))
             return
         search = {**DEFAULTS, **search}
         spec = SearchSpec(search["alpha"], search["k"], search["search"], search["scheduler"], search["num_samples"])
-        base = config_from_args(vars(args), args.config, mlflow_experiment=mlflow_experiment(
-            args.mlflow_experiment, args.mlflow, "tune", args.out))
+        base = config_from_args(vars(args), args.config, reserved=SET_BY_SWEEP, who="a sweep",
+                                mlflow_experiment=experiment)
         run_sweep(base, spec, args.out, search["workers_per_trial"], search.get("max_concurrent"))
 
     return run_cli(run)

@@ -28,7 +28,10 @@ def parse_variant(text: str) -> dict[str, Any]:
         if "=" not in part:
             raise ConfigError(f"variant {text!r}: expected key=value[+key=value], got {part!r}")
         key, value = part.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value.strip())  # typed as in a --config file: 0.5, true, [64, 32]
+        key = key.strip().replace("-", "_")
+        if key in overrides:
+            raise ConfigError(f"variant {text!r}: {key} is set twice; keep one")
+        overrides[key] = yaml.safe_load(value.strip())  # typed as in a --config file: 0.5, true, [64, 32]
     TrainConfig.from_dict({"data": "x", **overrides}, where=f"variant {text!r}")  # unknown keys / bad values fail here
     return overrides
 

@@ -260,25 +260,40 @@ class _DuplicateKey(Exception):
 def _unique_key_loader():
     import yaml
 
+    merge = "tag:yaml.org,2002:merge"
+
     class UniqueKeyLoader(yaml.SafeLoader):
-        """SafeLoader whose mappings refuse a key set twice (after `-` -> `_`)."""
+        """SafeLoader whose mappings refuse a key set twice; at the top level (the settings) also
+        two spellings of one setting (`-` and `_`). Keys merged in with `<<: *anchor` may be
+        overridden, as YAML intends."""
+
+        def construct_document(self, node):
+            self._top = node
+            return super().construct_document(node)
 
         def construct_mapping(self, node, deep=False):
-            seen: dict[str, tuple[Any, int]] = {}
+            seen: dict[str, tuple[Any, Any]] = {}
             for key_node, _ in node.value:
+                if key_node.tag == merge:
+                    continue
                 key = self.construct_object(key_node, deep=True)
-                line = key_node.start_mark.line + 1
-                spelled = str(key).replace("-", "_")
+                spelled = str(key).replace("-", "_") if node is getattr(self, "_top", None) else str(key)
                 if spelled in seen:
-                    first, first_line = seen[spelled]
-                    raise _DuplicateKey(
-                        f"key {key!r} is set twice (lines {first_line} and {line}); keep one" if first == key else
-                        f"keys {first!r} (line {first_line}) and {key!r} (line {line}) set one setting, "
-                        f"{spelled}; keep one")
-                seen[spelled] = (key, line)
+                    first, mark = seen[spelled]
+                    where = _positions(mark, key_node.start_mark)
+                    raise _DuplicateKey(f"key {key!r} is set twice ({where}); keep one" if first == key else
+                                        f"keys {first!r} and {key!r} set one setting, {spelled} ({where}); keep one")
+                seen[spelled] = (key, key_node.start_mark)
             return super().construct_mapping(node, deep=deep)
 
     return UniqueKeyLoader
+
+
+def _positions(first, second) -> str:
+    """`lines 2 and 4`, or `line 1, columns 3 and 20` for two keys on one line (JSON)."""
+    if first.line != second.line:
+        return f"lines {first.line + 1} and {second.line + 1}"
+    return f"line {first.line + 1}, columns {first.column + 1} and {second.column + 1}"
 
 
 def requested_values(path: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -376,12 +391,25 @@ def flags_given(args: dict[str, Any]) -> dict[str, Any]:
     return {k: args[k] for k in args[CONFIG_FIELDS] if args.get(k) is not None}
 
 
+def refuse_reserved(values: dict[str, Any], reserved: dict[str, str], where: str, who: str) -> None:
+    """ConfigError when `values` (a --config file's keys) set a key the pipeline sets itself for each
+    of its runs (`reserved`: key -> the pipeline's flag for it): the file's value would be silently
+    replaced. `who` names the pipeline ("a sweep", "compare.py")."""
+    found = [key for key in values if key in reserved]
+    if found:
+        raise ConfigError(f"{where}: the config sets {', '.join(found)}, which {who} sets for every run itself; give "
+                          f"{', '.join(reserved[k] for k in found)} instead")
+
+
 def config_from_args(args: dict[str, Any], config_file: str | None = None, defaults: dict[str, Any] | None = None,
-                     **overrides: Any) -> TrainConfig:
+                     reserved: dict[str, str] | None = None, who: str = "this command", **overrides: Any) -> TrainConfig:
     """The TrainConfig of a pipeline's parsed flags (`vars(parser.parse_args())` of a parser given
     add_config_flags): `defaults` (the pipeline's own), --config's file, then the flags given, then
     `overrides` (values the pipeline sets itself). A pipeline's own flags of the same name (tune.py's
-    --alpha list) are not read. ConfigError when no dataset is named."""
+    --alpha list) are not read. ConfigError when no dataset is named, or when the file sets a key
+    in `reserved` (see refuse_reserved)."""
+    if config_file and reserved:
+        refuse_reserved(requested_values(config_file, {}), reserved, f"--config {config_file}", who)
     cfg = load_config(config_file, {**flags_given(args), **overrides}, defaults)
     if not cfg.data:
         raise ConfigError("--data is required (or `data:` in --config)")

@@ -13,7 +13,8 @@ from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
 from dfei.data.encoders import load_transform
 from dfei.ray_runtime import init_ray  # noqa: F401 (also this module's: the pipelines import it here)
-from dfei.errors import CheckpointError, DatasetError, RunInterruptedError, TrainingDivergedError
+from dfei.errors import CheckpointError, DatasetError, TrainingDivergedError
+from dfei.signals import StopSignals
 from dfei.eval.report import domain_table
 from dfei.train.checkpoint import CHECKPOINT_SCORE, MID_EPOCH
 from dfei.train.config import TrainConfig
@@ -125,7 +126,7 @@ def check_shares(cfg: TrainConfig, dataset: ParquetDataset, log=print) -> list[s
         if rows // cfg.num_workers == 0:
             why = ("has no train rows" if rows == 0 else
                    f"has {rows} train row(s): with {cfg.num_workers} workers each rank's equal share is "
-                   f"floor({rows} / {cfg.num_workers}) = 0 rows (--num-workers {rows} or fewer would train it)")
+                   f"floor({rows} / {cfg.num_workers}) = 0 rows ({rows} or fewer workers would train it)")
             warnings.append(f"domain {domain!r} {why}, so this run does not train it: its tower and DFE state "
                             "keep their initial values and its AUC is that of an untrained domain")
     for warning in warnings:
@@ -245,13 +246,14 @@ def _fit(cfg: TrainConfig, run_name: str, dataset: ParquetDataset, callbacks: li
     (and marks the MLflow run failed)."""
     try:
         try:
-            result = build_trainer(cfg, run_name, dataset, callbacks, train_loop_per_worker).fit()
-        except SystemExit:  # Ray Train's answer to Ctrl-C: it aborts the run, then raises SystemExit(1)
+            with StopSignals() as stops:
+                result = build_trainer(cfg, run_name, dataset, callbacks, train_loop_per_worker).fit()
+        except SystemExit:  # Ray's answer to Ctrl-C (it aborts the run first) and to SIGTERM
             folder = dfs.join(cfg.storage_path or os.path.join(cfg.out, "ray_results"), run_name)
-            raise RunInterruptedError(
-                "training was stopped before it finished (Ctrl-C): no metrics.json was written. The "
-                f"checkpoints of its finished epochs are in {folder} (each loads with predict.py and export.py; "
-                "continue training from one with --init-from)") from None
+            raise stops.error(
+                f"training was stopped before it finished ({stops.name}): no metrics.json was written. The "
+                f"checkpoints of the epochs it finished, if any, are in {folder} (each loads with predict.py and "
+                "export.py; continue training from one with --init-from)") from None
         except Exception as err:  # Ray's TrainingFailedError: a worker's CheckpointError is the user's error
             raise _checkpoint_error(err) or err
         out = result.return_value

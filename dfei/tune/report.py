@@ -26,6 +26,7 @@ FIELDS = ["trial_id", "alpha", "k", "seed", "status", "best_valid_avg_auc", "bes
           "embed_dim", "workers", "checkpoint", "error"]
 FAILED = ("error", "no result")  # statuses of trials that are not candidates for best.json
 INTERRUPTED = "interrupted"  # a trial a Ctrl-C stopped: unfinished, resumable, not a candidate either
+NOT_STARTED = "not started"  # a trial Tune had created but not started when the sweep stopped
 UNFINISHED = ("RUNNING", "PENDING", "PAUSED")  # Tune's statuses of a trial an interruption left behind
 # settings a trial inherits but that do not define the model it trains
 NOT_TRAINING_SETTINGS = ("out", "storage_path", "log_every_s", "max_failures")
@@ -61,8 +62,8 @@ def collect_rows(grid, base: TrainConfig, to_uri: Callable[[str], str], log=prin
                        best_valid_avg_auc=last[METRIC], best_epoch=last["best_epoch"],
                        epochs_run=last["epochs_run"], test_avg_auc=last["test_avg_auc"],
                        checkpoint=to_uri(last["checkpoint"]) if last["checkpoint"] else None)
-        elif (statuses or {}).get(trial_id) in UNFINISHED and not result.error:
-            row["status"] = INTERRUPTED  # resumable; its epochs so far are not a result
+        elif (statuses or {}).get(trial_id) in UNFINISHED and not result.error:  # resumable, not a result
+            row["status"] = NOT_STARTED if statuses[trial_id] == "PENDING" and not history else INTERRUPTED
         elif history:
             _stopped_row(row, history, result, base, to_uri, log)
         else:
@@ -170,14 +171,14 @@ def write_reports(rows: list[dict[str, Any]], base: TrainConfig, out: str, log=p
 
 def _refuse_unfinished(rows: list[dict[str, Any]], expected: int, out: str, resume_command: str, log) -> None:
     interrupted = [r for r in rows if r["status"] == INTERRUPTED]
-    missing = expected - len(rows)
+    missing = expected - len(rows) + sum(r["status"] == NOT_STARTED for r in rows)
     if not interrupted and missing <= 0:
         return
     stale = os.path.join(out, "best.json")
     if os.path.exists(stale):
         os.remove(stale)
         log(f"[tune] removed {stale}: it does not come from a complete search")
-    finished = len(rows) - len(interrupted)
+    finished = expected - len(interrupted) - missing
     parts = ([f"{len(interrupted)} interrupted ({', '.join(r['trial_id'] for r in interrupted)})"] if interrupted
              else []) + ([f"{missing} not started"] if missing > 0 else [])
     raise RunInterruptedError(

@@ -16,11 +16,11 @@ from typing import Any
 
 from dfei.data.spec import DatasetSpec
 from dfei.errors import ConfigError
-from dfei.train.config import TrainConfig
+from dfei.train.config import TrainConfig, refuse_reserved
 from dfei.tune.space import ResourcePlan, SearchSpec
 
 # settings that do not change what a trial trains: a resume takes them from this command
-NOT_COMPARED = ("log_every_s", "mlflow", "mlflow_experiment")
+NOT_COMPARED = ("log_every_s", "mlflow", "mlflow_experiment", "tensorboard", "max_failures")
 SPLIT_ORDER = {"train": 0, "valid": 1, "test": 2}
 
 
@@ -31,14 +31,16 @@ def data_fingerprint(spec: DatasetSpec) -> dict[str, Any]:
 
 
 def check_resume(base: TrainConfig, spec: SearchSpec, plan: ResourcePlan, requested: dict[str, Any],
-                 search: dict[str, Any]) -> TrainConfig:
+                 search: dict[str, Any], max_concurrent: int | None = None) -> TrainConfig:
     """The saved `base` config, with `requested` (TrainConfig keys this command set: flags given
     and --config's keys) and `search` (tune.py's own flags given: alpha/k as parsed Values, search,
-    scheduler, num_samples, workers_per_trial, max_concurrent) compared against the sweep's.
+    scheduler, num_samples, workers_per_trial, max_concurrent) compared against the sweep's
+    (`max_concurrent`: the --max-concurrent the sweep was started with, None when not given).
 
     Returns base with this command's NOT_COMPARED settings and `data` path applied (a moved
     dataset: the caller checks its content with check_data). Raises ConfigError naming every
     other setting that differs, with the sweep's value and this command's."""
+    check_not_set_by_sweep(requested, "--resume")
     diffs = []
     if requested:
         wanted = TrainConfig.from_dict({**base.to_dict(), **requested}, where="--resume")
@@ -46,8 +48,7 @@ def check_resume(base: TrainConfig, spec: SearchSpec, plan: ResourcePlan, reques
         diffs += [_diff(key, saved[key], new[key]) for key in requested
                   if key not in NOT_COMPARED and key != "data" and key in saved and saved[key] != new[key]]
         base = base.replace(**{key: new[key] for key in requested if key in NOT_COMPARED or key == "data"})
-    saved_search = {**spec.to_json(), "workers_per_trial": plan.workers_per_trial,
-                    "max_concurrent": plan.concurrency}
+    saved_search = {**spec.to_json(), "workers_per_trial": plan.workers_per_trial, "max_concurrent": max_concurrent}
     for key, value in search.items():
         value = value.to_json() if hasattr(value, "to_json") else value
         if value != saved_search[key]:
@@ -57,6 +58,17 @@ def check_resume(base: TrainConfig, spec: SearchSpec, plan: ResourcePlan, reques
                           "changes " + "; ".join(diffs) + ". Leave these flags out to resume, or start "
                           "another sweep with another --out")
     return base
+
+
+# settings every trial of a sweep gets from the sweep, never from a --config file: the flag to use
+SET_BY_SWEEP = {"alpha": "--alpha", "k": "--k", "num_workers": "--workers-per-trial", "out": "--out"}
+
+
+def check_not_set_by_sweep(values: dict[str, Any], where: str) -> None:
+    """Refuse (ConfigError naming the keys and the flags to use) a --config file that sets what the
+    sweep sets per trial: its value would be silently replaced. (A sweep's best.json is for
+    train.py: its train_config names alpha, k and num_workers.)"""
+    refuse_reserved(values, SET_BY_SWEEP, where, "a sweep")
 
 
 def check_data(saved: dict[str, Any] | None, spec: DatasetSpec, data: str, log=print) -> None:
@@ -86,7 +98,7 @@ def check_data(saved: dict[str, Any] | None, spec: DatasetSpec, data: str, log=p
 def rebase(path: Any, folders: list[str], out: str) -> Any:
     """A checkpoint path recorded under one of the sweep folder's earlier locations (`folders`),
     moved onto its current one (`out`); anything else unchanged (a remote --storage-path, None)."""
-    if not isinstance(path, str):
+    if not isinstance(path, str) or path.startswith(out.rstrip("/") + "/"):
         return path
     for old in folders:
         prefix = old.rstrip("/") + "/"
@@ -104,6 +116,8 @@ def _diff(key: str, then: Any, now: Any) -> str:
 
 
 def _show(value: Any) -> str:
+    if value is None:
+        return "not set"
     if isinstance(value, dict) and "range" in value:
         return ":".join(map(str, value["range"]))
     if isinstance(value, list):

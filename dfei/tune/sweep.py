@@ -26,9 +26,10 @@ from dfei.atomic import write_json_atomic
 from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
 from dfei.errors import ConfigError, PathExistsError, PathNotFoundError
+from dfei.signals import StopSignals
 from dfei.train.config import TrainConfig
 from dfei.train.resources import check_local_memory
-from dfei.train.runner import checkpoint_uri, init_ray, preflight
+from dfei.train.runner import checkpoint_uri, default_torch_threads, init_ray, preflight
 from dfei.tune.resume import check_data, check_resume, data_fingerprint, rebase
 from dfei.tune.space import TRIAL_DRIVER_CPU, ResourcePlan, SearchSpec, Values, plan_resources
 
@@ -139,16 +140,19 @@ def _load_settings(out: str) -> tuple[TrainConfig, SearchSpec, ResourcePlan, dic
     plan = ResourcePlan(**saved["resources"])
     if base.cpus_per_worker is None:  # a sweep saved by an older version: its trials ran with the plan's CPUs
         base = base.replace(cpus_per_worker=plan.cpus_per_worker)
+    if base.torch_threads is None:  # ... and with a thread per whole CPU, the default then
+        base = base.replace(torch_threads=max(1, int(plan.cpus_per_worker)))
     return base, spec, plan, saved
 
 
 def _save_settings(out: str, base: TrainConfig, spec: SearchSpec, plan: ResourcePlan, dataset,
-                   folders: list[str]) -> None:
-    """sweep.json: the settings, the data's fingerprint, and every folder the sweep has lived in
-    (the checkpoint paths Tune recorded in each are rebased on a resume)."""
+                   folders: list[str], max_concurrent: int | None) -> None:
+    """sweep.json: the settings (--max-concurrent as given), the data's fingerprint, and every
+    folder the sweep has lived in (the checkpoint paths Tune recorded in each are rebased on a resume)."""
     write_json_atomic(_settings_path(out), {
         "base_config": base.to_dict(), "search": spec.to_json(), "resources": dataclasses.asdict(plan),
-        "folders": list(dict.fromkeys([*folders, out])), "data": data_fingerprint(dataset.spec)})
+        "max_concurrent": max_concurrent, "folders": list(dict.fromkeys([*folders, out])),
+        "data": data_fingerprint(dataset.spec)})
 
 
 def _scheduler(spec: SearchSpec, epochs: int):
@@ -186,17 +190,13 @@ def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, worke
 
     Raises RunInterruptedError when the sweep is stopped (Ctrl-C) before every trial ended: no
     best.json then. RunFailedError when every trial failed; ConfigError for a refused resume."""
-    from dfei.tune.report import collect_rows, write_reports
-
     out = dfs.absolute(out)
     folders = [out]  # where the sweep's trials have written (a moved sweep: its earlier folders too)
     if resume:
         base, spec, plan, saved = _load_settings(out)
-        base = check_resume(base, spec, plan, requested or {}, search or {})
-        folders = saved.get("folders", [out])
-        moved = [f for f in folders if f != out]
-        log(f"[tune] resuming the sweep in {out} (its saved settings: {spec.to_json()})"
-            + (f"; it was written in {', '.join(moved)}: checkpoint paths are rebased" if moved else ""))
+        max_concurrent = saved.get("max_concurrent")
+        base = check_resume(base, spec, plan, requested or {}, search or {}, max_concurrent)
+        folders = _resume_folders(saved, out, spec, log)
     elif os.path.exists(_settings_path(out)) or os.path.exists(os.path.join(out, EXPERIMENT)):
         raise PathExistsError(f"{out} already holds a sweep; pass --resume to continue it, or choose another --out")
     _check_model(base.model)
@@ -215,20 +215,42 @@ def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, worke
         plan = plan_resources(resources.get("CPU", 0.0), resources.get("GPU", 0.0), spec.num_trials,
                               workers_per_trial, base.use_gpu, max_concurrent, base.cpus_per_worker,
                               reserve_cpus=1.0 if base.ingest == "ray-data" else 0.0)
-        # every trial's CPUs (and so its torch threads) are part of its result: best.json records them
-        base = base.replace(num_workers=workers_per_trial, cpus_per_worker=plan.cpus_per_worker)
+        # every trial's CPUs and torch threads are part of its result: sweep.json and best.json record them
+        base = base.replace(num_workers=workers_per_trial, cpus_per_worker=plan.cpus_per_worker,
+                            torch_threads=base.torch_threads or default_torch_threads(base, plan.cpus_per_worker))
         if ray_mode == "embedded":  # every concurrent trial's workers hold a replica of the tables here
             check_local_memory(dataset.spec, base.embed_dim, base.embedding_update,
                                plan.concurrency * plan.workers_per_trial, f"{plan.concurrency} concurrent trial(s) x ")
     if not resume or folders[-1] != out or base.to_dict() != saved["base_config"]:
-        _save_settings(out, base, spec, plan, dataset, folders)  # a resume records its folder and paths
+        _save_settings(out, base, spec, plan, dataset, folders, max_concurrent)  # a resume: its folder, paths
     log(f"[tune] {spec.num_trials} trial(s) ({spec.search} search, scheduler {spec.scheduler}) of up to "
         f"{base.epochs} epoch(s) on {dataset.spec.name}; {plan.concurrency} at a time, {plan.workers_per_trial} "
         f"worker(s) per trial with {plan.cpus_per_worker:g} CPU{' + 1 GPU' if plan.use_gpu else ''} each")
 
+    return _fit_and_report(base, spec, plan, out, folders, resume, log)
+
+
+def _resume_folders(saved: dict[str, Any], out: str, spec: SearchSpec, log) -> list[str]:
+    folders = saved.get("folders", [out])
+    moved = [f for f in folders if f != out]
+    log(f"[tune] resuming the sweep in {out} (its saved settings: {spec.to_json()})"
+        + (f"; it was written in {', '.join(moved)}: checkpoint paths are rebased" if moved else ""))
+    return folders
+
+
+def _fit_and_report(base: TrainConfig, spec: SearchSpec, plan: ResourcePlan, out: str, folders: list[str],
+                    resume: bool, log) -> dict[str, Any]:
+    """Tuner.fit(), then the reports (dfei.tune.report); what run_sweep returns and raises."""
+    from dfei.tune.report import collect_rows, write_reports
+
     storage_uri = base.storage_path or out
     t0 = time.time()
-    grid = build_tuner(base, spec, plan, out, storage_uri, resume, log).fit()
+    try:
+        with StopSignals() as stops:  # Tune's SIGINT handler would outlive fit() and swallow a Ctrl-C after it
+            grid = build_tuner(base, spec, plan, out, storage_uri, resume, log).fit()
+    except SystemExit:  # SIGTERM (Tune answers Ctrl-C itself: fit() returns with unfinished trials)
+        raise stops.error(f"the sweep was stopped ({stops.name}) before it finished; no best.json was written. "
+                          f"Continue with: {_resume_command(out)}") from None
     statuses = trial_statuses(storage_uri)
     rows = collect_rows(grid, base, lambda path: checkpoint_uri(rebase(path, folders, out), storage_uri), log,
                         statuses)

@@ -21,6 +21,8 @@ def test_variants_parse_and_bad_ones_are_named():
         parse_variant("mood=fused")
     with pytest.raises(ValueError, match="mode = 'parallel': Input should be 'sequential' or 'fused'"):
         parse_variant("mode=parallel")
+    with pytest.raises(ValueError, match="batch_size is set twice"):  # not a silent last-one-wins
+        parse_variant("batch_size=256+batch-size=512")
 
 
 def test_the_report_pairs_seeds_and_tests_against_the_reference(tmp_path):

@@ -157,11 +157,40 @@ def test_models_serving_and_config_import_without_ray():
 
 @pytest.mark.parametrize("text, message", [
     ("data: /d\nlr: 0.01\nepochs: 2\nlr: 0.001\n", "key 'lr' is set twice (lines 2 and 4)"),
-    ("data: /d\nbatch-size: 256\nbatch_size: 512\n", "keys 'batch-size' (line 2) and 'batch_size' (line 3) set one"),
-    ('{"data": "/d", "epochs": 2, "epochs": 3}', "key 'epochs' is set twice (lines 1 and 1)"),  # JSON too
+    ("data: /d\nbatch-size: 256\nbatch_size: 512\n",
+     "keys 'batch-size' and 'batch_size' set one setting, batch_size (lines 2 and 3)"),
+    ('{"data": "/d", "epochs": 2, "epochs": 3}', "key 'epochs' is set twice (line 1, columns 16 and 29)"),  # JSON
 ])
 def test_a_setting_given_twice_in_a_config_file_is_refused_naming_both_lines(tmp_path, text, message):
     path = tmp_path / "c.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=r"c\.yaml: " + __import__("re").escape(message)):
         load_config(str(path), {})
+
+
+def test_yaml_merge_keys_may_be_overridden_and_nested_names_keep_their_spelling(tmp_path):
+    """`<<: *anchor` then a key of the anchor: YAML's override, not a duplicate; below the top level
+    `-` and `_` are different names (e.g. two --variants `dfei-a` and `dfei_a`)."""
+    from dfei.train.config import read_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("base: &b {epochs: 2, lr: 0.01}\nrun:\n  <<: *b\n  lr: 0.001\n"
+                    "variants: {dfei-a: {alpha: 0.5}, dfei_a: {alpha: 0.7}}\n")
+    loaded = read_yaml(str(path), "--config")
+    assert loaded["run"] == {"epochs": 2, "lr": 0.001} and set(loaded["variants"]) == {"dfei-a", "dfei_a"}
+
+
+def test_a_config_key_the_pipeline_sets_per_run_is_refused(tmp_path):
+    """compare.py sets model, seed and out for each run: a --config value for them would be replaced."""
+    import argparse
+
+    from dfei.train.config import add_config_flags, config_from_args
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data: /d\nmodel: mlp\nseed: 3\n")
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, exclude=("model", "seed", "out"))
+    with pytest.raises(ConfigError, match=r"c\.yaml: the config sets model, seed, which compare.py sets for every run "
+                                          r"itself; give --models, --seeds instead"):
+        config_from_args(vars(parser.parse_args([])), str(path), reserved={"model": "--models", "seed": "--seeds"},
+                         who="compare.py")

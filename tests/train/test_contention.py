@@ -21,14 +21,7 @@ def test_a_busy_process_beside_a_worker_with_every_cpu_is_named():
         busy.kill()
         busy.wait()
     assert warning is not None and warning.startswith("other processes used ")
-    assert f"of this machine's {usable_cpus()} CPUs during the test" in warning and "--torch-threads 1" in warning
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux") or usable_cpus() < 2, reason="/proc/stat, 2 CPUs")
-def test_an_idle_machine_and_free_cpus_give_no_warning():
-    probe = CpuContention(threads=1)  # leaves usable_cpus() - 1 CPUs to others, plus the margin
-    time.sleep(0.5)
-    assert probe.check("the test") is None
+    assert f"of the {usable_cpus()} CPUs this worker runs on during the test" in warning and "--torch-threads 1" in warning
 
 
 def test_sequential_cpu_workers_default_to_one_thread_fused_and_gpu_to_their_cpus():

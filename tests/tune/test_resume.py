@@ -51,3 +51,25 @@ def test_paths_under_an_earlier_folder_are_rebased():
     assert rebase("/a/s/trials/t1/epoch_0001", ["/a/s"], "/b/s2") == "/b/s2/trials/t1/epoch_0001"
     assert rebase("/a/s2x/t", ["/a/s"], "/b/s2") == "/a/s2x/t"  # not under /a/s
     assert rebase("s3://bucket/t", ["/a/s"], "/b") == "s3://bucket/t" and rebase(None, ["/a"], "/b") is None
+
+
+def test_max_concurrent_is_compared_with_the_flag_the_sweep_was_given(tmp_path):
+    base = TrainConfig(data=str(tmp_path / "d"))
+    check_resume(base, SPEC, PLAN, {}, {"max_concurrent": 4}, max_concurrent=4)  # as given: fine (plan ran 1)
+    with pytest.raises(ConfigError, match=r"--max-concurrent \(the sweep: not set, this command: 4\)"):
+        check_resume(base, SPEC, PLAN, {}, {"max_concurrent": 4}, max_concurrent=None)
+
+
+def test_what_a_sweep_sets_per_trial_is_refused_in_a_config_and_the_rest_applies(tmp_path):
+    base = TrainConfig(data=str(tmp_path / "d"))
+    with pytest.raises(ConfigError, match=r"the config sets alpha, num_workers, which a sweep sets for every run "
+                                          r"itself; give --alpha, --workers-per-trial instead"):
+        check_resume(base, SPEC, PLAN, {"alpha": 0.5, "num_workers": 2}, {})
+    applied = check_resume(base, SPEC, PLAN, {"tensorboard": False, "max_failures": 2}, {})
+    assert (applied.tensorboard, applied.max_failures) == (False, 2)
+
+
+def test_a_path_already_in_the_new_folder_is_not_rebased_again():
+    """A sweep moved into a subfolder of its old location: its new paths start with the old one too."""
+    assert rebase("/a/s/new/trials/t2/e1", ["/a/s"], "/a/s/new") == "/a/s/new/trials/t2/e1"
+    assert rebase("/a/s/trials/t1/e1", ["/a/s"], "/a/s/new") == "/a/s/new/trials/t1/e1"
