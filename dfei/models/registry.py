@@ -67,6 +67,21 @@ for _name, _cls in (("mmoe", MMoE), ("ple", PLE), ("aitm", AITM), ("hmoe", HMoE)
     MODELS[f"{_name}+dfei"] = _plugin(_cls)
 
 
+# the training settings each kind of model does not read (the rest it does: embed_dim, embed_init_std)
+_DFEI_STRUCTURE = ("tower_dims", "tower_dropouts", "domain_norm", "dfe_input")
+UNREAD_SETTINGS: dict[str, tuple[str, ...]] = {
+    **{name: ("alpha", "k", *_DFEI_STRUCTURE) for name in BASELINES},  # paper Table 4's sizes, no DFE/DFI
+    **{f"{name}+dfei": _DFEI_STRUCTURE for name in BASELINES if name != "mlp"},  # the backbone's own towers
+    "dfei": (), "dfei_wo_dfi": ("k",), "dfei_wo_dfei": ("alpha", "k"),  # k sizes DFI, alpha is DFE's decay
+}
+
+
+def unread_settings(name: str) -> tuple[str, ...]:
+    """The training settings (TrainConfig field names) model `name` does not read: a value other
+    than the default for one of them would be recorded as if it had been used."""
+    return UNREAD_SETTINGS.get(name, ())
+
+
 def build_model(name: str, cardinalities: list[int], num_domains: int, **kwargs: Any) -> nn.Module:
     """Build a registered model; kwargs are the model's config fields (alpha, k, ...)."""
     if name not in MODELS:

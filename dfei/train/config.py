@@ -170,12 +170,16 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
-        from dfei.models.registry import MODELS  # (torch only; no Ray)
+        from dfei.models.registry import MODELS, unread_settings  # (torch only; no Ray)
 
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
-        if self.model not in DFEI_MODELS and (self.domain_norm or self.dfe_input != "domain"):
-            raise ValueError(f"domain_norm and dfe_input apply to {list(DFEI_MODELS)} only, not model {self.model!r}")
+        unread = [f"{name}={getattr(self, name)!r}" for name in unread_settings(self.model)
+                  if getattr(self, name) != type(self).model_fields[name].default]
+        if unread:
+            raise ValueError(f"model {self.model!r} does not read {', '.join(unread)}: leave "
+                             f"{'it' if len(unread) == 1 else 'them'} at the default, or choose a model that uses "
+                             f"{'it' if len(unread) == 1 else 'them'}")
         if self.model == "dfei_wo_dfei" and self.dfe_input != "domain":
             raise ValueError("dfe_input needs DFE; model dfei_wo_dfei has none")
         if len(self.tower_dropouts) != len(self.tower_dims):
@@ -211,6 +215,11 @@ class TrainConfig(BaseModel):
         for key in REMOVED:  # unset: a config of an older version; set: dropped only from a checkpoint's
             if key in values and (values[key] is None or legacy):
                 del values[key]
+        if legacy:  # recorded by a version that accepted settings the model ignores: they were not used
+            from dfei.models.registry import unread_settings
+
+            for key in unread_settings(str(values.get("model", "dfei"))):
+                values.pop(key, None)
         token = _WHERE.set(where)
         try:
             return cls(**values)

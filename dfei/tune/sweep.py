@@ -165,10 +165,15 @@ def _scheduler(spec: SearchSpec, epochs: int):
     return ASHAScheduler(time_attr="training_iteration", max_t=epochs + 1, grace_period=1, reduction_factor=2)
 
 
-def _check_model(model: str) -> None:
-    if not (model in ("dfei", "dfei_wo_dfi") or model.endswith("+dfei")):
-        raise ConfigError(f"--model {model!r} has no alpha/k to tune; use dfei, dfei_wo_dfi (alpha only) or "
-                         "<backbone>+dfei")
+def _check_model(base: TrainConfig, spec: SearchSpec) -> None:
+    """The model has alpha/k to tune, and reads every searched value (dfei_wo_dfi has no k)."""
+    if not (base.model in ("dfei", "dfei_wo_dfi") or base.model.endswith("+dfei")):
+        raise ConfigError(f"--model {base.model!r} has no alpha/k to tune; use dfei, dfei_wo_dfi (alpha only) or "
+                          "<backbone>+dfei")
+    ends = {name: (v.low, v.high) if v.is_range else v.choices for name, v in (("alpha", spec.alpha), ("k", spec.k))}
+    for alpha in ends["alpha"]:
+        for k in ends["k"]:
+            base.replace(alpha=float(alpha), k=int(k))  # ConfigError: "model 'dfei_wo_dfi' does not read k=64"
 
 
 def replace_restored_callbacks(tuner, callbacks: list) -> None:
@@ -199,7 +204,7 @@ def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, worke
         folders = _resume_folders(saved, out, spec, log)
     elif os.path.exists(_settings_path(out)) or os.path.exists(os.path.join(out, EXPERIMENT)):
         raise PathExistsError(f"{out} already holds a sweep; pass --resume to continue it, or choose another --out")
-    _check_model(base.model)
+    _check_model(base, spec)
     dataset = ParquetDataset(base.data)  # fail fast, before Ray starts
     if resume:
         check_data(saved.get("data"), dataset.spec, base.data, log)

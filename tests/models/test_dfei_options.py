@@ -2,6 +2,8 @@
 normalisation of e) and `dfe_input` "shared"; off by default, so `dfei` stays the paper's model."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -76,7 +78,7 @@ def test_dfe_input_shared_averages_the_shared_towers_output():
 
 
 def test_the_options_are_refused_where_they_do_not_apply():
-    with pytest.raises(ConfigError, match="domain_norm and dfe_input apply to .* only, not model 'star'"):
+    with pytest.raises(ConfigError, match="model 'star' does not read domain_norm=True"):
         TrainConfig(data="x", model="star", domain_norm=True)
     with pytest.raises(ConfigError, match="dfe_input needs DFE; model dfei_wo_dfei has none"):
         TrainConfig(data="x", model="dfei_wo_dfei", dfe_input="shared")
@@ -85,3 +87,21 @@ def test_the_options_are_refused_where_they_do_not_apply():
     with pytest.raises(ConfigError, match="embed_init_std"):
         TrainConfig(data="x", embed_init_std=0)
     TrainConfig(data="x", model="dfei_wo_dfi", domain_norm=True, dfe_input="shared")
+
+
+@pytest.mark.parametrize("model, settings, named", [
+    ("mlp", {"alpha": 0.3}, "alpha=0.3"),
+    ("star+dfei", {"tower_dims": [64, 32], "tower_dropouts": [0.1, 0.2]}, "tower_dims=[64, 32], tower_dropouts=[0.1, 0.2]"),
+    ("dfei_wo_dfi", {"k": 64}, "k=64"),
+    ("dfei_wo_dfei", {"alpha": 0.5}, "alpha=0.5"),
+])
+def test_a_setting_the_model_does_not_read_is_refused_by_name(model, settings, named):
+    """Before, the registry dropped it and metrics.json recorded it as if it had been used."""
+    with pytest.raises(ConfigError, match=re.escape(f"model '{model}' does not read {named}")):
+        TrainConfig(data="x", model=model, **settings)
+    TrainConfig(data="x", model="star+dfei", alpha=0.5, k=16)  # what the plug-in does read
+
+
+def test_a_checkpoint_config_that_recorded_an_unread_setting_still_loads():
+    cfg = TrainConfig.from_dict({"data": "x", "model": "mlp", "alpha": 0.3}, legacy=True)
+    assert (cfg.model, cfg.alpha) == ("mlp", 0.9)  # the value the model never read is dropped

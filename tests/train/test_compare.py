@@ -147,7 +147,7 @@ def test_variants_file_is_validated_before_anything_trains(tmp_path, public_tiny
                           ("a/b: {l2: 0.1}", "variant name 'a/b' must be"),
                           ("x: {seed: 3}", r"variant 'x' sets \['seed'\]"),
                           ("x: {lr: -1}", "variant x: lr = -1"),
-                          ("x: {model: mlp, domain_norm: true}", "variant x: domain_norm and dfe_input apply"),
+                          ("x: {model: mlp, domain_norm: true}", "variant x: model 'mlp' does not read domain_norm=True"),
                           ("- a\n- b", "expected a mapping of name -> mapping")):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
