@@ -31,8 +31,8 @@ def _cpus_per_worker(cfg: TrainConfig) -> float:
     free = ray.available_resources().get("CPU", 1.0)
     biggest_node = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]), default=free)
     share = min(free / cfg.num_workers, biggest_node)
-    # whole CPUs where there are enough (torch uses one thread per CPU), else a fraction so the
-    # workers still fit (RAY_NOTES: 2 workers x 1 CPU on 2 cores starves everything else)
+    # whole CPUs where there are enough (fused and GPU workers run a torch thread per CPU), else a fraction so the
+    # workers still fit (measured: 2 workers x 1 CPU on 2 cores starves everything else)
     return float(int(share)) if share >= 1 else max(0.25, share)
 
 

@@ -159,7 +159,8 @@ def plan_resources(cluster_cpus: float, cluster_gpus: float, num_trials: int, wo
     concurrency = max(1, min(num_trials, fits, max_concurrent or num_trials))
     if cpus_per_worker is None:
         share = (usable / concurrency - TRIAL_DRIVER_CPU) / workers_per_trial
-        # whole CPUs where there are enough (torch runs one thread per CPU), else the fraction that fits
+        # whole CPUs where there are enough (a fused or GPU worker runs a torch thread per CPU), else the
+        # fraction that fits
         cpus_per_worker = float(math.floor(share)) if share >= 1 else math.floor(share * 100) / 100
     elif use_gpu:
         concurrency = max(1, min(concurrency, int(usable // (TRIAL_DRIVER_CPU + workers_per_trial * cpus_per_worker))))
