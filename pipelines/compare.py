@@ -21,7 +21,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dfei.cli import mlflow_experiment, run_cli  # noqa: E402
-from dfei.train.config import add_config_flags, config_from_args  # noqa: E402
+from dfei.config import add_config_flags, config_from_args  # noqa: E402
 
 ALL = "mlp,mmoe,ple,aitm,hmoe,star,pepnet,hinet,dfei"
 DEFAULTS = {"epochs": 20, "patience": 3}  # compare.py's own: every model to convergence (train.py: 10 / 1)
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         base = config_from_args(vars(args), args.config, DEFAULTS, reserved=RESERVED, who="compare.py",
                                 mlflow_experiment=mlflow_experiment(args.mlflow_experiment, args.mlflow, "compare",
                                                                     args.out))
-        from dfei.train.compare import compare, load_variants
+        from dfei.experiments.compare import compare, load_variants
 
         variants = load_variants(args.variants, base) if args.variants else {}
         if args.ablation and "dfei_no_lr_scale" not in variants:  # paper §4.4's third ablation

@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dfei.cli import run_cli  # noqa: E402
-from dfei.train.config import add_config_flags, config_from_args  # noqa: E402
+from dfei.config import add_config_flags, config_from_args  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         base = config_from_args(vars(args), args.config, reserved={"seed": "--seeds", "out": "--out"},
                                 who="parity.py")
-        from dfei.bench.parity import run_parity
+        from dfei.experiments.parity import run_parity
 
         run_parity(base, variants, args.seeds, args.out)
 

@@ -44,8 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from dfei.train.predict import check_settings, predict
-    from dfei.train.runner import init_ray
+    from dfei.inference.dataset_scoring import check_settings, predict
+    from dfei.ray_runtime import init_ray
 
     def run() -> None:
         check_settings(args.batch_size, args.num_workers, args.use_gpu)  # before Ray starts
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--keep-columns applies to --input (raw logs); --data output keeps path and row_hash")
         init_ray()
         if args.input:
-            from dfei.train.predict_raw import predict_raw
+            from dfei.inference.raw_scoring import predict_raw
 
             predict_raw(args.checkpoint, args.input, args.out, [c.strip() for c in args.keep_columns.split(",")
                                                                 if c.strip()] if args.keep_columns else None,

@@ -17,13 +17,13 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dfei.cli import run_cli  # noqa: E402
-from dfei.train.config import add_config_flags, config_from_args  # noqa: E402
+from dfei.config import add_config_flags, config_from_args  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file of TrainConfig keys (flags given here override it)")
-    add_config_flags(p)  # one flag per TrainConfig field (dfei/train/config.py)
+    add_config_flags(p)  # one flag per TrainConfig field (dfei/config/settings.py)
     return p.parse_args(argv)
 
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         cfg = config_from_args(args, args.pop("config"))
-        from dfei.train.runner import run_training
+        from dfei.train.driver import run_training
 
         run_training(cfg)
 

@@ -30,9 +30,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dfei.cli import mlflow_experiment, run_cli  # noqa: E402
-from dfei.train.config import add_config_flags, config_from_args, flags_given, requested_values  # noqa: E402
-from dfei.tune.resume import SET_BY_SWEEP  # noqa: E402
-from dfei.tune.space import SCHEDULERS, SEARCHES, SearchSpec, parse_values  # noqa: E402
+from dfei.config import add_config_flags, config_from_args, flags_given, requested_values  # noqa: E402
+from dfei.experiments.tune.resume import SET_BY_SWEEP  # noqa: E402
+from dfei.experiments.tune.space import SCHEDULERS, SEARCHES, SearchSpec, parse_values  # noqa: E402
 
 PAPER_ALPHAS = "0,0.1,0.3,0.5,0.7,0.9,1"
 # tune.py's own defaults, applied after parsing: flags left out are known as such (a resume compares
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def run() -> None:
-        from dfei.tune.sweep import run_sweep
+        from dfei.experiments.tune.sweep import run_sweep
 
         search = {name: value for name, value in (
             ("alpha", None if args.alpha is None else parse_values(args.alpha, "alpha", float)),

@@ -36,7 +36,7 @@ os.environ.update({
     # this session's own token: `ray start` refuses token mode without one, and the user's
     # ~/.ray/auth_token (if any) is neither needed nor touched
     "RAY_AUTH_TOKEN": secrets.token_hex(32),
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",  # as dfei.train.runner.init_ray sets: runs end sooner
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",  # as dfei.train.driver.init_ray sets: runs end sooner
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
@@ -194,8 +194,8 @@ def daily_data(tmp_path_factory) -> dict[str, str]:
 def tracked_run(ray_session, daily_data, tmp_path_factory) -> dict:
     """A 2-epoch run on day 0 with TensorBoard and an MLflow sqlite store: the tracking, export and
     incremental-training tests all start from it."""
-    from dfei.train.config import TrainConfig
-    from dfei.train.runner import run_training
+    from dfei.config import TrainConfig
+    from dfei.train.driver import run_training
 
     root = tmp_path_factory.mktemp("tracked")
     uri = f"sqlite:///{root}/mlflow.db"
@@ -211,8 +211,9 @@ def tiny_checkpoint(tmp_path) -> str:
     import torch
 
     from dfei.data.spec import DatasetSpec, Domain, Feature
-    from dfei.train.checkpoint import TrainState, model_from_config, save_checkpoint
-    from dfei.train.config import TrainConfig
+    from dfei.train.checkpoint import TrainState, save_checkpoint
+    from dfei.models.build import model_from_config
+    from dfei.config import TrainConfig
 
     spec = DatasetSpec(name="t", label="label", domains=[Domain(3, "A"), Domain(7, "B")],
                        features=[Feature("user", 20), Feature("item", 30)])

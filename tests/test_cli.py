@@ -88,7 +88,7 @@ def test_a_bug_exits_1_with_its_traceback_in_a_real_process():
 def test_missing_or_unreadable_config_and_checkpoint_files_are_user_errors(tmp_path):
     from dfei.errors import PathNotFoundError
     from dfei.train.checkpoint import load_checkpoint
-    from dfei.train.config import load_config
+    from dfei.config import load_config
 
     with pytest.raises(PathNotFoundError, match="--config .*missing.yaml: no such file"):
         load_config(str(tmp_path / "missing.yaml"), {})
@@ -116,8 +116,8 @@ def test_an_error_raised_while_handling_a_user_error_is_a_bug_with_its_traceback
 
 
 def test_unknown_models_and_predict_settings_are_refused_before_ray():
-    from dfei.train.config import TrainConfig
-    from dfei.train.predict import check_settings
+    from dfei.config import TrainConfig
+    from dfei.inference.dataset_scoring import check_settings
 
     with pytest.raises(ConfigError, match=r"model must be one of .* got 'foo\+dfei'"):
         TrainConfig(data="d", model="foo+dfei")

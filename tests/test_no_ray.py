@@ -57,7 +57,7 @@ for name in list(sys.modules):
         del sys.modules[name]
 """
 
-MODULES = ("dfei.models", "dfei.train.engine", "dfei.train.optim", "dfei.data.ingest", "dfei.data.synthetic",
+MODULES = ("dfei.models", "dfei.train.epoch", "dfei.train.optim", "dfei.data.ingest", "dfei.data.synthetic",
            "dfei.bench.measure", "dfei.bench.gpu_check")
 
 
@@ -168,7 +168,7 @@ def one_thread():
 
 def test_a_compiled_variant_reports_its_compile_time_and_an_eager_fallback(one_thread, tmp_path, monkeypatch):
     from dfei.bench import gpu_check
-    from dfei.train.engine import train_epoch
+    from dfei.train.epoch import train_epoch
 
     calls = []
 

@@ -54,8 +54,47 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_package_has_no_import_circle():
     graph = _import_graph()
-    assert "dfei.train.loop" in graph and graph["dfei.train.loop"]  # the graph is real
+    assert "dfei.train.worker" in graph and graph["dfei.train.worker"]  # the graph is real
     assert _cycles(graph) == []
+
+
+# the layers, lowest first: a module imports from its own layer or a lower one, never a higher one
+LAYERS = (
+    ("dfei", "dfei.errors", "dfei.atomic", "dfei.signals", "dfei.cli", "dfei.ray_runtime"),  # foundations
+    ("dfei.data", "dfei.models"),  # the data contract and encoders; the models (torch only)
+    ("dfei.config",),  # a run's settings, validated against the registry's models
+    ("dfei.eval",),  # metrics, significance, the report's tables and figures
+    ("dfei.train",),  # one training run: driver, worker, epoch, optimizer, checkpoints
+    ("dfei.inference", "dfei.serving"),  # batch scoring with Ray Data; export and in-process scoring
+    ("dfei.experiments",),  # drivers of many runs: compare, tune sweeps, parity
+    ("dfei.bench",),  # benchmarks measure everything below
+)
+
+
+def _layer(module: str) -> int:
+    """The index in LAYERS of the deepest package that holds `module` (AssertionError if none)."""
+    best = None
+    for i, names in enumerate(LAYERS):
+        for name in names:
+            if module == name or (name != "dfei" and module.startswith(name + ".")):
+                best = i
+    assert best is not None, f"{module} is in no layer of LAYERS: add it"
+    return best
+
+
+def _upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps if _layer(d) > _layer(m))
+
+
+def test_no_module_imports_from_a_higher_layer():
+    graph = _import_graph()
+    assert _layer("dfei.train.worker") == 4 and _layer("dfei.atomic") == 0
+    assert _upward_imports(graph) == []
+
+
+def test_the_layer_check_finds_an_upward_import():
+    assert _upward_imports({"dfei.data.csv_converter": {"dfei.train.driver"}, "dfei.train.driver": {"dfei.data.spec"}}) \
+        == ["dfei.data.csv_converter -> dfei.train.driver"]
 
 
 def test_the_cycle_finder_finds_a_circle():

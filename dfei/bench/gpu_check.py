@@ -3,7 +3,7 @@
 A GPU machine may have PyTorch with CUDA, numpy, pyarrow, pandas and scikit-learn but no Ray,
 pydantic, fsspec or tqdm. This check needs nothing else: it generates the `industrial` profile,
 loads its train split in memory and trains DFEI for `epochs` epochs per variant with the same
-engine as training (dfei.train.engine.train_epoch), then scores the test split:
+engine as training (dfei.train.epoch.train_epoch), then scores the test split:
 
 sequential     Algorithm 1 as trained by default: one update per domain batch
 fused          every domain's batch of a step in one update (dfei.data.ingest.fused_steps)
@@ -36,7 +36,7 @@ from dfei.data.dataset import ParquetDataset
 from dfei.data.ingest import fused_steps
 from dfei.errors import ConfigError
 from dfei.models import build_model
-from dfei.train.engine import predict_split, score_split, train_epoch
+from dfei.train.epoch import predict_split, score_split, train_epoch
 from dfei.train.optim import build_optimizer
 
 VARIANTS = ("sequential", "fused", "fused+compile")

@@ -11,7 +11,7 @@ import torch
 from dfei.data.dataset import ParquetDataset
 from dfei.data.ingest import DomainReader, fused_steps
 from dfei.models import build_model
-from dfei.train.engine import predict_split, score_split, train_epoch
+from dfei.train.epoch import predict_split, score_split, train_epoch
 from dfei.train.optim import build_optimizer, fast_adam_kernel
 
 
@@ -96,8 +96,8 @@ def streaming_loop(dataset: ParquetDataset, mode: str = "sequential", seed: int 
     """The plain loop fed by training's own arrow ingest (Parquet, shuffle buffers, prefetch
     thread), no Ray: what streaming costs by itself."""
     from dfei.data.ingest import training_stream
-    from dfei.train.config import TrainConfig
-    from dfei.train.loop import train_readers
+    from dfei.config import TrainConfig
+    from dfei.train.worker import train_readers
 
     cfg = TrainConfig(data=dataset.uri, mode=mode, seed=seed)
     spec = dataset.spec

@@ -17,7 +17,7 @@ import torch
 from dfei.bench.measure import in_memory_order, random_steps
 from dfei.data.ingest import fused_steps
 from dfei.models import build_model
-from dfei.train.engine import train_epoch
+from dfei.train.epoch import train_epoch
 from dfei.train.optim import build_optimizer
 
 

@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 
 from dfei.data import fs as dfs
-from dfei.train.config import TrainConfig
+from dfei.config import TrainConfig
 
 
 def pipeline_rate(cfg: TrainConfig) -> dict[str, Any]:
     """One full training run (Parquet streaming, DDP, per-epoch eval and checkpoints): the median
     of its epochs' steady training rates (first update excluded) and its start-up times."""
-    from dfei.train.runner import run_training
+    from dfei.train.driver import run_training
 
     metrics = run_training(cfg, log=lambda *a: None)
     history = metrics["history"]
@@ -35,7 +35,7 @@ def ingest_loop(config: dict[str, Any]) -> dict[str, Any]:
 
     from dfei.data.dataset import ParquetDataset
     from dfei.data.ingest import training_stream
-    from dfei.train.loop import train_readers
+    from dfei.train.worker import train_readers
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -88,7 +88,7 @@ def sync_loop(config: dict[str, Any]) -> dict[str, Any]:
     from dfei.data.ingest import fused_steps
     from dfei.models import build_model
     from dfei.train.distributed import ddp_kwargs, prepare_distributed
-    from dfei.train.engine import train_epoch, unwrap
+    from dfei.train.epoch import train_epoch, unwrap
     from dfei.train.optim import build_optimizer
 
     ctx = ray.train.get_context()

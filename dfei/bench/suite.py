@@ -22,7 +22,7 @@ from dfei.bench import measure, ray_measure
 from dfei.data.dataset import ParquetDataset
 from dfei.data.fs import absolute
 from dfei.errors import ConfigError
-from dfei.train.config import MODES, TrainConfig
+from dfei.config import MODES, TrainConfig
 
 
 @dataclasses.dataclass
@@ -63,7 +63,8 @@ def _data(cfg: BenchConfig, log) -> str:
 
 def run(cfg: BenchConfig, log=print) -> dict[str, Any]:
     """Measure every comparison in one run; writes cfg.out/benchmark.json and returns its figures."""
-    from dfei.train.runner import init_ray, write_json_atomic
+    from dfei.atomic import write_json_atomic
+    from dfei.ray_runtime import init_ray
 
     t_all = time.time()
     os.makedirs(cfg.out, exist_ok=True)

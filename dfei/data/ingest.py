@@ -1,4 +1,4 @@
-"""Training ingest (DESIGN.md §2): rank r of N gets its equal share of every domain, in batches.
+"""Training ingest: rank r of N gets its equal share of every domain, in batches.
 
 `arrow` backend: each rank opens pyarrow readers over its own row range of every domain's Parquet
 files (local or fsspec), reads row groups lazily, shuffles with a seeded buffer, and a prefetch

@@ -1,9 +1,9 @@
-"""`ray-data` training ingest backend (DESIGN §2): per-domain Ray Datasets split equally on the driver.
+"""`ray-data` training ingest backend: per-domain Ray Datasets split equally on the driver.
 
 Each domain's training partition becomes one Ray Dataset, `split(N, equal=True)` on the driver
 (floor(n_d / N) rows per rank: lock-step by construction), and every (domain, rank) shard is handed
 to the trainer as its own named dataset with `DataConfig(datasets_to_split=[])`, so no per-dataset
-split coordinator is started (RAY_NOTES "Per-domain ingest", design E). The data lives in the
+split coordinator is started (Ray Data's streaming_split starts one coordinator actor per dataset). The data lives in the
 object store, so this backend suits data that fits it; `arrow` streams from Parquet at any scale.
 """
 from __future__ import annotations

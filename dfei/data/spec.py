@@ -1,4 +1,4 @@
-"""The data contract (DESIGN.md §1): dataset.json + hive-partitioned Parquet per split and domain.
+"""The data contract: dataset.json + hive-partitioned Parquet per split and domain.
 
     <dataset>/dataset.json
     <dataset>/{train,valid,test}/domain=<id>/part-*.parquet

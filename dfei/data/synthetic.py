@@ -1,6 +1,6 @@
 """Synthetic multi-domain CTR data shaped like the paper's datasets (Tables 1 and 2).
 
-The labels come from a latent model a multi-domain learner can exploit (DESIGN.md §1):
+The labels come from a latent model a multi-domain learner can exploit:
 - users p_u and items q_i with latent vectors (dim 8) and biases; Zipf-like user activity and
   item popularity; each user is active in 1-3 domains, picked with probability ~ sqrt(domain size);
 - domains fall in latent groups (by CTR level, as the paper's Fig. 4 finds); domain d scores with

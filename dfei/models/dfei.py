@@ -167,7 +167,7 @@ class DFEI(PredictProba, nn.Module):
     """
 
     stacked = True
-    accepts_groups = True  # forward takes the fused step's DomainGroups (dfei.train.engine)
+    accepts_groups = True  # forward takes the fused step's DomainGroups (dfei.train.epoch)
     # None: towers and heads run as modules; else a compiled layers.run_layers (dfei.train.compiled)
     layer_runner = None
 

@@ -30,8 +30,8 @@ from dfei.data.encoders import FeatureTransform, load_transform
 from dfei.data.encoders.transform import copy_encoders
 from dfei.data.spec import DatasetSpec
 from dfei.errors import CheckpointError
-from dfei.models.registry import build_model
-from dfei.train.config import TrainConfig
+from dfei.models.build import model_from_config
+from dfei.config import TrainConfig
 
 MODEL_FILE = "model.pt"
 BEST_MODEL_FILE = "best_model.pt"
@@ -184,16 +184,6 @@ def non_finite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors of a state dict that hold nan or inf."""
     return [name for name, t in state_dict.items()
             if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
-
-
-def model_from_config(cfg: TrainConfig, spec: DatasetSpec) -> nn.Module:
-    """The model `cfg` describes for the features and domains of `spec`, freshly initialised (from
-    torch's current RNG state): training, warm start, batch inference and export all build it here."""
-    return build_model(cfg.model, spec.cardinalities, spec.num_domains, alpha=cfg.alpha, k=cfg.k,
-                       embed_dim=cfg.embed_dim, tower_dims=list(cfg.tower_dims),
-                       tower_dropouts=list(cfg.tower_dropouts), embed_init_std=cfg.embed_init_std,
-                       **({"domain_norm": True} if cfg.domain_norm else {}),
-                       **({"dfe_input": cfg.dfe_input} if cfg.dfe_input != "domain" else {}))
 
 
 def load_any_checkpoint(checkpoint: str, state_only: bool = False, optimizer: bool = True,

@@ -1,7 +1,7 @@
 """DDP wiring: the batch-statistics all-reduce, DDP's settings, the all-reduce of the embedding
 table's row-sparse gradient, and keeping every rank's model state identical.
 
-DESIGN §3: after every step every worker holds the same v. The batch mean that updates v_d is the
+After every step every worker holds the same v. The batch mean that updates v_d is the
 global mean over all workers, computed by one all-reduce of every domain's [sum, count]. The
 all-reduce is autograd-aware: its backward sums the gradient of v over the ranks, so each rank's
 towers get the gradient of the *global* loss through v, exactly as one worker on the global batch.

@@ -11,7 +11,7 @@ of lr * shared_lr_scale, n being the number of domains whose batch reaches it (A
 about its lr, so the distance it moves per step matches): every present domain for the dense
 shared parameters, and for an embedding row the domains whose batch holds that id (one for most
 user ids, all of them for a 10-bin feature). Its gradient is the mean of those n domains' (not
-their sum), so Adam's moments see one domain's scale whatever n is (dfei.train.engine._fused_update).
+their sum), so Adam's moments see one domain's scale whatever n is (dfei.train.epoch._fused_update).
 Domain parameters take one step at lr, as in sequential. The per-row multipliers need lazy
 (row-sparse) embedding updates.
 
@@ -68,7 +68,7 @@ class LazyAdam(torch.optim.Adam):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # {parameter: (sorted rows, multiplier)}: per-row learning-rate multipliers for the next step
-        # of a sparse parameter (the fused mode's rows; see dfei/train/engine.py), cleared by step()
+        # of a sparse parameter (the fused mode's rows; see dfei/train/epoch.py), cleared by step()
         self.row_scale: dict[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @torch.no_grad()

@@ -30,8 +30,8 @@ from dfei.data.encoders import FeatureTransform
 from dfei.data.encoders.compat import check_recorded, relate
 from dfei.data.spec import DatasetError, DatasetSpec
 from dfei.errors import CheckpointError
-from dfei.train.checkpoint import model_from_config
-from dfei.train.config import DFEI_MODELS, TrainConfig
+from dfei.models.build import model_from_config
+from dfei.config import DFEI_MODELS, TrainConfig
 
 PER_DOMAIN_MODULES = ("domain_towers", "heads", "domain_norms")  # DFEI's modules indexed by domain
 PER_DOMAIN_ROWS = ("dfe.v", "dfe.initialized", "norm.running_mean", "norm.running_var",

@@ -147,7 +147,7 @@ def test_column_sets_must_match_across_files(copy):
 
 
 def test_a_valid_split_without_both_classes_is_refused_and_a_single_class_domain_warned(copy):
-    from dfei.train.runner import check_evaluable
+    from dfei.train.driver import check_evaluable
 
     def only_zeros(table):
         i = table.schema.get_field_index("label")

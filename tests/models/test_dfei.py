@@ -1,4 +1,4 @@
-"""DFE / DFI behaviour the paper and DESIGN §3 promise, and what the authors' code gets wrong."""
+"""DFE / DFI behaviour the paper promises (v identical on every worker, used at inference), and what the authors' code gets wrong."""
 from __future__ import annotations
 
 import subprocess

@@ -9,7 +9,7 @@ import torch
 
 from dfei.errors import ConfigError
 from dfei.models import DFEI, DFEIConfig
-from dfei.train.config import TrainConfig
+from dfei.config import TrainConfig
 
 CARDS = [50, 20, 11, 7]
 D = 3

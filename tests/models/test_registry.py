@@ -115,7 +115,7 @@ def test_fused_steps_over_all_domains_reduce_the_loss(name):
     # 30 updates at lr 1e-2 on 64 rows: a single seed can overshoot (STAR's per-domain statistics on
     # 16-row batches), so the median over 3 seeds must fall
     from dfei.data.ingest import fused_steps
-    from dfei.train.engine import train_epoch
+    from dfei.train.epoch import train_epoch
 
     x, y = _batch()
     dom = np.arange(64) % D

@@ -26,7 +26,7 @@ REGISTER_S = 1.5  # after the step checkpoint is on storage: the controller has 
 
 def slow_worker(config: dict) -> dict:
     """train_loop_per_worker, slowed down per batch (defined here: pickled by value with the run)."""
-    from dfei.train import loop
+    from dfei.train import worker as loop
 
     real_stream = loop.training_stream
 
@@ -49,8 +49,8 @@ def main(data: str, out: str, result_path: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from dfei.train.config import TrainConfig
-    from dfei.train.runner import run_training
+    from dfei.config import TrainConfig
+    from dfei.train.driver import run_training
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     second = cluster.add_node(num_cpus=1)

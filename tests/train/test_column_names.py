@@ -19,9 +19,10 @@ import torch
 
 from dfei.data.dataset import ParquetDataset
 from dfei.errors import CheckpointError
-from dfei.train.checkpoint import model_from_config, save_checkpoint
-from dfei.train.config import TrainConfig
-from dfei.train.engine import predict_split
+from dfei.train.checkpoint import save_checkpoint
+from dfei.models.build import model_from_config
+from dfei.config import TrainConfig
+from dfei.train.epoch import predict_split
 
 DOMAIN_IDS = (3, 7)  # not 0..D-1: the id -> index map is exercised
 FEATURES = [("domain", 40), ("score", 5), ("user", 20)]
@@ -72,7 +73,7 @@ def test_ray_data_ingest_reads_the_files_domain_column_not_the_partition_value(r
 
 
 def test_predict_scores_a_feature_named_domain_as_evaluation_does(ray_session, named, tmp_path):
-    from dfei.train.predict import predict
+    from dfei.inference.dataset_scoring import predict
 
     root, ds, model, ckpt = named
     out = tmp_path / "scores"
@@ -89,7 +90,7 @@ def test_predict_scores_a_feature_named_domain_as_evaluation_does(ray_session, n
 
 def test_predict_refuses_a_checkpoint_with_non_finite_weights(ray_session, named, tmp_path):
     from dfei.train.checkpoint import load_model
-    from dfei.train.predict import predict
+    from dfei.inference.dataset_scoring import predict
 
     root, ds, model, _ = named
     state = model.state_dict()

@@ -8,7 +8,7 @@ import torch
 from dfei.data.ingest import fused_steps
 from dfei.models import build_model
 from dfei.train import compiled
-from dfei.train.engine import train_epoch
+from dfei.train.epoch import train_epoch
 from dfei.train.optim import build_optimizer
 
 CARDS, D = [30, 20, 6], 3

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from dfei.errors import ConfigError
-from dfei.train.config import TrainConfig, add_config_flags, config_from_args, load_config
+from dfei.config import TrainConfig, add_config_flags, config_from_args, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -149,7 +149,7 @@ def test_models_serving_and_config_import_without_ray():
     """dfei.models, dfei.serving (export and loader) and the checkpoint/config modules they use must
     not need Ray: a serving host has no Ray."""
     code = ("import sys; sys.modules['ray'] = None\n"  # any `import ray` now raises ImportError
-            "import dfei.models, dfei.serving.export, dfei.serving.loader, dfei.train.checkpoint, dfei.train.config\n"
+            "import dfei.models, dfei.serving.export, dfei.serving.loader, dfei.train.checkpoint, dfei.config\n"
             "assert not [m for m in sys.modules if m.startswith('ray.')]\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -171,7 +171,7 @@ def test_a_setting_given_twice_in_a_config_file_is_refused_naming_both_lines(tmp
 def test_yaml_merge_keys_may_be_overridden_and_nested_names_keep_their_spelling(tmp_path):
     """`<<: *anchor` then a key of the anchor: YAML's override, not a duplicate; below the top level
     `-` and `_` are different names (e.g. two --variants `dfei-a` and `dfei_a`)."""
-    from dfei.train.config import read_yaml
+    from dfei.config import read_yaml
 
     path = tmp_path / "c.yaml"
     path.write_text("base: &b {epochs: 2, lr: 0.01}\nrun:\n  <<: *b\n  lr: 0.001\n"
@@ -184,7 +184,7 @@ def test_a_config_key_the_pipeline_sets_per_run_is_refused(tmp_path):
     """compare.py sets model, seed and out for each run: a --config value for them would be replaced."""
     import argparse
 
-    from dfei.train.config import add_config_flags, config_from_args
+    from dfei.config import add_config_flags, config_from_args
 
     path = tmp_path / "c.yaml"
     path.write_text("data: /d\nmodel: mlp\nseed: 3\n")

@@ -27,8 +27,8 @@ def test_a_busy_process_beside_a_worker_with_every_cpu_is_named():
 def test_sequential_cpu_workers_default_to_one_thread_fused_and_gpu_to_their_cpus():
     """Algorithm 1's small operators gain nothing from intra-op threads, and 2 threads beside a
     busy process ran 41x slower than 1 (BENCHMARKS.md "Contention"): 1 is the sequential default."""
-    from dfei.train.config import TrainConfig
-    from dfei.train.runner import default_torch_threads
+    from dfei.config import TrainConfig
+    from dfei.train.driver import default_torch_threads
 
     assert default_torch_threads(TrainConfig(data="/d"), 2.0) == 1
     assert default_torch_threads(TrainConfig(data="/d", mode="fused"), 2.0) == 2

@@ -20,12 +20,13 @@ from dfei.data.dataset import ParquetDataset
 from dfei.data.encoders import load_transform
 from dfei.errors import ConfigError, DatasetError
 from dfei.train import warm_start
-from dfei.train.checkpoint import load_any_checkpoint, load_checkpoint, model_from_config
-from dfei.train.config import TrainConfig
+from dfei.train.checkpoint import load_any_checkpoint, load_checkpoint
+from dfei.models.build import model_from_config
+from dfei.config import TrainConfig
 from dfei.train.optim import build_optimizer
-from dfei.train.predict import predict
-from dfei.train.predict_raw import predict_raw
-from dfei.train.runner import check_init_from, run_training
+from dfei.inference.dataset_scoring import predict
+from dfei.inference.raw_scoring import predict_raw
+from dfei.train.driver import check_init_from, run_training
 
 QUIET = {"log": lambda *a: None}
 SMALL = {"tower_dims": [16, 8], "tower_dropouts": [0.0, 0.0], "k": 4, "seed": 0}

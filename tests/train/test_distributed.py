@@ -12,7 +12,7 @@ import torch
 
 from dfei.models import build_model
 from dfei.train.distributed import ddp_kwargs, prepare_distributed
-from dfei.train.engine import train_epoch, unwrap
+from dfei.train.epoch import train_epoch, unwrap
 from dfei.train.optim import build_optimizer
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/

@@ -16,8 +16,8 @@ import torch
 from dfei.data.ingest import fused_steps
 from dfei.errors import RunFailedError, TrainingDivergedError
 from dfei.models import build_model
-from dfei.train.config import TrainConfig
-from dfei.train.engine import train_epoch
+from dfei.config import TrainConfig
+from dfei.train.epoch import train_epoch
 from dfei.train.optim import build_optimizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -58,7 +58,7 @@ def test_a_clean_epoch_reports_no_divergence():
 
 def test_non_finite_scores_in_an_evaluation_are_refused_naming_the_domain(public_tiny):
     from dfei.data.dataset import ParquetDataset
-    from dfei.train.engine import score_split
+    from dfei.train.epoch import score_split
 
     ds = ParquetDataset(public_tiny)
     parts = [{"label": np.array([0.0, 1.0]), "score": np.array([0.2, 0.7])} for _ in ds.spec.domains]
@@ -68,7 +68,7 @@ def test_non_finite_scores_in_an_evaluation_are_refused_naming_the_domain(public
 
 
 def test_the_report_names_the_last_good_checkpoint_when_there_is_one(tmp_path):
-    from dfei.train.runner import _divergence_report
+    from dfei.train.driver import _divergence_report
 
     cfg = TrainConfig(data="d", out=str(tmp_path), lr=0.5)
     diverged = {"epoch": 2, "step": 40, "domain": 1, "domain_name": "B2", "loss": "inf"}
@@ -118,7 +118,7 @@ def _row(trial: str, status: str, valid: float, error: str | None = None) -> dic
 def test_a_partly_failed_sweep_says_how_many_failed(tmp_path):
     import json
 
-    from dfei.tune.report import write_reports
+    from dfei.experiments.tune.report import write_reports
 
     lines: list[str] = []
     # b failed after reporting a better epoch than a's: a failed trial is never the pick

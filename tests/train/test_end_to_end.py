@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from dfei.data.dataset import ParquetDataset
-from dfei.train.checkpoint import load_checkpoint, model_from_config
-from dfei.train.config import TrainConfig
-from dfei.train.engine import predict_split, score_split
-from dfei.train.runner import run_training
+from dfei.train.checkpoint import load_checkpoint
+from dfei.models.build import model_from_config
+from dfei.config import TrainConfig
+from dfei.train.epoch import predict_split, score_split
+from dfei.train.driver import run_training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -83,7 +84,7 @@ def test_predict_scores_every_row_with_the_trained_buffer(run, tmp_path):
     import pyarrow.parquet as pq
 
     from dfei.eval.metrics import auc
-    from dfei.train.predict import predict
+    from dfei.inference.dataset_scoring import predict
 
     cfg, metrics = run
     out = tmp_path / "scores"

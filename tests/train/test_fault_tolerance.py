@@ -18,8 +18,8 @@ import time
 import numpy as np
 import torch
 
-from dfei.train.config import TrainConfig
-from dfei.train.runner import run_training
+from dfei.config import TrainConfig
+from dfei.train.driver import run_training
 
 WAIT_S = 2.0
 
@@ -30,7 +30,7 @@ def killing_worker(epoch: int, step: int, marker: str):
     def train_loop_per_worker(config: dict) -> dict:
         import ray.train
 
-        from dfei.train import loop
+        from dfei.train import worker as loop
 
         real_stream = loop.training_stream
 

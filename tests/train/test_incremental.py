@@ -12,9 +12,9 @@ from dfei.data.dataset import ParquetDataset
 from dfei.models import build_model
 from dfei.train import warm_start
 from dfei.train.checkpoint import load_checkpoint
-from dfei.train.config import TrainConfig
+from dfei.config import TrainConfig
 from dfei.train.optim import build_optimizer
-from dfei.train.runner import run_training
+from dfei.train.driver import run_training
 
 
 @pytest.fixture(scope="module")

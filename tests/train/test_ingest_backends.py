@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from dfei.data.dataset import ParquetDataset
-from dfei.train.config import TrainConfig
-from dfei.train.predict import evaluate_checkpoint
-from dfei.train.runner import run_training
+from dfei.config import TrainConfig
+from dfei.inference.dataset_scoring import evaluate_checkpoint
+from dfei.train.driver import run_training
 
 
 @pytest.mark.parametrize("ingest,model", [("arrow", "star+dfei"), ("ray-data", "star")])

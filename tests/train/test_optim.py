@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from dfei.data.ingest import algorithm1_order, fused_steps
 from dfei.models import build_model
-from dfei.train.engine import train_epoch
+from dfei.train.epoch import train_epoch
 from dfei.train.optim import build_optimizer
 
 CARDS = [40, 11, 9]
@@ -123,7 +123,7 @@ def test_a_fused_step_feeds_adam_the_mean_of_the_domains_shared_gradients():
     # Adam's moments see one domain's gradient scale however many domains a fused step holds: the
     # dense shared parameters get the mean over the present domains, each embedding row the mean
     # over the domains whose batch holds it; domain parameters their own domain's gradient
-    from dfei.train.engine import embedding_row_domains
+    from dfei.train.epoch import embedding_row_domains
 
     m = model()
     for mod in m.modules():
@@ -195,7 +195,7 @@ def test_lazy_adam_matches_adam_on_rows_that_get_a_gradient_every_step():
 
 
 def test_fused_rows_learn_at_the_lr_of_the_domains_whose_batches_hold_them():
-    from dfei.train.engine import embedding_row_domains
+    from dfei.train.epoch import embedding_row_domains
 
     m = model()  # features of 40, 11 and 9 ids: rows 0..39, 40..50, 51..59
     x = torch.tensor([[5, 0, 0], [5, 1, 0], [7, 0, 0]])
@@ -213,7 +213,7 @@ def test_fused_rows_learn_at_the_lr_of_the_domains_whose_batches_hold_them():
 
 
 def test_the_fused_mode_refuses_dense_embedding_updates():
-    from dfei.train.config import TrainConfig
+    from dfei.config import TrainConfig
 
     with pytest.raises(ValueError, match="mode fused needs embedding_update lazy"):
         TrainConfig(data="x", mode="fused", embedding_update="dense")

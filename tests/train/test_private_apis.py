@@ -10,7 +10,7 @@ from torch import nn
 def test_ray_train_report_loggers_can_be_filtered():
     from ray.train.v2._internal.execution import context, storage
 
-    from dfei.train.loop import _not_a_report_line, quiet_ray_train_report_logs
+    from dfei.train.worker import _not_a_report_line, quiet_ray_train_report_logs
 
     assert quiet_ray_train_report_logs() is True
     assert _not_a_report_line in context.logger.filters and _not_a_report_line in storage.logger.filters
@@ -21,7 +21,7 @@ def test_ray_train_report_loggers_can_be_filtered():
 def test_a_restored_tuners_callbacks_can_be_replaced():
     from ray import tune
 
-    from dfei.tune.sweep import replace_restored_callbacks
+    from dfei.experiments.tune.sweep import replace_restored_callbacks
 
     tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(callbacks=[]))
     marker = tune.Callback()

@@ -6,9 +6,9 @@ import pytest
 
 from dfei.data.dataset import ParquetDataset
 from dfei.eval.metrics import auc
-from dfei.train.config import TrainConfig
-from dfei.train.predict import predict
-from dfei.train.runner import run_training
+from dfei.config import TrainConfig
+from dfei.inference.dataset_scoring import predict
+from dfei.train.driver import run_training
 
 
 def test_train_and_predict_with_data_and_checkpoints_on_s3(ray_session, s3_endpoint, public_tiny, tmp_path):

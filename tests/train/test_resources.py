@@ -87,8 +87,8 @@ def test_train_cli_refuses_a_huge_cardinality_before_ray_starts(public_tiny, tmp
 def test_a_domain_with_fewer_train_rows_than_workers_is_named(public_tiny):
     """public_tiny's B5 has 10 train rows: 16 workers give each rank floor(10 / 16) = 0 of them."""
     from dfei.data.dataset import ParquetDataset
-    from dfei.train.config import TrainConfig
-    from dfei.train.runner import check_shares
+    from dfei.config import TrainConfig
+    from dfei.train.driver import check_shares
 
     dataset = ParquetDataset(public_tiny)
     logged: list[str] = []

@@ -6,7 +6,7 @@ import pytest
 
 from dfei.errors import CheckpointError
 from dfei.train.checkpoint import CHECKPOINT_FORMAT, TrainState, is_epoch_report
-from dfei.train.loop import mid_epoch_record, progress_line
+from dfei.train.worker import mid_epoch_record, progress_line
 
 OLD_STATE = {"epoch": 2, "global_step": 300, "best_auc": 0.71, "best_epoch": 1, "bad_epochs": 1, "history": [],
              "config": {}, "dataset": {}}  # state.json as dfei wrote it before mid-epoch checkpoints (format 1)

@@ -75,8 +75,8 @@ def test_mlflow_needs_a_client_and_names_the_package(monkeypatch):
 
 
 def test_two_runs_into_one_run_dir_get_their_own_tensorboard_series(tmp_path):
-    from dfei.train.config import TrainConfig
-    from dfei.train.runner import tensorboard_dir
+    from dfei.config import TrainConfig
+    from dfei.train.driver import tensorboard_dir
 
     cfg = TrainConfig(data="/d", out=str(tmp_path / "demo"))
     first, again = tensorboard_dir(cfg, "dfei-20261130-070000-1"), tensorboard_dir(cfg, "dfei-20261130-071000-2")

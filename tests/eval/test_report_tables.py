@@ -8,7 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from dfei.eval.comparison import significance, tsne_plot, write_tables
+from dfei.eval.plots import tsne_plot
+from dfei.eval.significance import significance
+from dfei.eval.tables import write_tables
 
 
 def _values() -> dict:
@@ -58,7 +60,8 @@ def _facts(valid: dict[str, list[float]]) -> dict:
 def test_the_selection_uses_valid_only_and_pairs_tests_on_the_common_seeds(tmp_path):
     from scipy.stats import ttest_rel
 
-    from dfei.eval.comparison import curves_plot, paired_test
+    from dfei.eval.plots import curves_plot
+    from dfei.eval.significance import paired_test
 
     values = {"mlp": {"B1": [0.6, 0.61, 0.62], "avg": [0.60, 0.61, 0.62]},
               "star": {"B1": [0.7, 0.71, 0.69], "avg": [0.70, 0.71, 0.69]},

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from dfei.tune.report import _markdown, alpha_curve, best_trial
+from dfei.experiments.tune.report import _markdown, alpha_curve, best_trial
 
 
 def _row(alpha, seed, valid, test=0.6):
@@ -34,8 +34,8 @@ def test_a_trial_the_scheduler_ended_is_labelled_by_how_far_it_got():
 
     import pandas as pd
 
-    from dfei.train.config import TrainConfig
-    from dfei.tune.report import METRIC, collect_rows
+    from dfei.config import TrainConfig
+    from dfei.experiments.tune.report import METRIC, collect_rows
 
     def result(epochs_run: int):
         history = pd.DataFrame({METRIC: [0.6 + 0.01 * e for e in range(epochs_run)]})
@@ -55,8 +55,8 @@ def test_an_interrupted_sweep_writes_its_finished_trials_but_no_best_json(tmp_pa
     import pytest
 
     from dfei.errors import RunInterruptedError
-    from dfei.train.config import TrainConfig
-    from dfei.tune.report import METRIC, collect_rows, write_reports
+    from dfei.config import TrainConfig
+    from dfei.experiments.tune.report import METRIC, collect_rows, write_reports
 
     def result(trial_id: str, final: bool):
         metrics = {"trial_id": trial_id, METRIC: 0.7, "final": True, "best_epoch": 1, "epochs_run": 1,

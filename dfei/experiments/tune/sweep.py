@@ -9,7 +9,7 @@ Layout of OUT:
     sweep.json          the sweep's settings (what --resume continues)
     tune/               Tune's experiment state (Tuner.restore reads it)
     trials/<trial_id>/  each trial's metrics.json and, unless --storage-path, its Ray Train checkpoints
-    results.csv/.md, alpha_curve.png, best.json   written by dfei.tune.report at the end
+    results.csv/.md, alpha_curve.png, best.json   written by dfei.experiments.tune.report at the end
 """
 from __future__ import annotations
 
@@ -27,11 +27,12 @@ from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
 from dfei.errors import ConfigError, PathExistsError, PathNotFoundError
 from dfei.signals import StopSignals
-from dfei.train.config import TrainConfig
+from dfei.config import TrainConfig
 from dfei.train.resources import check_local_memory
-from dfei.train.runner import checkpoint_uri, default_torch_threads, init_ray, preflight
-from dfei.tune.resume import check_data, check_resume, data_fingerprint, rebase
-from dfei.tune.space import TRIAL_DRIVER_CPU, ResourcePlan, SearchSpec, Values, plan_resources
+from dfei.ray_runtime import init_ray
+from dfei.train.driver import checkpoint_uri, default_torch_threads, preflight
+from dfei.experiments.tune.resume import check_data, check_resume, data_fingerprint, rebase
+from dfei.experiments.tune.space import TRIAL_DRIVER_CPU, ResourcePlan, SearchSpec, Values, plan_resources
 
 METRIC = "valid_avg_auc"  # the objective: mean valid AUC over domains, reported every epoch
 EXPERIMENT = "tune"
@@ -45,7 +46,7 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], out: str, cpus_per_w
     """Tune function trainable: one training run of train.py's loop with this trial's alpha, k, seed."""
     from ray import tune
 
-    from dfei.train.runner import run_training
+    from dfei.train.driver import run_training
 
     trial_id = tune.get_context().get_trial_id()
     cfg = TrainConfig.from_dict({
@@ -190,7 +191,7 @@ def run_sweep(base: TrainConfig | None, spec: SearchSpec | None, out: str, worke
               requested: dict[str, Any] | None = None, search: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run a sweep, or with resume=True continue the one in `out` with its saved settings: `base`
     and `spec` are then ignored, and `requested` (TrainConfig keys the command set) and `search`
-    (its own flags given) must match the saved ones (dfei.tune.resume.check_resume), as must the
+    (its own flags given) must match the saved ones (dfei.experiments.tune.resume.check_resume), as must the
     data. Writes results.csv/.md, alpha_curve.png and best.json.
 
     Raises RunInterruptedError when the sweep is stopped (Ctrl-C) before every trial ended: no
@@ -245,8 +246,8 @@ def _resume_folders(saved: dict[str, Any], out: str, spec: SearchSpec, log) -> l
 
 def _fit_and_report(base: TrainConfig, spec: SearchSpec, plan: ResourcePlan, out: str, folders: list[str],
                     resume: bool, log) -> dict[str, Any]:
-    """Tuner.fit(), then the reports (dfei.tune.report); what run_sweep returns and raises."""
-    from dfei.tune.report import collect_rows, write_reports
+    """Tuner.fit(), then the reports (dfei.experiments.tune.report); what run_sweep returns and raises."""
+    from dfei.experiments.tune.report import collect_rows, write_reports
 
     storage_uri = base.storage_path or out
     t0 = time.time()

@@ -1,6 +1,6 @@
 """One epoch of Algorithm 1 and whole-split evaluation, in plain PyTorch (no Ray here).
 
-The Ray glue (dfei/train/loop.py) calls these; tests and benchmarks can call them directly.
+The Ray glue (dfei/train/worker.py) calls these; tests and benchmarks can call them directly.
 """
 from __future__ import annotations
 

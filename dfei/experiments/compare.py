@@ -10,12 +10,15 @@ from typing import Any
 
 from dfei.data.dataset import ParquetDataset
 from dfei.errors import ConfigError, RunInterruptedError
-from dfei.eval.comparison import ablation_plot, curves_plot, per_seed, run_facts, tsne_plot, write_tables
+from dfei.eval.plots import ablation_plot, curves_plot, tsne_plot
+from dfei.eval.significance import per_seed, run_facts
+from dfei.eval.tables import write_tables
 from dfei.eval.oracle import oracle_column, split_reference
 from dfei.models import MODELS
 from dfei.train.checkpoint import load_checkpoint
-from dfei.train.config import TrainConfig, read_yaml
-from dfei.train.runner import check_evaluable, init_ray, preflight, run_training
+from dfei.config import TrainConfig, read_yaml
+from dfei.ray_runtime import init_ray
+from dfei.train.driver import check_evaluable, preflight, run_training
 
 # keys that do not change what a run computes: a finished run is reused whatever their value
 NOT_RESULT_KEYS = ("out", "storage_path", "tensorboard", "mlflow", "mlflow_experiment", "log_every_s", "max_failures",
@@ -96,7 +99,7 @@ def compare(base: TrainConfig, models: list[str], seeds: int, out: str, log=prin
             variants: dict[str, TrainConfig] | None = None, report_only: bool = False) -> dict[str, Any]:
     """Train each of `models` (registry names, with `base`'s settings) and of `variants` (name ->
     config) for seeds 0..seeds-1 under out/runs/<name>/seed<k>, then write the report
-    (dfei.eval.comparison). `report_only`: train nothing; report each model's finished seeds
+    (dfei.eval.tables, dfei.eval.plots). `report_only`: train nothing; report each model's finished seeds
     0..k-1 (k <= seeds; paired tests use the seeds both models have). Raises ConfigError for an
     unknown model, seeds < 1, a finished run trained with other settings than asked for, or (with
     report_only) a model without a finished seed 0."""

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from dfei.tune.space import TRIAL_DRIVER_CPU, SearchSpec, Values, parse_values, plan_resources
+from dfei.experiments.tune.space import TRIAL_DRIVER_CPU, SearchSpec, Values, parse_values, plan_resources
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def test_lists_and_ranges_parse():

@@ -16,8 +16,8 @@ from typing import Any
 
 from dfei.data.spec import DatasetSpec
 from dfei.errors import ConfigError
-from dfei.train.config import TrainConfig, refuse_reserved
-from dfei.tune.space import ResourcePlan, SearchSpec
+from dfei.config import TrainConfig, refuse_reserved
+from dfei.experiments.tune.space import ResourcePlan, SearchSpec
 
 # settings that do not change what a trial trains: a resume takes them from this command
 NOT_COMPARED = ("log_every_s", "mlflow", "mlflow_experiment", "tensorboard", "max_failures")

@@ -17,8 +17,8 @@ import numpy as np
 
 from dfei.atomic import atomic_write, write_json_atomic, write_text_atomic
 from dfei.errors import RunFailedError, RunInterruptedError, UserError, find_user_error
-from dfei.eval.comparison import _pyplot, save_figure
-from dfei.train.config import TrainConfig
+from dfei.eval.plots import pyplot, save_figure
+from dfei.config import TrainConfig
 
 METRIC = "valid_avg_auc"
 FIELDS = ["trial_id", "alpha", "k", "seed", "status", "best_valid_avg_auc", "best_epoch", "epochs_run",
@@ -85,7 +85,7 @@ def _trial_id(path: str) -> str:
 def _stopped_row(row: dict, history: list[dict], result, base: TrainConfig, to_uri, log) -> None:
     """A trial that ended without its final report (the scheduler stopped it, or it failed): its
     best epoch so far, and the test AUC of that epoch's weights from its latest checkpoint."""
-    from dfei.train.predict import evaluate_checkpoint
+    from dfei.inference.dataset_scoring import evaluate_checkpoint
 
     best = max(range(len(history)), key=lambda i: history[i][METRIC])
     latest = history[-1].get("checkpoint_path")
@@ -261,7 +261,7 @@ def alpha_curve(rows: list[dict[str, Any]], out: str) -> str | None:
     curves = _by_alpha(rows)
     if not curves:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for i, k in enumerate(sorted(curves)):
         alphas = sorted(curves[k])

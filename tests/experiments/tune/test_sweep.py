@@ -13,11 +13,11 @@ import time
 import pytest
 
 from dfei.train.checkpoint import load_checkpoint
-from dfei.train.config import TrainConfig, load_config
-from dfei.tune.space import SearchSpec, parse_values
-from dfei.tune.sweep import run_sweep
+from dfei.config import TrainConfig, load_config
+from dfei.experiments.tune.space import SearchSpec, parse_values
+from dfei.experiments.tune.sweep import run_sweep
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

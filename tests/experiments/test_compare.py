@@ -12,9 +12,9 @@ import pytest
 from scipy.stats import ttest_rel
 
 from dfei.errors import ConfigError, PathNotFoundError
-from dfei.train.compare import compare, load_variants
-from dfei.train.config import TrainConfig
-from dfei.train.runner import run_training
+from dfei.experiments.compare import compare, load_variants
+from dfei.config import TrainConfig
+from dfei.train.driver import run_training
 
 COLUMNS = ["B1", "B2", "B3", "B4", "B5", "B6", "avg"]
 
@@ -167,7 +167,7 @@ def test_variants_file_is_validated_before_anything_trains(tmp_path, public_tiny
 def test_compare_cli_trains_to_convergence_by_default_and_a_config_file_or_flag_overrides(tmp_path, public_tiny):
     import argparse
 
-    from dfei.train.config import add_config_flags, config_from_args
+    from dfei.config import add_config_flags, config_from_args
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "pipelines"))
     from compare import DEFAULTS

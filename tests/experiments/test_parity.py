@@ -7,8 +7,8 @@ import os
 import pytest
 from scipy.stats import ttest_rel
 
-from dfei.bench.parity import parse_variant, run_parity
-from dfei.train.config import TrainConfig
+from dfei.experiments.parity import parse_variant, run_parity
+from dfei.config import TrainConfig
 
 
 def test_variants_parse_and_bad_ones_are_named():

@@ -1,4 +1,4 @@
-"""The paper's comparison report from finished runs (Tables 3/5, Fig. 2a, Fig. 4).
+"""The paper's comparison tables from finished runs (Tables 3/5); the figures are in plots.py.
 
 Input: metrics.json of every (model or variant, seed) run; optionally the test split's reference
 (label counts and the oracle's AUC, dfei.eval.oracle). Output in `out`:
@@ -23,95 +23,14 @@ import csv
 import io
 import math
 import os
-from typing import Any
 
 import numpy as np
-from scipy.stats import ttest_rel
 
-from dfei.atomic import atomic_write, write_text_atomic
+from dfei.atomic import write_text_atomic
 from dfei.eval.oracle import auc_interval
 
 BASELINE_NAMES = ("mlp", "mmoe", "ple", "aitm", "hmoe", "star", "pepnet", "hinet")
-
-
-def per_seed(results: dict[str, dict[int, dict]], domains: list[str]) -> dict[str, dict[str, list[float]]]:
-    """model -> column (domain names + "avg") -> test AUC per seed (seed order)."""
-    out = {}
-    for model, by_seed in results.items():
-        seeds = sorted(by_seed)
-        cols = {d: [by_seed[s]["splits"]["test"][d]["auc"] for s in seeds] for d in domains}
-        cols["avg"] = [by_seed[s]["avg_auc"]["test"] for s in seeds]
-        out[model] = cols
-    return out
-
-
-def significance(values: dict[str, dict[str, list[float]]], columns: list[str], model: str = "dfei") -> dict:
-    """column -> {"baseline", "p", "mark"} for `model` against the column's best baseline."""
-    baselines = [m for m in values if m in BASELINE_NAMES]
-    out = {}
-    if model not in values or not baselines:
-        return out
-    for col in columns:
-        best = best_model(baselines, {m: _mean(values[m][col]) for m in baselines})
-        if best is None:  # no baseline has an AUC in this column: nothing to test against
-            out[col] = {"baseline": "-", "p": float("nan"), "mark": ""}
-            continue
-        p, better = paired_test(values[model][col], values[best][col])
-        mark = "**" if better and p < 0.01 else "*" if better and p < 0.05 else ""
-        out[col] = {"baseline": best, "p": p, "mark": mark}
-    return out
-
-
-def paired_test(a: list[float], b: list[float]) -> tuple[float, bool]:
-    """(two-sided paired t-test p over the seeds both have, mean(a) > mean(b) on those seeds).
-    Seeds are 0..n-1 in every run set, so the common seeds are the shorter list's. p is NaN with
-    fewer than 2 pairs or the same difference on every seed (scipy.stats.ttest_rel)."""
-    n = min(len(a), len(b))
-    x, y = np.asarray(a[:n], float), np.asarray(b[:n], float)
-    defined = n >= 2 and np.std(x - y) > 0  # equal differences on every seed: t is undefined, not infinite
-    p = float(ttest_rel(x, y).pvalue) if defined else float("nan")
-    return p, _mean(x) > _mean(y)
-
-
-def run_facts(results: dict[str, dict[int, dict]]) -> dict[str, dict[str, list[float]]]:
-    """model -> fact -> per seed (seed order): valid_avg_auc (at the selected epoch), best_epoch,
-    epochs_run, train_loss (at the best epoch), valid_logloss (row-weighted over domains), wall_s
-    (the run's total), and the learning curve (curve_valid_auc, curve_train_loss: lists per seed);
-    "model": the registry model the runs trained (a variant's name maps to it)."""
-    out = {}
-    for model, by_seed in results.items():
-        facts: dict[str, Any] = {k: [] for k in ("valid_avg_auc", "best_epoch", "epochs_run", "train_loss",
-                                                  "valid_logloss", "wall_s", "curve_valid_auc", "curve_train_loss")}
-        facts["model"] = next((m["config"]["model"] for m in by_seed.values() if "config" in m), model)
-        for s in sorted(by_seed):
-            m = by_seed[s]
-            history = m.get("history", [])
-            best = next((h for h in history if h["epoch"] == m["best_epoch"]), {})
-            valid = m["splits"]["valid"]
-            rows = sum(d["n"] for d in valid.values())
-            facts["valid_avg_auc"].append(m["avg_auc"]["valid"])
-            facts["best_epoch"].append(m["best_epoch"])
-            facts["epochs_run"].append(m["epochs_run"])
-            facts["train_loss"].append(best.get("train_loss", float("nan")))
-            facts["valid_logloss"].append(sum(d["logloss"] * d["n"] for d in valid.values()) / max(rows, 1))
-            facts["wall_s"].append(m.get("timings", {}).get("total_s", float("nan")))
-            facts["curve_valid_auc"].append([h["valid_avg_auc"] for h in history])
-            facts["curve_train_loss"].append([h["train_loss"] for h in history])
-        out[model] = facts
-    return out
-
-
-def best_model(models: list[str], means: dict[str, float]) -> str | None:
-    """The model with the highest mean; a NaN mean (AUC undefined on every seed) never wins, ties go
-    to the first listed, and a column where every mean is NaN has no best (None). The table's marks
-    and the t-test both use this pick."""
-    defined = [m for m in models if not math.isnan(means[m])]
-    return max(defined, key=lambda m: means[m]) if defined else None
-
-
-def _mean(values) -> float:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return float(np.mean(values)) if values else float("nan")
+from dfei.eval.significance import BASELINE_NAMES, finite_mean, best_model, paired_test, significance
 
 
 def write_tables(values: dict[str, dict[str, list[float]]], domains: list[str], out: str,
@@ -121,7 +40,7 @@ def write_tables(values: dict[str, dict[str, list[float]]], domains: list[str], 
     , "valid": } dfei.eval.oracle.split_reference (the oracle row, the intervals)."""
     columns = domains + ["avg"]
     sig = significance(values, columns)
-    means = {m: {c: _mean(values[m][c]) for c in columns} for m in values}
+    means = {m: {c: finite_mean(values[m][c]) for c in columns} for m in values}
     baselines = [m for m in values if m in BASELINE_NAMES]
     best_base = {c: best_model(baselines, {m: means[m][c] for m in baselines}) for c in columns} if baselines else {}
     best_all = {c: best_model(list(values), {m: means[m][c] for m in values}) for c in columns}
@@ -203,7 +122,7 @@ def _summary_lines(values, facts, best_base: str | None, oracle: dict, reference
         gap_vt = [v - t for v, t in zip(f["valid_avg_auc"][:n], test[:n])]
         p_base = paired_test(test, values[best_base]["avg"])[0] if best_base and m != best_base else float("nan")
         p_dfei = paired_test(test, values["dfei"]["avg"])[0] if "dfei" in values and m != "dfei" else float("nan")
-        cells = [m, str(len(test)), _pm(test), f"{oracle['avg'] - _mean(test):.4f}" if oracle else "-",
+        cells = [m, str(len(test)), _pm(test), f"{oracle['avg'] - finite_mean(test):.4f}" if oracle else "-",
                  _pm(f["valid_avg_auc"]), _pm(gap_vt), _pm(f["best_epoch"], 1), _pm(f["epochs_run"], 1),
                  _pm(f["train_loss"]), _pm(f["valid_logloss"]), _pm(f["wall_s"], 0),
                  "-" if math.isnan(p_base) else f"{p_base:.4f} ({best_base})",
@@ -228,7 +147,7 @@ def _valid_selection(values, facts) -> str:
     avg AUCs and a paired t-test."""
     def pick(names):
         names = [m for m in names if m in facts and facts[m]["valid_avg_auc"]]
-        return max(names, key=lambda m: _mean(facts[m]["valid_avg_auc"])) if names else None
+        return max(names, key=lambda m: finite_mean(facts[m]["valid_avg_auc"])) if names else None
 
     def model_of(m: str) -> str:
         return facts.get(m, {}).get("model", m)
@@ -238,7 +157,7 @@ def _valid_selection(values, facts) -> str:
     if dfei is None or base is None:
         return "Selection on valid: needs a baseline and a DFEI configuration."
     p, better = paired_test(values[dfei]["avg"], values[base]["avg"])
-    diff = _mean(values[dfei]["avg"]) - _mean(values[base]["avg"])
+    diff = finite_mean(values[dfei]["avg"]) - finite_mean(values[base]["avg"])
     verdict = ("wins" if better and p < 0.05 else "loses" if not better and p < 0.05 else "is not told apart")
     return (f"Selection on valid (test never used to choose): the DFEI configuration with the best mean valid avg "
             f"AUC is **{dfei}**, the best baseline **{base}**; on test {dfei} {verdict} ({diff:+.4f} avg AUC, "
@@ -258,7 +177,7 @@ def _interval_lines(values, domains: list[str], test_ref: dict) -> list[str]:
         pos, neg = ref.get("positives", 0), ref.get("n", 0) - ref.get("positives", 0)
         cells = [d, f"{ref.get('n', 0):,}", f"{pos:,}"] + ([f"{ref['auc']:.4f}"] if has_oracle else [])
         for m in values:
-            a = _mean(values[m][d])
+            a = finite_mean(values[m][d])
             lo, hi = auc_interval(a, pos, neg)
             cells.append("-" if math.isnan(a) else f"{a:.3f} [{lo:.3f}, {hi:.3f}]")
         lines.append("| " + " | ".join(cells) + " |")
@@ -269,88 +188,3 @@ def _csv(rows: list[list]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer).writerows(rows)
     return buffer.getvalue()
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: str) -> str:
-    """Lay out, write atomically as PNG (120 dpi), close; returns `path`."""
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
-    _pyplot().close(fig)
-    return path
-
-
-def ablation_plot(values: dict[str, dict[str, list[float]]], domains: list[str], out: str) -> str | None:
-    variants = [("dfei", "DFEI"), ("dfei_wo_dfi", "w/o DFI"), ("dfei_wo_dfei", "w/o DFEI"),
-                ("dfei_no_lr_scale", "w/o lr/D")]
-    present = [(m, label) for m, label in variants if m in values]
-    if len(present) < 2:
-        return None
-    plt = _pyplot()
-    cols = domains + ["avg"]
-    x = np.arange(len(cols))
-    width = 0.8 / len(present)
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(cols)), 4))
-    for i, (m, label) in enumerate(present):
-        ax.bar(x + i * width, [_mean(values[m][c]) for c in cols], width, label=label)
-    ax.set_xticks(x + width * (len(present) - 1) / 2, cols)
-    lo = min(_mean(values[m][c]) for m, _ in present for c in cols)
-    ax.set_ylim(max(0.0, lo - 0.05), None)
-    ax.set_ylabel("test AUC")
-    ax.set_title("Ablation of the DFEI modules (paper Fig. 2a)")
-    ax.legend()
-    return save_figure(fig, os.path.join(out, "ablation.png"))
-
-
-def curves_plot(facts: dict[str, dict[str, list]], out: str) -> str | None:
-    """curves.png: valid avg AUC and train loss per epoch; one colour per model, one line per seed."""
-    if not facts:
-        return None
-    plt = _pyplot()
-    fig, (ax_auc, ax_loss) = plt.subplots(1, 2, figsize=(13, 5))
-    colours = plt.get_cmap("tab20")
-    for i, (m, f) in enumerate(facts.items()):
-        colour = colours(i % 20)
-        for j, (auc_curve, loss_curve) in enumerate(zip(f["curve_valid_auc"], f["curve_train_loss"])):
-            epochs = np.arange(1, len(auc_curve) + 1)
-            label = m if j == 0 else None
-            ax_auc.plot(epochs, auc_curve, color=colour, lw=1, alpha=0.8, label=label)
-            ax_loss.plot(epochs, loss_curve, color=colour, lw=1, alpha=0.8, label=label)
-    ax_auc.set_xlabel("epoch")
-    ax_auc.set_ylabel("valid avg AUC")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("train loss (with dropout)")
-    ax_auc.set_title("Learning curves: valid avg AUC")
-    ax_loss.set_title("Train loss")
-    ax_loss.legend(fontsize=7, ncol=2)
-    return save_figure(fig, os.path.join(out, "curves.png"))
-
-
-def tsne_plot(v: np.ndarray, names: list[str], ctr: list[float], out: str, seed: int = 0) -> str | None:
-    """Fig. 4: the final domain features, labelled, coloured by CTR below/above the median.
-    None (no figure) for fewer than 2 domains: t-SNE needs more points than its perplexity (>= 1)."""
-    if len(v) < 2:
-        return None
-    from sklearn.manifold import TSNE
-
-    plt = _pyplot()
-
-    perplexity = float(max(1, min(5, len(v) - 1)))
-    xy = TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="random").fit_transform(v)
-    high = np.asarray(ctr) > np.median(ctr)
-    fig, ax = plt.subplots(figsize=(6, 5))
-    ax.scatter(xy[~high, 0], xy[~high, 1], c="tab:blue", label="CTR <= median")
-    ax.scatter(xy[high, 0], xy[high, 1], c="tab:red", label="CTR > median")
-    for (px, py), name in zip(xy, names):
-        ax.annotate(name, (px, py), textcoords="offset points", xytext=(4, 4))
-    ax.set_title("t-SNE of the final domain features v_d (paper Fig. 4)")
-    ax.legend()
-    return save_figure(fig, os.path.join(out, "domain_features_tsne.png"))

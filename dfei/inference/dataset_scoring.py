@@ -30,7 +30,7 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: tuple[str, ...] = ("
                         best: bool = True) -> dict[str, dict]:
     """Per-domain metrics of a checkpoint's (best) weights on whole splits, in this process. The data
     must be encoded with the checkpoint's encoders (or both have native ids)."""
-    from dfei.train.engine import predict_split, score_split
+    from dfei.train.epoch import predict_split, score_split
 
     model, trained, _, transform = load_trained(checkpoint, best=best)
     dataset = ParquetDataset(data, splits=splits)
@@ -46,7 +46,7 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: tuple[str, ...] = ("
 
 
 def domain_id_of_file(path: str) -> int:
-    """The domain id of a data file: the `domain=<id>` directory it lies in (DESIGN §1), never a
+    """The domain id of a data file: the `domain=<id>` directory it lies in (the data contract, dfei.data.spec), never a
     column of the file (a feature may be named `domain`)."""
     parent = posixpath.basename(posixpath.dirname(path))
     if not parent.startswith("domain="):

@@ -7,10 +7,7 @@ loading (`load_config`) and the command-line flags of train.py, tune.py, compare
 """
 from __future__ import annotations
 
-import argparse
 import contextvars
-import types
-import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from dfei.errors import ConfigError, PathNotFoundError
+from dfei.errors import ConfigError
 
 MODES = ("sequential", "fused")
 EMBEDDING_UPDATES = ("lazy", "dense")
@@ -113,7 +110,7 @@ class TrainConfig(BaseModel):
     exhaustion: Literal[EXHAUSTION] = _field(
         "exhaust", "exhaust: a domain that runs out sits out the rest of the epoch (as the authors); cycle: "
         "small domains repeat until the largest is done")
-    # ingest (DESIGN §2)
+    # ingest
     ingest: Literal[INGEST_BACKENDS] = _field(
         "arrow", "training ingest: arrow (pyarrow readers per rank, bounded memory at any scale) or ray-data "
         "(per-domain Ray Datasets split equally on the driver, held in the object store)")
@@ -242,184 +239,3 @@ def describe(err: ValidationError, where: str) -> str:
         else:
             lines.append(f"{where}: {message}")
     return "; ".join(lines)
-
-
-def read_yaml(path: str, flag: str) -> Any:
-    """The parsed YAML (or JSON) file at `path`, {} when empty. PathNotFoundError for a missing
-    file; ConfigError for an unreadable one, and for a mapping that sets one key twice (`lr` on
-    two lines, or `batch-size` and `batch_size`: `-` and `_` spell the same setting) naming both
-    lines, where PyYAML would silently keep the last. Errors name `flag` and the path."""
-    import yaml
-
-    try:
-        with open(path) as f:
-            return yaml.load(f, Loader=_unique_key_loader()) or {}
-    except FileNotFoundError:
-        raise PathNotFoundError(f"{flag} {path}: no such file") from None
-    except _DuplicateKey as err:
-        raise ConfigError(f"{flag} {path}: {err}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"{flag} {path}: not a readable YAML/JSON file: {err}") from None
-
-
-class _DuplicateKey(Exception):
-    pass
-
-
-def _unique_key_loader():
-    import yaml
-
-    merge = "tag:yaml.org,2002:merge"
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        """SafeLoader whose mappings refuse a key set twice; at the top level (the settings) also
-        two spellings of one setting (`-` and `_`). Keys merged in with `<<: *anchor` may be
-        overridden, as YAML intends."""
-
-        def construct_document(self, node):
-            self._top = node
-            return super().construct_document(node)
-
-        def construct_mapping(self, node, deep=False):
-            seen: dict[str, tuple[Any, Any]] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == merge:
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                spelled = str(key).replace("-", "_") if node is getattr(self, "_top", None) else str(key)
-                if spelled in seen:
-                    first, mark = seen[spelled]
-                    where = _positions(mark, key_node.start_mark)
-                    raise _DuplicateKey(f"key {key!r} is set twice ({where}); keep one" if first == key else
-                                        f"keys {first!r} and {key!r} set one setting, {spelled} ({where}); keep one")
-                seen[spelled] = (key, key_node.start_mark)
-            return super().construct_mapping(node, deep=deep)
-
-    return UniqueKeyLoader
-
-
-def _positions(first, second) -> str:
-    """`lines 2 and 4`, or `line 1, columns 3 and 20` for two keys on one line (JSON)."""
-    if first.line != second.line:
-        return f"lines {first.line + 1} and {second.line + 1}"
-    return f"line {first.line + 1}, columns {first.column + 1} and {second.column + 1}"
-
-
-def requested_values(path: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The settings a --config file and the flags given set: the file's keys (`-` or `_` in names;
-    a tune sweep's best.json gives its `train_config`), then every override that is not None (the
-    flags the user gave). Unvalidated. Raises what read_yaml raises, and ConfigError for a file
-    that is not a mapping."""
-    values: dict[str, Any] = {}
-    if path:
-        loaded = read_yaml(path, "--config")
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
-        if isinstance(loaded.get("train_config"), dict):  # a sweep's best.json: its best trial's settings
-            loaded = loaded["train_config"]
-        values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return values
-
-
-def load_config(path: str | None, overrides: dict[str, Any], defaults: dict[str, Any] | None = None) -> TrainConfig:
-    """`defaults` (a pipeline's own defaults, e.g. compare.py's epochs), then the YAML file's values,
-    then every override that is not None (CLI flags given by the user): see requested_values.
-    Raises PathNotFoundError for a missing file, ConfigError for an unreadable one, a key set twice,
-    an unknown key or a bad value."""
-    values = {**(defaults or {}), **requested_values(path, overrides)}
-    return TrainConfig.from_dict(values, where=path or "config")
-
-
-# ---- command-line flags, derived from the fields ----------------------------------------------
-
-CONFIG_FIELDS = "_config_fields"  # the parser default naming the TrainConfig fields that have flags
-
-def _flag_type(annotation: Any) -> tuple[Any, bool]:
-    """(scalar type or Literal, is a list) of a field annotation, Optional and Annotated removed."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return _flag_type(args[0])
-    if typing.get_origin(annotation) is Annotated:
-        return _flag_type(args[0])
-    if typing.get_origin(annotation) is list:
-        return _flag_type(args[0])[0], True
-    return annotation, False
-
-
-def _comma_list(kind: type):
-    def parse(text: str) -> list:
-        try:
-            return [kind(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
-    return parse
-
-
-def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = (),
-                     help: dict[str, str] | None = None) -> None:
-    """One `--flag-name` per TrainConfig field not in `exclude`, typed, with the field's help and
-    default. Every flag defaults to None (absent): only flags the user gives override --config.
-    `help` replaces a field's help text where a pipeline gives it another meaning (e.g. per trial).
-    The fields it added are remembered on the parser: config_from_args reads only those."""
-    from dfei.models.registry import MODELS
-
-    fields = [name for name in TrainConfig.model_fields if name not in exclude]
-    parser.set_defaults(**{CONFIG_FIELDS: fields})
-    for name, field in TrainConfig.model_fields.items():
-        if name in exclude:
-            continue
-        text = (help or {}).get(name, field.description)
-        flag = "--" + name.replace("_", "-")
-        kind, is_list = _flag_type(field.annotation)
-        extra = field.json_schema_extra or {}
-        kwargs: dict[str, Any] = {"dest": name, "default": None, "metavar": extra.get("metavar")}
-        if kind is bool:  # --x / --no-x: a flag can turn off what a --config file turned on
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{text} (default {'on' if field.default else 'off'})")
-            continue
-        if name == "model":  # the registry's names, listed in the help rather than the usage line
-            kwargs.update(choices=sorted(MODELS), metavar="MODEL")
-            text = f"{text}; one of {', '.join(sorted(MODELS))}"
-        elif typing.get_origin(kind) is Literal:
-            kwargs["choices"] = list(typing.get_args(kind))
-            kwargs.pop("metavar")
-        elif is_list:
-            kwargs["type"] = _comma_list(typing.get_args(kind)[0] if typing.get_origin(kind) is Annotated else kind)
-        else:
-            kwargs["type"] = kind
-        default = field.default
-        if default not in (None, "") and name not in (help or {}):
-            shown = ",".join(map(str, default)) if isinstance(default, list) else default
-            text = f"{text} (default {shown})"
-        parser.add_argument(flag, help=text, **kwargs)
-
-
-def flags_given(args: dict[str, Any]) -> dict[str, Any]:
-    """The TrainConfig flags the user gave, of a parser given add_config_flags (parsed as a dict)."""
-    return {k: args[k] for k in args[CONFIG_FIELDS] if args.get(k) is not None}
-
-
-def refuse_reserved(values: dict[str, Any], reserved: dict[str, str], where: str, who: str) -> None:
-    """ConfigError when `values` (a --config file's keys) set a key the pipeline sets itself for each
-    of its runs (`reserved`: key -> the pipeline's flag for it): the file's value would be silently
-    replaced. `who` names the pipeline ("a sweep", "compare.py")."""
-    found = [key for key in values if key in reserved]
-    if found:
-        raise ConfigError(f"{where}: the config sets {', '.join(found)}, which {who} sets for every run itself; give "
-                          f"{', '.join(reserved[k] for k in found)} instead")
-
-
-def config_from_args(args: dict[str, Any], config_file: str | None = None, defaults: dict[str, Any] | None = None,
-                     reserved: dict[str, str] | None = None, who: str = "this command", **overrides: Any) -> TrainConfig:
-    """The TrainConfig of a pipeline's parsed flags (`vars(parser.parse_args())` of a parser given
-    add_config_flags): `defaults` (the pipeline's own), --config's file, then the flags given, then
-    `overrides` (values the pipeline sets itself). A pipeline's own flags of the same name (tune.py's
-    --alpha list) are not read. ConfigError when no dataset is named, or when the file sets a key
-    in `reserved` (see refuse_reserved)."""
-    if config_file and reserved:
-        refuse_reserved(requested_values(config_file, {}), reserved, f"--config {config_file}", who)
-    cfg = load_config(config_file, {**flags_given(args), **overrides}, defaults)
-    if not cfg.data:
-        raise ConfigError("--data is required (or `data:` in --config)")
-    return cfg

@@ -7,9 +7,9 @@ import pytest
 
 from dfei.data.spec import load_spec
 from dfei.errors import ConfigError
-from dfei.train.config import TrainConfig
-from dfei.tune.resume import check_data, check_resume, data_fingerprint, rebase
-from dfei.tune.space import ResourcePlan, SearchSpec, parse_values
+from dfei.config import TrainConfig
+from dfei.experiments.tune.resume import check_data, check_resume, data_fingerprint, rebase
+from dfei.experiments.tune.space import ResourcePlan, SearchSpec, parse_values
 
 SPEC = SearchSpec(parse_values("0.5,0.9", "alpha", float), parse_values("32", "k", int))
 PLAN = ResourcePlan(concurrency=1, cpus_per_worker=1.0, workers_per_trial=1, use_gpu=False)

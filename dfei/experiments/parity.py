@@ -18,7 +18,7 @@ from scipy.stats import ttest_rel
 
 from dfei.atomic import write_json_atomic, write_text_atomic
 from dfei.errors import ConfigError
-from dfei.train.config import TrainConfig
+from dfei.config import TrainConfig
 
 
 def parse_variant(text: str) -> dict[str, Any]:
@@ -38,7 +38,8 @@ def parse_variant(text: str) -> dict[str, Any]:
 
 def run_parity(base: TrainConfig, variants: list[str], seeds: int, out: str, log=print) -> dict[str, Any]:
     from dfei.data.dataset import ParquetDataset
-    from dfei.train.runner import init_ray, preflight, run_training
+    from dfei.ray_runtime import init_ray
+    from dfei.train.driver import preflight, run_training
 
     if len(variants) < 2:
         raise ConfigError(f"--variants needs at least two settings, got {variants}")

@@ -12,12 +12,12 @@ from dfei.atomic import write_json_atomic
 from dfei.data import fs as dfs
 from dfei.data.dataset import ParquetDataset
 from dfei.data.encoders import load_transform
-from dfei.ray_runtime import init_ray  # noqa: F401 (also this module's: the pipelines import it here)
+from dfei.ray_runtime import init_ray
 from dfei.errors import CheckpointError, DatasetError, TrainingDivergedError
 from dfei.signals import StopSignals
 from dfei.eval.report import domain_table
 from dfei.train.checkpoint import CHECKPOINT_SCORE, MID_EPOCH
-from dfei.train.config import TrainConfig
+from dfei.config import TrainConfig
 from dfei.train.optim import resolve_shared_lr_scale
 from dfei.train.resources import check_local_fit, cluster_warnings
 from dfei.train.tracking import TENSORBOARD_DIR, MLflowRun, TensorBoardCallback, final_metrics
@@ -57,13 +57,13 @@ def default_torch_threads(cfg: TrainConfig, cpus: float) -> int:
 
 def build_trainer(cfg: TrainConfig, run_name: str, dataset: ParquetDataset | None = None,
                   callbacks: list | None = None, train_loop_per_worker: Callable[[dict], Any] | None = None):
-    """The TorchTrainer of one run: `train_loop_per_worker` (default dfei.train.loop's; fault drills
+    """The TorchTrainer of one run: `train_loop_per_worker` (default dfei.train.worker's; fault drills
     pass a wrapper of it) on cfg.num_workers workers, checkpoints under the storage path."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     if train_loop_per_worker is None:
-        from dfei.train.loop import train_loop_per_worker
+        from dfei.train.worker import train_loop_per_worker
 
     loop_config, datasets = cfg.to_dict(), None
     if cfg.ingest == "ray-data":
@@ -77,7 +77,7 @@ def build_trainer(cfg: TrainConfig, run_name: str, dataset: ParquetDataset | Non
         train_loop_per_worker,
         train_loop_config=loop_config,
         datasets=datasets,
-        # every (domain, rank) shard is already its rank's: no split coordinators (DESIGN §2)
+        # every (domain, rank) shard is already its rank's: no split coordinators
         dataset_config=DataConfig(datasets_to_split=[]),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": _cpus_per_worker(cfg)}),
@@ -152,7 +152,7 @@ def warn_cluster_fit(cfg: TrainConfig, spec, log=print) -> None:
 
 
 def _divergence_report(diverged: dict[str, Any], cfg: TrainConfig, result) -> str:
-    from dfei.train.loop import divergence_message
+    from dfei.train.worker import divergence_message
 
     good = result.checkpoint  # the latest: an epoch end, or a step checkpoint (its folder names the step)
     where = (f"the last good checkpoint is {checkpoint_uri(good.path, cfg.storage_path or cfg.out)}"

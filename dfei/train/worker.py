@@ -36,13 +36,13 @@ from dfei.train.checkpoint import (
     TrainState,
     load_any_checkpoint,
     load_checkpoint,
-    model_from_config,
     save_checkpoint,
 )
-from dfei.train.config import TrainConfig
+from dfei.config import TrainConfig
+from dfei.models.build import model_from_config
 from dfei.train.contention import CpuContention
 from dfei.train.distributed import DistributedHooks, broadcast_state, check_replicas, ddp_kwargs, prepare_distributed
-from dfei.train.engine import merge_parts, predict_split, score_split, train_epoch, unwrap
+from dfei.train.epoch import merge_parts, predict_split, score_split, train_epoch, unwrap
 from dfei.train.optim import build_optimizer, shared_groups
 
 
