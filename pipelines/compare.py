@@ -22,8 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dfei.cli import mlflow_experiment, run_cli  # noqa: E402
 from dfei.config import add_config_flags, config_from_args  # noqa: E402
+from dfei.models.registry import ABLATIONS, BASELINES  # noqa: E402
 
-ALL = "mlp,mmoe,ple,aitm,hmoe,star,pepnet,hinet,dfei"
+ALL = ",".join((*BASELINES, "dfei"))  # every baseline and DFEI
 DEFAULTS = {"epochs": 20, "patience": 3}  # compare.py's own: every model to convergence (train.py: 10 / 1)
 # what compare.py sets for each run: a --config file that sets them is refused (its value would be replaced)
 RESERVED = {"model": "--models", "seed": "--seeds", "out": "--out"}
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.ablation:
-        models += [m for m in ("dfei_wo_dfi", "dfei_wo_dfei") if m not in models]
+        models += [m for m in ABLATIONS if m not in models]
 
     def run() -> None:
         base = config_from_args(vars(args), args.config, DEFAULTS, reserved=RESERVED, who="compare.py",

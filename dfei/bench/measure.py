@@ -75,7 +75,7 @@ def all_domain_step_rates(cardinalities: list[int], num_domains: int, modes: tup
 def plain_loop(data: list[tuple[np.ndarray, np.ndarray]], cardinalities: list[int], mode: str = "sequential",
                batch_size: int = 512, seed: int = 0, device: torch.device = torch.device("cpu"),
                compile: bool = False, score: ParquetDataset | None = None) -> dict:
-    """The limit: one process, no Ray, no Parquet, batches pre-loaded; same model and engine.
+    """The limit: one process, no Ray, no Parquet, batches pre-loaded; same model and epoch loop.
     Returns train_epoch's stats (with "compiled"/"compile_s" when `compile`, and "test_avg_auc" of
     the trained model on `score`'s test split when given)."""
     torch.manual_seed(seed)
@@ -147,6 +147,72 @@ def plain_rates_in_fresh_process(data: str, modes: tuple[str, ...], seed: int = 
         return pool.submit(plain_rates, data, modes, seed, device, streaming, compiled).result()
 
 
+def _mlp(layers, h: torch.Tensor, last_relu: bool = True) -> torch.Tensor:
+    """Dense layers [(w [in, out], b [out])] with ReLU (not after the last unless last_relu)."""
+    for i, (w, b) in enumerate(layers):
+        h = torch.addmm(b, h, w)
+        h = torch.relu(h) if last_relu or i < len(layers) - 1 else h
+    return h
+
+
+class _TowerLayouts:
+    """DFEI's dense layers at Table 4 sizes on random inputs, in two layouts: "loop" (a module per
+    domain, as DFEI's towers) and "stacked" (weights [D, in, out], one bmm per layer), each with its
+    own fused Adam."""
+
+    def __init__(self, num_domains: int, input_dim: int, batch_size: int, seed: int, device: torch.device):
+        g = torch.Generator().manual_seed(seed)
+        self.d, self.b, self.input_dim, self.rows = num_domains, batch_size, input_dim, num_domains * batch_size
+        self.x = torch.randn(num_domains, batch_size, input_dim, generator=g).to(device)
+        self.y = torch.randint(0, 2, (num_domains, batch_size), generator=g).float().to(device)
+
+        def params(*shape):
+            return torch.nn.Parameter(torch.randn(*shape, generator=g).mul_(0.05).to(device))
+
+        dims = [input_dim, 128, 64, 32]
+        tower_shapes, head_shapes = list(zip(dims, dims[1:])), [(128, 32), (32, 1)]
+        self.shared = [(params(a, b), params(b)) for a, b in tower_shapes]
+        self.towers = [[(params(a, b), params(b)) for a, b in tower_shapes] for _ in range(num_domains)]
+        self.heads = [[(params(a, b), params(b)) for a, b in head_shapes] for _ in range(num_domains)]
+        self.s_towers = [(params(num_domains, a, b), params(num_domains, 1, b)) for a, b in tower_shapes]
+        self.s_heads = [(params(num_domains, a, b), params(num_domains, 1, b)) for a, b in head_shapes]
+        flat = lambda layers: [p for layer in layers for p in layer]  # noqa: E731
+        self.loop_opt = torch.optim.Adam(flat(self.shared) + [p for t in self.towers + self.heads for p in flat(t)],
+                                         lr=1e-3, **fast_adam_kernel())
+        self.stacked_opt = torch.optim.Adam(flat(self.shared) + flat(self.s_towers) + flat(self.s_heads), lr=1e-3,
+                                            **fast_adam_kernel())
+
+    def loop_loss(self) -> torch.Tensor:
+        s = _mlp(self.shared, self.x.view(self.rows, self.input_dim)).view(self.d, self.b, -1)
+        loss = 0.0
+        for d in range(self.d):
+            u = _mlp(self.towers[d], self.x[d])
+            logit = _mlp(self.heads[d], torch.cat([s[d], u, u, s[d]], 1), last_relu=False).squeeze(1)
+            loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(logit, self.y[d])
+        return loss
+
+    def stacked_loss(self) -> torch.Tensor:
+        s = _mlp(self.shared, self.x.view(self.rows, self.input_dim)).view(self.d, self.b, -1)
+        h = self.x
+        for w, b in self.s_towers:
+            h = torch.relu(torch.baddbmm(b, h, w))
+        h = torch.cat([s, h, h, s], 2)
+        h = torch.relu(torch.baddbmm(self.s_heads[0][1], h, self.s_heads[0][0]))
+        logit = torch.baddbmm(self.s_heads[1][1], h, self.s_heads[1][0]).squeeze(2)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logit, self.y, reduction="none").mean(1).sum()
+
+    def samples_per_s(self, layout: str, steps: int, device: torch.device) -> float:
+        loss_fn, opt = (self.loop_loss, self.loop_opt) if layout == "loop" else (self.stacked_loss, self.stacked_opt)
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss_fn().backward()
+            opt.step()
+        _sync(device)
+        return steps * self.rows / (time.perf_counter() - t0)
+
+
 def dense_tower_bound(num_domains: int = 21, input_dim: int = 272, batch_size: int = 512, steps: int = 20,
                       rounds: int = 3, seed: int = 0, device: torch.device = torch.device("cpu")) -> dict[str, float]:
     """What DFEI's matmuls alone cost: samples/s of the shared tower + D domain towers + D heads at
@@ -158,71 +224,13 @@ def dense_tower_bound(num_domains: int = 21, input_dim: int = 272, batch_size: i
     domain, a loop over the domains) and "stacked" (weights [D, in, out], one bmm per layer).
     Returns {"loop_sps", "stacked_sps", "bound_sps" (the better)}.
     """
-    g = torch.Generator().manual_seed(seed)
-    dims = [input_dim, 128, 64, 32]
-    rows = num_domains * batch_size
-    x = torch.randn(num_domains, batch_size, input_dim, generator=g).to(device)
-    y = torch.randint(0, 2, (num_domains, batch_size), generator=g).float().to(device)
-
-    def params(*shape):
-        return torch.nn.Parameter(torch.randn(*shape, generator=g).mul_(0.05).to(device))
-
-    def mlp(layers, h, last_relu=True):  # layers: [(w [in, out], b [out])]
-        for i, (w, b) in enumerate(layers):
-            h = torch.addmm(b, h, w)
-            h = torch.relu(h) if last_relu or i < len(layers) - 1 else h
-        return h
-
-    tower_shapes, head_shapes = list(zip(dims, dims[1:])), [(128, 32), (32, 1)]
-    shared = [(params(a, b), params(b)) for a, b in tower_shapes]
-    # loop: a module per domain (its own parameters, as DFEI's towers); stacked: [D, in, out] weights
-    towers = [[(params(a, b), params(b)) for a, b in tower_shapes] for _ in range(num_domains)]
-    heads = [[(params(a, b), params(b)) for a, b in head_shapes] for _ in range(num_domains)]
-    s_towers = [(params(num_domains, a, b), params(num_domains, 1, b)) for a, b in tower_shapes]
-    s_heads = [(params(num_domains, a, b), params(num_domains, 1, b)) for a, b in head_shapes]
-
-    def flat(layers):
-        return [p for layer in layers for p in layer]
-
-    loop_opt = torch.optim.Adam(flat(shared) + [p for t in towers + heads for p in flat(t)], lr=1e-3,
-                                **fast_adam_kernel())
-    stacked_opt = torch.optim.Adam(flat(shared) + flat(s_towers) + flat(s_heads), lr=1e-3, **fast_adam_kernel())
-
-    def step_loop():
-        s = mlp(shared, x.view(rows, input_dim)).view(num_domains, batch_size, -1)
-        loss = 0.0
-        for d in range(num_domains):
-            u = mlp(towers[d], x[d])
-            logit = mlp(heads[d], torch.cat([s[d], u, u, s[d]], 1), last_relu=False).squeeze(1)
-            loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(logit, y[d])
-        return loss
-
-    def step_stacked():
-        s = mlp(shared, x.view(rows, input_dim)).view(num_domains, batch_size, -1)
-        h = x
-        for w, b in s_towers:
-            h = torch.relu(torch.baddbmm(b, h, w))
-        h = torch.cat([s, h, h, s], 2)
-        h = torch.relu(torch.baddbmm(s_heads[0][1], h, s_heads[0][0]))
-        logit = torch.baddbmm(s_heads[1][1], h, s_heads[1][0]).squeeze(2)
-        return torch.nn.functional.binary_cross_entropy_with_logits(logit, y, reduction="none").mean(1).sum()
-
-    def timed(step_fn, opt, n):
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(n):
-            opt.zero_grad(set_to_none=True)
-            step_fn().backward()
-            opt.step()
-        _sync(device)
-        return n * rows / (time.perf_counter() - t0)
-
+    layouts = _TowerLayouts(num_domains, input_dim, batch_size, seed, device)
     best = {"loop": 0.0, "stacked": 0.0}
-    timed(step_loop, loop_opt, 2)  # warm-up: Adam state, allocator
-    timed(step_stacked, stacked_opt, 2)
+    for layout in best:  # warm-up: Adam state, allocator
+        layouts.samples_per_s(layout, 2, device)
     for _ in range(rounds):
-        best["loop"] = max(best["loop"], timed(step_loop, loop_opt, steps))
-        best["stacked"] = max(best["stacked"], timed(step_stacked, stacked_opt, steps))
+        for layout in best:
+            best[layout] = max(best[layout], layouts.samples_per_s(layout, steps, device))
     return {"loop_sps": best["loop"], "stacked_sps": best["stacked"], "bound_sps": max(best.values())}
 
 

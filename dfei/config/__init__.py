@@ -9,8 +9,6 @@ from dfei.config.flags import (
     refuse_reserved,
 )
 from dfei.config.settings import (
-    DFE_INPUTS,
-    DFEI_MODELS,
     EMBEDDING_UPDATES,
     EXHAUSTION,
     INGEST_BACKENDS,
@@ -18,9 +16,9 @@ from dfei.config.settings import (
     REMOVED,
     RENAMED,
     TrainConfig,
-    describe,
+    validation_message,
 )
 
-__all__ = ["CONFIG_FIELDS", "DFE_INPUTS", "DFEI_MODELS", "EMBEDDING_UPDATES", "EXHAUSTION", "INGEST_BACKENDS", "MODES",
-           "REMOVED", "RENAMED", "TrainConfig", "add_config_flags", "config_from_args", "describe", "flags_given",
-           "load_config", "read_yaml", "refuse_reserved", "requested_values"]
+__all__ = ["CONFIG_FIELDS", "EMBEDDING_UPDATES", "EXHAUSTION", "INGEST_BACKENDS", "MODES",
+           "REMOVED", "RENAMED", "TrainConfig", "add_config_flags", "config_from_args", "flags_given",
+           "load_config", "read_yaml", "refuse_reserved", "requested_values", "validation_message"]

@@ -39,21 +39,26 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] =
     """One `--flag-name` per TrainConfig field not in `exclude`, typed, with the field's help and
     default. Every flag defaults to None (absent): only flags the user gives override --config.
     `help` replaces a field's help text where a pipeline gives it another meaning (e.g. per trial).
-    The fields it added are remembered on the parser: config_from_args reads only those."""
+    The fields it added are remembered on the parser: config_from_args reads only those. The model
+    options (dfei.models.options) come last, in their own group."""
+    from dfei.models.options import OPTIONS
     from dfei.models.registry import MODELS
 
-    fields = [name for name in TrainConfig.model_fields if name not in exclude]
+    fields = [name for name in TrainConfig.model_fields if name not in exclude and name not in OPTIONS]
+    fields += [name for name in OPTIONS if name not in exclude]
     parser.set_defaults(**{CONFIG_FIELDS: fields})
-    for name, field in TrainConfig.model_fields.items():
-        if name in exclude:
-            continue
+    options = parser.add_argument_group("model options", "a model refuses one it does not read: a baseline reads "
+                                        "--embed-*,\n<backbone>+dfei also --alpha, --k; DFEI all but its ablated modules")
+    for name in fields:
+        field = TrainConfig.model_fields[name]
+        target = options if name in OPTIONS else parser
         text = (help or {}).get(name, field.description)
         flag = "--" + name.replace("_", "-")
         kind, is_list = _flag_type(field.annotation)
         extra = field.json_schema_extra or {}
         kwargs: dict[str, Any] = {"dest": name, "default": None, "metavar": extra.get("metavar")}
         if kind is bool:  # --x / --no-x: a flag can turn off what a --config file turned on
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+            target.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
                                 help=f"{text} (default {'on' if field.default else 'off'})")
             continue
         if name == "model":  # the registry's names, listed in the help rather than the usage line
@@ -70,7 +75,7 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] =
         if default not in (None, "") and name not in (help or {}):
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
             text = f"{text} (default {shown})"
-        parser.add_argument(flag, help=text, **kwargs)
+        target.add_argument(flag, help=text, **kwargs)
 
 
 def flags_given(args: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Training configuration: every setting declared once, here.
+"""Training configuration: every setting declared once, here (the model options in
+dfei.models.options, which TrainConfig inherits).
 
 Each `TrainConfig` field carries its type, default, range and help text. From that one declaration
 come the validation (pydantic, which names the key, the value and what was expected), the YAML
@@ -8,50 +9,25 @@ loading (`load_config`) and the command-line flags of train.py, tune.py, compare
 from __future__ import annotations
 
 import contextvars
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictBool,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import ConfigDict, StrictBool, ValidationError, field_validator, model_validator
 
 from dfei.errors import ConfigError
+from dfei.fields import Float, Int, setting
+from dfei.models.options import ModelOptions
 
 MODES = ("sequential", "fused")
 EMBEDDING_UPDATES = ("lazy", "dense")
 INGEST_BACKENDS = ("arrow", "ray-data")
 EXHAUSTION = ("exhaust", "cycle")
-DFE_INPUTS = ("domain", "shared")
-DFEI_MODELS = ("dfei", "dfei_wo_dfi", "dfei_wo_dfei")  # the models built from DFEIConfig
 # keys of older configs (checkpoints' state.json, best.json files): old name -> current name
 RENAMED = {"shuffle_rows": "shuffle_buffer_rows"}
 REMOVED = ("fail_once_at",)  # a test hook; fault drills now inject failures from the test side
 _WHERE = contextvars.ContextVar("where", default="config")  # what from_dict's errors name
 
 
-def _number(value: Any) -> Any:
-    # pydantic's lax mode reads True as 1; a boolean where a number belongs is a mistake
-    if isinstance(value, bool):
-        raise ValueError("expected a number, got a boolean")
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_number)]
-Float = Annotated[float, BeforeValidator(_number)]
-
-
-def _field(default: Any, help: str, metavar: str | None = None, **constraints: Any) -> Any:
-    return Field(default, description=help, json_schema_extra={"metavar": metavar} if metavar else None,
-                 **constraints)
-
-
-class TrainConfig(BaseModel):
+class TrainConfig(ModelOptions):
     """One training run's settings (train.py; every trial of tune.py, every run of compare.py and parity.py).
 
     Raises ConfigError naming the key, the value and what was expected when a value does not fit
@@ -61,94 +37,78 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
 
-    data: str = _field("", "dataset directory or URI (dataset.json + split/domain=<id>/*.parquet)")
-    out: str = _field("runs/dfei", "run directory for metrics.json and Ray results", min_length=1)
-    model: str = _field("dfei", "registered model name (dfei, a baseline, <backbone>+dfei, an ablation)")
-    epochs: Int = _field(10, "maximum epochs (early stopping may end sooner)", ge=1)
-    patience: Int = _field(1, "epochs without a better mean valid AUC before stopping (authors: 1)", ge=1)
-    num_workers: Int = _field(1, "Ray Train workers (DDP)", ge=1)
-    use_gpu: StrictBool = _field(False, "one GPU per worker")
-    cpus_per_worker: Float | None = _field(None, "CPUs per worker (default: an equal share of the cluster)", gt=0)
-    torch_threads: Int | None = _field(
+    data: str = setting("", "dataset directory or URI (dataset.json + split/domain=<id>/*.parquet)")
+    out: str = setting("runs/dfei", "run directory for metrics.json and Ray results", min_length=1)
+    model: str = setting("dfei", "registered model name (dfei, a baseline, <backbone>+dfei, an ablation)")
+    epochs: Int = setting(10, "maximum epochs (early stopping may end sooner)", ge=1)
+    patience: Int = setting(1, "epochs without a better mean valid AUC before stopping (authors: 1)", ge=1)
+    num_workers: Int = setting(1, "Ray Train workers (DDP)", ge=1)
+    use_gpu: StrictBool = setting(False, "one GPU per worker")
+    cpus_per_worker: Float | None = setting(None, "CPUs per worker (default: an equal share of the cluster)", gt=0)
+    torch_threads: Int | None = setting(
         None, "torch threads per worker (default: 1 in sequential mode on CPU, whose small operators gain nothing "
         "from more and slow down 40x when another process takes a core; else the worker's whole CPUs); results "
         "depend on it (float summation order), so metrics.json records the value a run used", ge=1)
-    seed: Int = _field(0, "random seed (weights, shuffling, dropout)", ge=0)
-    # model (paper Table 4 and §4.2)
-    alpha: Float = _field(0.9, "DFE decay coefficient of the EMA of domain features", ge=0.0, le=1.0)
-    k: Int = _field(32, "DFI attention dimension", ge=1)
-    embed_dim: Int = _field(16, "embedding size per feature", ge=1)
-    embed_init_std: Float = _field(0.01, "std of the embedding rows' normal initialisation, every model (authors: "
-                                         "0.01)", gt=0)
-    domain_norm: StrictBool = _field(
-        False, "DFEI models only, not in the paper: STAR's partitioned normalisation (per-domain batch statistics, "
-        "scale gamma*gamma_d, shift beta+beta_d) of the shared embedding before the towers, DFE and DFI")
-    dfe_input: Literal[DFE_INPUTS] = _field(
-        "domain", "DFEI models only: v_d is the EMA of the batch mean of the domain tower's u_d (domain, paper "
-        "Eq. 4) or of the shared tower's output s over domain d's rows (shared, not in the paper)")
-    tower_dims: list[Annotated[Int, Field(ge=1)]] = _field(
-        [128, 64, 32], "hidden sizes of the shared and domain towers, comma-separated", min_length=1)
-    tower_dropouts: list[Annotated[Float, Field(ge=0.0, lt=1.0)]] = _field(
-        [0.1, 0.2, 0.3], "dropout rate in [0, 1) after each tower layer, comma-separated")
+    seed: Int = setting(0, "random seed (weights, shuffling, dropout)", ge=0)
     # optimisation (Algorithm 1)
-    lr: Float = _field(1e-3, "learning rate of the domain parameters (Adam)", gt=0)
-    l2: Float = _field(1e-6, "weight decay on the embedding tables only, as the authors", ge=0)
-    shared_lr_scale: Float | None = _field(
+    lr: Float = setting(1e-3, "learning rate of the domain parameters (Adam)", gt=0)
+    l2: Float = setting(1e-6, "weight decay on the embedding tables only, as the authors", ge=0)
+    shared_lr_scale: Float | None = setting(
         None, "shared parameters' lr = lr x scale (default 1/D, Algorithm 1; 1.0 turns it off)", gt=0)
-    batch_size: Int = _field(512, "mini-batch per domain", ge=1)
-    mode: Literal[MODES] = _field(
+    batch_size: Int = setting(512, "mini-batch per domain", ge=1)
+    mode: Literal[MODES] = setting(
         "sequential", "sequential: Algorithm 1 as written, one update per domain batch; fused: one update per "
         "step over all domains' batches (one forward/backward, one collective per step; the towers as batched "
         "matmuls): "
         "faster, recommended for speed (BENCHMARKS.md: AUC within noise of sequential or above)")
-    embedding_update: Literal[EMBEDDING_UPDATES] = _field(
+    embedding_update: Literal[EMBEDDING_UPDATES] = setting(
         "lazy", "lazy: only the embedding rows in the batch are updated (step cost independent of the table "
         "size); dense: every row every step, as the authors' TF Adam")
-    compile: StrictBool = _field(
+    compile: StrictBool = setting(
         False, "torch.compile the towers and heads (DFEI): compiled once before the first epoch (its time "
         "reported apart as compile_s), falling back to eager with one warning where it cannot compile")
-    exhaustion: Literal[EXHAUSTION] = _field(
+    exhaustion: Literal[EXHAUSTION] = setting(
         "exhaust", "exhaust: a domain that runs out sits out the rest of the epoch (as the authors); cycle: "
         "small domains repeat until the largest is done")
     # ingest
-    ingest: Literal[INGEST_BACKENDS] = _field(
+    ingest: Literal[INGEST_BACKENDS] = setting(
         "arrow", "training ingest: arrow (pyarrow readers per rank, bounded memory at any scale) or ray-data "
         "(per-domain Ray Datasets split equally on the driver, held in the object store)")
-    shuffle_buffer_rows: Int = _field(1 << 16, "rows per domain held in the training shuffle buffer", ge=1)
-    eval_batch_size: Int = _field(8192, "rows per evaluation batch", ge=1)
-    max_steps_per_epoch: Int | None = _field(None, "cap on Algorithm-1 steps per epoch (smoke runs)", ge=1)
+    shuffle_buffer_rows: Int = setting(1 << 16, "rows per domain held in the training shuffle buffer", ge=1)
+    eval_batch_size: Int = setting(8192, "rows per evaluation batch", ge=1)
+    max_steps_per_epoch: Int | None = setting(None, "cap on Algorithm-1 steps per epoch (smoke runs)", ge=1)
     # incremental training (dfei/train/warm_start.py)
-    init_from: str | None = _field(
+    init_from: str | None = setting(
         None, "incremental training: start from this checkpoint's weights, domain features (their EMA "
         "continues) and optimizer state; new domains get fresh towers", metavar="CKPT")
-    reset_optimizer: StrictBool = _field(
+    reset_optimizer: StrictBool = setting(
         False, "with --init-from: start Adam from scratch (weights and v carried over)")
-    drop_missing_domains: StrictBool = _field(
+    drop_missing_domains: StrictBool = setting(
         False, "with --init-from: allow data without some of the checkpoint's domains (their towers are dropped)")
-    new_domain_from: str | None = _field(
+    new_domain_from: str | None = setting(
         None, "with --init-from: a new domain's tower and head (and norm scale/shift with domain_norm) start as a "
         "copy of this checkpoint domain's (default: fresh); its v_d still starts from its first batch",
         metavar="DOMAIN")
     # tracking (dfei/train/tracking.py)
-    tensorboard: StrictBool = _field(True, "write TensorBoard event files under RUN_DIR/tensorboard/<run name>")
-    mlflow: str | None = _field(None, "also log params, per-epoch metrics and the best checkpoint to this MLflow "
+    tensorboard: StrictBool = setting(True, "write TensorBoard event files under RUN_DIR/tensorboard/<run name>")
+    mlflow: str | None = setting(None, "also log params, per-epoch metrics and the best checkpoint to this MLflow "
                                       "tracking store (sqlite:///path/mlflow.db, http://host:5000)", metavar="URI")
-    mlflow_experiment: str = _field("dfei", "MLflow experiment name")
+    mlflow_experiment: str = setting("dfei", "MLflow experiment name")
     # Ray
-    max_failures: Int = _field(0, "worker failures to recover from (Ray Train restarts from the last checkpoint)", ge=0)
-    storage_path: str | None = _field(None, "Ray Train storage for checkpoints (default RUN_DIR/ray_results)",
+    max_failures: Int = setting(0, "worker failures to recover from (Ray Train restarts from the last checkpoint)", ge=0)
+    storage_path: str | None = setting(None, "Ray Train storage for checkpoints (default RUN_DIR/ray_results)",
                                       metavar="URI")
-    checkpoint_every_steps: Int | None = _field(
+    checkpoint_every_steps: Int | None = setting(
         None, "also checkpoint inside an epoch, every N Algorithm-1 steps: a restarted worker group resumes "
         "from that step exactly (same rows, same RNG draws) instead of redoing the epoch (default: at epoch "
         "ends only)", metavar="N", ge=1)
-    log_every_s: Float = _field(30.0, "seconds between progress lines within an epoch", gt=0)
+    log_every_s: Float = setting(30.0, "seconds between progress lines within an epoch", gt=0)
 
     def __init__(self, **values: Any) -> None:
         try:
             super().__init__(**values)
         except ValidationError as err:
-            raise ConfigError(describe(err, _WHERE.get())) from None
+            raise ConfigError(validation_message(err, _WHERE.get())) from None
 
     @field_validator("data", "out", "storage_path", "init_from")
     @classmethod
@@ -167,21 +127,15 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
-        from dfei.models.registry import MODELS, unread_settings  # (torch only; no Ray)
+        from dfei.models.registry import MODELS, unread_values  # (torch only; no Ray)
 
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
-        unread = [f"{name}={getattr(self, name)!r}" for name in unread_settings(self.model)
-                  if getattr(self, name) != type(self).model_fields[name].default]
+        unread = unread_values(self.model, self.model_dump())
         if unread:
             raise ValueError(f"model {self.model!r} does not read {', '.join(unread)}: leave "
                              f"{'it' if len(unread) == 1 else 'them'} at the default, or choose a model that uses "
                              f"{'it' if len(unread) == 1 else 'them'}")
-        if self.model == "dfei_wo_dfei" and self.dfe_input != "domain":
-            raise ValueError("dfe_input needs DFE; model dfei_wo_dfei has none")
-        if len(self.tower_dropouts) != len(self.tower_dims):
-            raise ValueError(f"tower_dropouts has {len(self.tower_dropouts)} rate(s) for {len(self.tower_dims)} "
-                             f"tower layer(s) {self.tower_dims}; give one rate per layer")
         if self.mode == "fused" and self.embedding_update != "lazy":
             raise ValueError("mode fused needs embedding_update lazy (its learning rates are per embedding row)")
         if self.checkpoint_every_steps is not None and self.ingest != "arrow":
@@ -224,7 +178,7 @@ class TrainConfig(BaseModel):
             _WHERE.reset(token)
 
 
-def describe(err: ValidationError, where: str) -> str:
+def validation_message(err: ValidationError, where: str) -> str:
     """pydantic's errors as one message: `where: key = value: what was expected`, one per problem."""
     unknown = [str(e["loc"][0]) for e in err.errors() if e["type"] == "extra_forbidden"]
     lines = ([f"{where}: unknown key(s) {sorted(unknown)}; valid keys: {sorted(TrainConfig.model_fields)}"]

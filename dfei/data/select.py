@@ -130,13 +130,9 @@ def _refine_block(batch: pa.Table, keys_fn: KeysFn, queries: list[tuple]) -> lis
     return out
 
 
-def select(ds, keys_fn: KeysFn, ranks: dict[str, list[int]],
-           summary: dict[str, Summary]) -> dict[str, list[tuple[int, ...]]]:
-    """The order keys at the wanted 0-based ranks of each series: {series: [key tuple per rank]}.
-    `summary` is `summarize(ds, keys_fn)` (or merged summary blocks); a series it holds every key
-    of needs no pass. ds must give the same rows on every pass (a ValueError says so if a pass
-    disagrees with the previous one)."""
-    state = []  # one open range per wanted rank
+def _initial_state(ranks: dict[str, list[int]], summary: dict[str, Summary]) -> list[dict]:
+    """One open range per wanted rank; a series whose keys the summary holds is answered at once."""
+    state = []
     sorted_keys: dict[str, tuple[np.ndarray, ...]] = {}
     for name, wanted in ranks.items():
         s = summary.get(name, Summary(0, None, None, 1, ()))
@@ -150,49 +146,69 @@ def select(ds, keys_fn: KeysFn, ranks: dict[str, list[int]],
                     order = np.lexsort(tuple(reversed(s.keys)))
                     sorted_keys[name] = tuple(c[order] for c in s.keys)
                 state[-1]["result"] = tuple(int(c[rank]) for c in sorted_keys[name])
+    return state
+
+
+def _pass(ds, keys_fn: KeysFn, queries: list[tuple]) -> list:
+    """One pass over ds answering every query: the keys of a small range (collected), else a histogram."""
+    reduced: list = [None] * len(queries)
+    for part in block_partials(ds, _refine_block, keys_fn=keys_fn, queries=queries):
+        for i, value in enumerate(part):
+            if queries[i][5] is None:
+                reduced[i] = value if reduced[i] is None else tuple(
+                    np.concatenate([a, b]) for a, b in zip(reduced[i], value))
+            else:
+                reduced[i] = value if reduced[i] is None else reduced[i] + value
+    return reduced
+
+
+def _narrow(s: dict, step: int | None, got) -> None:
+    """Range `s` after a pass: answered from the collected keys, or narrowed to the histogram bin that
+    holds its rank (ValueError when the pass saw another row count than the range held)."""
+    local = s["rank"] - s["below"]
+    if step is None:
+        rows = len(got[0]) if got is not None else 0
+        if rows != s["count"]:
+            raise ValueError(f"{s['series']!r}: a pass saw {rows} rows in a range that held {s['count']}")
+        order = np.lexsort(tuple(reversed(got)))
+        s["result"] = s["prefix"] + tuple(int(c[order[local]]) for c in got)
+        return
+    if got is None or int(got.sum()) != s["count"]:
+        raise ValueError(f"{s['series']!r}: a pass saw {0 if got is None else int(got.sum())} rows in a "
+                         f"range that held {s['count']}")
+    cum = np.cumsum(got)
+    b = int(np.searchsorted(cum, local, side="right"))
+    s["below"] += int(cum[b - 1]) if b else 0
+    s["count"] = int(got[b])
+    s["lo"] = s["lo"] + b * step
+    s["hi"] = min(s["hi"], s["lo"] + step - 1)
+    if s["lo"] == s["hi"]:  # one value left in this component
+        s["prefix"] += (s["lo"],)
+        if len(s["prefix"]) == s["arity"]:
+            s["result"] = s["prefix"]
+        else:
+            s["comp"] += 1
+            s["lo"], s["hi"] = 0, U64_MAX
+
+
+def select(ds, keys_fn: KeysFn, ranks: dict[str, list[int]],
+           summary: dict[str, Summary]) -> dict[str, list[tuple[int, ...]]]:
+    """The order keys at the wanted 0-based ranks of each series: {series: [key tuple per rank]}.
+    `summary` is `summarize(ds, keys_fn)` (or merged summary blocks); a series it holds every key
+    of needs no pass. ds must give the same rows on every pass (a ValueError says so if a pass
+    disagrees with the previous one)."""
+    state = _initial_state(ranks, summary)
     while any(s["result"] is None for s in state):
         open_ = [s for s in state if s["result"] is None]
         queries = sorted({(s["series"], s["comp"], s["prefix"], s["lo"], s["hi"],
                            None if s["count"] <= COLLECT_MAX else -(-(s["hi"] - s["lo"] + 1) // BINS))
                           for s in open_}, key=repr)
         index = {q[:5]: i for i, q in enumerate(queries)}
-        reduced: list = [None] * len(queries)
-        for part in block_partials(ds, _refine_block, keys_fn=keys_fn, queries=queries):
-            for i, value in enumerate(part):
-                if queries[i][5] is None:
-                    reduced[i] = value if reduced[i] is None else tuple(
-                        np.concatenate([a, b]) for a, b in zip(reduced[i], value))
-                else:
-                    reduced[i] = value if reduced[i] is None else reduced[i] + value
+        reduced = _pass(ds, keys_fn, queries)
         for s in open_:
             i = index[(s["series"], s["comp"], s["prefix"], s["lo"], s["hi"])]
-            step, got = queries[i][5], reduced[i]
-            local = s["rank"] - s["below"]
-            if step is None:
-                rows = len(got[0]) if got is not None else 0
-                if rows != s["count"]:
-                    raise ValueError(f"{s['series']!r}: a pass saw {rows} rows in a range that held {s['count']}")
-                order = np.lexsort(tuple(reversed(got)))
-                s["result"] = s["prefix"] + tuple(int(c[order[local]]) for c in got)
-                continue
-            if got is None or int(got.sum()) != s["count"]:
-                raise ValueError(f"{s['series']!r}: a pass saw {0 if got is None else int(got.sum())} rows in a "
-                                 f"range that held {s['count']}")
-            cum = np.cumsum(got)
-            b = int(np.searchsorted(cum, local, side="right"))
-            s["below"] += int(cum[b - 1]) if b else 0
-            s["count"] = int(got[b])
-            s["lo"] = s["lo"] + b * step
-            s["hi"] = min(s["hi"], s["lo"] + step - 1)
-            if s["lo"] == s["hi"]:  # one value left in this component
-                s["prefix"] += (s["lo"],)
-                if len(s["prefix"]) == s["arity"]:
-                    s["result"] = s["prefix"]
-                else:
-                    s["comp"] += 1
-                    s["lo"], s["hi"] = 0, U64_MAX
+            _narrow(s, queries[i][5], reduced[i])
     out: dict[str, list[tuple[int, ...]]] = {name: [] for name in ranks}
     for s in state:
         out[s["series"]].append(s["result"])
     return out
-

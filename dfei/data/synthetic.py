@@ -306,18 +306,9 @@ def shard_rows(world: World, split: str, d: int, scale: float, min_eval_rows: in
     return max(n, min_eval_rows) if split != "train" else n
 
 
-def generate(profile: str, scale: float, seed: int, out: str, workers: int | None = None,
-             overwrite: bool = False, log=print, day: int = 0, domains: list[str] | None = None,
-             min_eval_rows: int = 0) -> DatasetSpec:
-    """Write a complete dataset (spec + Parquet) to the local directory `out`, atomically.
-
-    `day` > 0 draws another sample of the same world (users, items, domain behaviour): the logs of
-    another day, for incremental training. `domains` keeps only those domains (by name, ids kept).
-    `min_eval_rows` N >= 0: each domain's valid and test shards get at least N rows (recorded in
-    dataset.json's meta; the world, hence the train split, is the one without it). ConfigError for
-    a negative N, an unknown profile or domain, a negative day.
-    """
-    out = os.path.abspath(out)
+def _check_generate(out: str, profile: str, domains: list[str] | None, day: int, min_eval_rows: int,
+                    overwrite: bool) -> list[str]:
+    """generate's arguments checked (module errors as generate documents); the profile's domain names."""
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise PathExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     if profile not in PROFILES:
@@ -330,67 +321,100 @@ def generate(profile: str, scale: float, seed: int, out: str, workers: int | Non
         raise ConfigError(f"--day must be >= 0, got {day}")
     if min_eval_rows < 0:
         raise ConfigError(f"--min-eval-rows must be >= 0, got {min_eval_rows}")
+    return names
+
+
+def _jobs(world, profile: str, scale: float, seed: int, keep: list[int], min_eval_rows: int, tmp: str,
+          day: int) -> list[tuple]:
+    """One job per small shard, one per file of a large one (all with the shard's calibrated
+    threshold), largest first for load balance."""
+    jobs = []
+    for split in SPLITS:
+        for d in keep:
+            n = shard_rows(world, split, d, scale, min_eval_rows)
+            common = (profile, scale, seed, split, d, n)
+            if n <= EXACT_MAX_ROWS:
+                jobs.append((*common, list(range(num_files(n))), None, domain_dir(tmp, split, d), day))
+            else:
+                tau = shard_threshold(world, split, d, n, day)
+                jobs += [(*common, [f], tau, domain_dir(tmp, split, d), day) for f in range(num_files(n))]
+    jobs.sort(key=lambda j: -min(j[5], ROWS_PER_FILE * len(j[6])))
+    return jobs
+
+
+def _run_jobs(jobs: list[tuple], workers: int, total: int, t0: float, log) -> dict[str, dict[int, list[int]]]:
+    """Every job run (in `workers` processes when > 1) with a progress bar every 5 %; -> per split,
+    per domain [rows, positives]. A failure stops the pool before the error propagates (running jobs
+    would otherwise recreate the temporary directory after it is deleted)."""
+    counts: dict[str, dict[int, list[int]]] = {s: {} for s in SPLITS}
+    done, next_report = 0, 0.0
+    executor = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        results = (map(_job, jobs) if executor is None
+                   else (f.result() for f in as_completed([executor.submit(_job, j) for j in jobs])))
+        for split, d, rows, positives in results:
+            acc = counts[split].setdefault(d, [0, 0])
+            acc[0], acc[1] = acc[0] + rows, acc[1] + positives
+            done += rows
+            if done / total >= next_report:
+                next_report = done / total + 0.05
+                elapsed = time.time() - t0
+                log(f"[generate] [{'#' * int(30 * done / total):<30}] {done / total:6.1%} {done:,}/{total:,} rows, "
+                    f"{done / max(elapsed, 1e-9):,.0f} rows/s, ETA {elapsed * (total - done) / max(done, 1):.0f}s")
+    except BaseException:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
+    return counts
+
+
+def _spec(world, profile: str, scale: float, seed: int, day: int, keep: list[int], names: list[str],
+          min_eval_rows: int, counts: dict[str, dict[int, list[int]]]) -> DatasetSpec:
+    stats = {s: {world.domains[d].name: {"rows": r, "ctr": p / r}
+                 for d, (r, p) in sorted(counts[s].items())} for s in SPLITS}
+    return DatasetSpec(
+        name=f"{profile}-s{scale:g}-seed{seed}" + (f"-day{day}" if day else "")
+             + (f"-{len(keep)}of{len(names)}domains" if len(keep) < len(names) else "")
+             + (f"-e{min_eval_rows}" if min_eval_rows else ""),
+        label="label", user_column="user_id", encoders={"native": True},  # generated as ids
+        domains=[Domain(d, names[d]) for d in keep],
+        features=[Feature(name, card) for name, card in world.cardinalities.items()],
+        row_counts={s: {name: int(v["rows"]) for name, v in stats[s].items()} for s in SPLITS},
+        meta={"generator": "dfei.data.synthetic", "profile": profile, "scale": scale, "seed": seed, "day": day,
+              "min_eval_rows": min_eval_rows, "oracle_column": ORACLE_COLUMN,
+              "ctr": {s: {name: round(v["ctr"], 6) for name, v in stats[s].items()} for s in SPLITS}},
+    )
+
+
+def generate(profile: str, scale: float, seed: int, out: str, workers: int | None = None,
+             overwrite: bool = False, log=print, day: int = 0, domains: list[str] | None = None,
+             min_eval_rows: int = 0) -> DatasetSpec:
+    """Write a complete dataset (spec + Parquet) to the local directory `out`, atomically.
+
+    `day` > 0 draws another sample of the same world (users, items, domain behaviour): the logs of
+    another day, for incremental training. `domains` keeps only those domains (by name, ids kept).
+    `min_eval_rows` N >= 0: each domain's valid and test shards get at least N rows (recorded in
+    dataset.json's meta; the world, hence the train split, is the one without it). ConfigError for
+    a negative N, an unknown profile or domain, a negative day; PathExistsError for a non-empty
+    `out` without overwrite.
+    """
+    out = os.path.abspath(out)
+    names = _check_generate(out, profile, domains, day, min_eval_rows, overwrite)
     t0 = time.time()
     world = _world(profile, scale, seed)  # cached before the pool forks: workers inherit it
     keep = [d for d, name in enumerate(names) if not domains or name in domains]
     with atomic_directory(out) as tmp:
-        jobs = []
-        for split in SPLITS:
-            for d in keep:
-                n = shard_rows(world, split, d, scale, min_eval_rows)
-                common = (profile, scale, seed, split, d, n)
-                if n <= EXACT_MAX_ROWS:
-                    jobs.append((*common, list(range(num_files(n))), None, domain_dir(tmp, split, d), day))
-                else:  # one job per file, all with the shard's calibrated threshold
-                    tau = shard_threshold(world, split, d, n, day)
-                    jobs += [(*common, [f], tau, domain_dir(tmp, split, d), day) for f in range(num_files(n))]
-        jobs.sort(key=lambda j: -min(j[5], ROWS_PER_FILE * len(j[6])))  # largest first for load balance
+        jobs = _jobs(world, profile, scale, seed, keep, min_eval_rows, tmp, day)
         total = sum(shard_rows(world, split, d, scale, min_eval_rows) for split in SPLITS for d in keep)
         workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
         log(f"[generate] {profile} x{scale}: {len(keep)} domains, {total:,} rows, "
             f"{len(world.p):,} users, {len(world.q):,} items, {len(jobs)} jobs on {workers} process(es)")
-        counts: dict[str, dict[int, list[int]]] = {s: {} for s in SPLITS}
-        done = 0
-        executor = ProcessPoolExecutor(workers) if workers > 1 else None
-        try:
-            if executor is None:
-                results = map(_job, jobs)
-            else:
-                results = (f.result() for f in as_completed([executor.submit(_job, j) for j in jobs]))
-            next_report = 0.0
-            for split, d, rows, positives in results:
-                acc = counts[split].setdefault(d, [0, 0])
-                acc[0], acc[1] = acc[0] + rows, acc[1] + positives
-                done += rows
-                if done / total >= next_report:
-                    next_report = done / total + 0.05
-                    elapsed = time.time() - t0
-                    bar = "#" * int(30 * done / total)
-                    log(f"[generate] [{bar:<30}] {done / total:6.1%} {done:,}/{total:,} rows, "
-                        f"{done / max(elapsed, 1e-9):,.0f} rows/s, ETA {elapsed * (total - done) / max(done, 1):.0f}s")
-            stats = {s: {world.domains[d].name: {"rows": r, "ctr": p / r}
-                         for d, (r, p) in sorted(counts[s].items())} for s in SPLITS}
-            spec = DatasetSpec(
-                name=f"{profile}-s{scale:g}-seed{seed}" + (f"-day{day}" if day else "")
-                     + (f"-{len(keep)}of{len(names)}domains" if len(keep) < len(names) else "")
-                     + (f"-e{min_eval_rows}" if min_eval_rows else ""),
-                label="label", user_column="user_id", encoders={"native": True},  # generated as ids
-                domains=[Domain(d, names[d]) for d in keep],
-                features=[Feature(name, card) for name, card in world.cardinalities.items()],
-                row_counts={s: {name: int(v["rows"]) for name, v in stats[s].items()} for s in SPLITS},
-                meta={"generator": "dfei.data.synthetic", "profile": profile, "scale": scale, "seed": seed, "day": day,
-                      "min_eval_rows": min_eval_rows, "oracle_column": ORACLE_COLUMN,
-                      "ctr": {s: {name: round(v["ctr"], 6) for name, v in stats[s].items()} for s in SPLITS}},
-            )
-            with open(os.path.join(tmp, "dataset.json"), "w") as f:
-                json.dump(spec.to_json(), f, indent=1, sort_keys=True)
-        except BaseException:
-            if executor is not None:  # running jobs would otherwise recreate tmp after it is deleted
-                executor.shutdown(wait=True, cancel_futures=True)
-            raise
-        finally:
-            if executor is not None:
-                executor.shutdown(cancel_futures=True)
+        counts = _run_jobs(jobs, workers, total, t0, log)
+        spec = _spec(world, profile, scale, seed, day, keep, names, min_eval_rows, counts)
+        with open(os.path.join(tmp, "dataset.json"), "w") as f:
+            json.dump(spec.to_json(), f, indent=1, sort_keys=True)
     log(f"[generate] wrote {out} in {time.time() - t0:.1f}s")
     return spec
-

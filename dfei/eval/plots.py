@@ -9,7 +9,6 @@ import numpy as np
 from dfei.atomic import atomic_write
 from dfei.eval.significance import finite_mean
 
-BASELINE_NAMES = ("mlp", "mmoe", "ple", "aitm", "hmoe", "star", "pepnet", "hinet")
 
 def pyplot():
     import matplotlib

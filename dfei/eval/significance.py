@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 from scipy.stats import ttest_rel
 
+from dfei.models.registry import BASELINES
 
-BASELINE_NAMES = ("mlp", "mmoe", "ple", "aitm", "hmoe", "star", "pepnet", "hinet")
+
 def per_seed(results: dict[str, dict[int, dict]], domains: list[str]) -> dict[str, dict[str, list[float]]]:
     """model -> column (domain names + "avg") -> test AUC per seed (seed order)."""
     out = {}
@@ -26,7 +27,7 @@ def per_seed(results: dict[str, dict[int, dict]], domains: list[str]) -> dict[st
 
 def significance(values: dict[str, dict[str, list[float]]], columns: list[str], model: str = "dfei") -> dict:
     """column -> {"baseline", "p", "mark"} for `model` against the column's best baseline."""
-    baselines = [m for m in values if m in BASELINE_NAMES]
+    baselines = [m for m in values if m in BASELINES]
     out = {}
     if model not in values or not baselines:
         return out

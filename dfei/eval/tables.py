@@ -28,9 +28,8 @@ import numpy as np
 
 from dfei.atomic import write_text_atomic
 from dfei.eval.oracle import auc_interval
-
-BASELINE_NAMES = ("mlp", "mmoe", "ple", "aitm", "hmoe", "star", "pepnet", "hinet")
-from dfei.eval.significance import BASELINE_NAMES, finite_mean, best_model, paired_test, significance
+from dfei.eval.significance import best_model, finite_mean, paired_test, significance
+from dfei.models.registry import ABLATIONS, BASELINES
 
 
 def write_tables(values: dict[str, dict[str, list[float]]], domains: list[str], out: str,
@@ -41,7 +40,7 @@ def write_tables(values: dict[str, dict[str, list[float]]], domains: list[str], 
     columns = domains + ["avg"]
     sig = significance(values, columns)
     means = {m: {c: finite_mean(values[m][c]) for c in columns} for m in values}
-    baselines = [m for m in values if m in BASELINE_NAMES]
+    baselines = [m for m in values if m in BASELINES]
     best_base = {c: best_model(baselines, {m: means[m][c] for m in baselines}) for c in columns} if baselines else {}
     best_all = {c: best_model(list(values), {m: means[m][c] for m in values}) for c in columns}
     seeds = {m: len(values[m]["avg"]) for m in values}
@@ -136,7 +135,6 @@ def _summary_lines(values, facts, best_base: str | None, oracle: dict, reference
     return lines + ["", _valid_selection(values, facts)]
 
 
-ABLATIONS = ("dfei_wo_dfi", "dfei_wo_dfei")  # DFEI without its modules: not candidates for "a DFEI"
 # (a run with other training settings, such as dfei_no_lr_scale, is DFEI the model: a candidate)
 
 
@@ -152,8 +150,8 @@ def _valid_selection(values, facts) -> str:
     def model_of(m: str) -> str:
         return facts.get(m, {}).get("model", m)
 
-    dfei = pick([m for m in values if model_of(m) not in BASELINE_NAMES + ABLATIONS])
-    base = pick([m for m in values if model_of(m) in BASELINE_NAMES])
+    dfei = pick([m for m in values if model_of(m) not in BASELINES + ABLATIONS])
+    base = pick([m for m in values if model_of(m) in BASELINES])
     if dfei is None or base is None:
         return "Selection on valid: needs a baseline and a DFEI configuration."
     p, better = paired_test(values[dfei]["avg"], values[base]["avg"])

@@ -5,6 +5,9 @@ A model implements `forward_domain(e, d) -> logits` for a batch of one domain (A
 sequential step) and `domain_modules(d)` (the modules only domain d uses: they learn at lr; all
 other parameters are shared and learn at lr * shared_lr_scale). Mixed-domain batches (inference)
 are split by domain with index_select, one call per present domain.
+
+`DomainModel` is what every registered model declares to the trainer, warm start and export; they
+use nothing else of a model.
 """
 from __future__ import annotations
 
@@ -14,9 +17,7 @@ import torch
 from torch import nn
 
 from dfei.models.layers import MLP, FeatureEmbedding, route_by_domain
-
-TOWER = [128, 64, 32]  # paper Table 4: towers and experts
-DROPOUT = [0.1, 0.2, 0.3]
+from dfei.models.options import DROPOUT, TOWER  # noqa: F401 (the baselines' sizes, imported from here)
 
 
 def check_domain_indices(present: list[int], num_domains: int) -> None:
@@ -47,7 +48,45 @@ class PredictProba:
             self.train(was_training)
 
 
-class MultiDomainModel(PredictProba, nn.Module):
+class DomainModel(PredictProba):
+    """The declared interface of a registered model (an nn.Module with an `embedding`).
+
+    Parameter groups (Algorithm 1): `shared_parameters()` learn at lr * shared_lr_scale,
+    `domain_parameters(d)` at lr. Per-domain state (warm start over new or dropped domains):
+    `per_domain_modules`, the names of the ModuleLists indexed by domain, and `per_domain_rows`, the
+    state-dict tensors with one row per domain; None: the model has state sized by the number of
+    domains elsewhere (gates, experts), so its domains cannot change between runs. `accepts_groups`:
+    forward(x, domain, groups=) takes a fused step's DomainGroups. The rest are methods below.
+    """
+
+    per_domain_modules: tuple[str, ...] | None = None
+    per_domain_rows: tuple[str, ...] = ()
+    accepts_groups = False
+
+    def shared_parameters(self) -> Iterator[nn.Parameter]:
+        raise NotImplementedError
+
+    def domain_parameters(self, d: int) -> Iterator[nn.Parameter]:
+        raise NotImplementedError
+
+    def domain_features(self) -> torch.Tensor | None:
+        """The domain feature buffer v [D, dim] (DFE, Eq. 4), or None for a model without DFE."""
+        return None
+
+    def compilable_layers(self) -> list[nn.Module]:
+        """One module of each dense layer plan `--compile` compiles (dfei.train.compiled), [] when the
+        model has no compiled path; set_layer_runner then installs the compiled function."""
+        return []
+
+    def set_layer_runner(self, runner) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no compiled path")
+
+    def use_row_sparse_embedding(self, enabled: bool) -> None:
+        """Row-sparse embedding gradients (the lazy Adam's rows) when enabled, dense otherwise."""
+        self.embedding.sparse = enabled
+
+
+class MultiDomainModel(DomainModel, nn.Module):
     def __init__(self, cardinalities: Sequence[int], num_domains: int, embed_dim: int = 16,
                  embed_init_std: float = 0.01):
         super().__init__()
@@ -68,6 +107,7 @@ class MultiDomainModel(PredictProba, nn.Module):
             yield from module.parameters()
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
+        """Every parameter no domain owns (domain_modules)."""
         owned = {id(p) for d in range(self.num_domains) for p in self.domain_parameters(d)}
         return (p for p in self.parameters() if id(p) not in owned)
 

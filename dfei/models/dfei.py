@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, StrictBool, model_validator
 from torch import nn
 
-from dfei.models.base import PredictProba
+from dfei.fields import Int
+from dfei.models.base import DomainModel
 from dfei.models.layers import (
     MLP,
     DomainGroups,
@@ -42,35 +43,25 @@ from dfei.models.layers import (
     stacked_apply,
 )
 from dfei.models.norm import DomainAffine, PartitionedNorm
+from dfei.models.options import ModelOptions
 
 
-@dataclass
-class DFEIConfig:
-    cardinalities: list[int]
-    num_domains: int
-    embed_dim: int = 16
-    tower_dims: list[int] = field(default_factory=lambda: [128, 64, 32])
-    tower_dropouts: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3])
-    head_dims: list[int] = field(default_factory=lambda: [32])
-    k: int = 32
-    alpha: float = 0.9
-    use_dfe: bool = True
-    use_dfi: bool = True
-    embed_init_std: float = 0.01
-    domain_norm: bool = False  # STAR's partitioned normalisation of e before the towers (not in the paper)
-    dfe_input: str = "domain"  # v_d from the domain tower's u_d (paper Eq. 4) or "shared": from s = f(e)
+class DFEIConfig(ModelOptions):
+    """DFEI's configuration: the model options (dfei.models.options: alpha, k, towers, ...), the data's
+    shape and the ablation switches (paper Fig. 2a: use_dfi=False is "w/o DFI", both False "w/o
+    DFEI"). ValidationError (a ValueError) naming the field when a value does not fit."""
 
-    def __post_init__(self) -> None:
-        if self.num_domains < 1:
-            raise ValueError(f"num_domains must be >= 1, got {self.num_domains}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
+    cardinalities: list[Int]
+    num_domains: Int = Field(ge=1)
+    head_dims: list[Int] = [32]  # the authors' Dense(32, relu) before the output
+    use_dfe: StrictBool = True
+    use_dfi: StrictBool = True
+
+    @model_validator(mode="after")
+    def _dfi_needs_dfe(self) -> "DFEIConfig":
         if self.use_dfi and not self.use_dfe:
             raise ValueError("use_dfi=True needs use_dfe=True: DFI integrates the DFE domain features")
-        if self.dfe_input not in ("domain", "shared"):
-            raise ValueError(f"dfe_input must be 'domain' or 'shared', got {self.dfe_input!r}")
+        return self
 
 
 class DomainFeatureExtraction(GlobalBatchStatistics, nn.Module):
@@ -153,7 +144,7 @@ class DomainFeatureIntegration(nn.Module):
         return w @ values + w.gather(1, domain.unsqueeze(1)) * own_value, w
 
 
-class DFEI(PredictProba, nn.Module):
+class DFEI(DomainModel, nn.Module):
     """The full model. `forward(x, domain)` returns logits [batch].
 
     `domain` is either an int (a single-domain batch, Algorithm 1's sequential step) or a
@@ -167,7 +158,9 @@ class DFEI(PredictProba, nn.Module):
     """
 
     stacked = True
-    accepts_groups = True  # forward takes the fused step's DomainGroups (dfei.train.epoch)
+    accepts_groups = True  # forward takes the fused step's DomainGroups
+    per_domain_modules = ("domain_towers", "heads", "domain_norms")  # ModuleLists indexed by domain
+    per_domain_rows = ("dfe.v", "dfe.initialized", "norm.running_mean", "norm.running_var", "norm.initialized")
     # None: towers and heads run as modules; else a compiled layers.run_layers (dfei.train.compiled)
     layer_runner = None
 
@@ -200,6 +193,15 @@ class DFEI(PredictProba, nn.Module):
     @property
     def num_domains(self) -> int:
         return self.config.num_domains
+
+    def domain_features(self) -> torch.Tensor | None:
+        return self.dfe.v if self.dfe is not None else None
+
+    def compilable_layers(self) -> list[nn.Module]:
+        return [self.shared_tower, self.domain_towers[0], self.heads[0]]  # every layer plan: tower, head
+
+    def set_layer_runner(self, runner) -> None:
+        self.layer_runner = runner
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
         """theta^s of Eq. 8: E, f, h1..h3 and with domain_norm the shared gamma, beta (learn at lr *

@@ -15,12 +15,13 @@ import torch
 from torch import nn
 
 from dfei.models.base import DROPOUT, TOWER, MultiDomainModel, check_domain_indices, head
+from dfei.models.options import default
 from dfei.models.dfei import DomainFeatureExtraction, DomainFeatureIntegration
 from dfei.models.layers import MLP, route_by_domain
 
 
 class DFEIPlugin(MultiDomainModel):
-    def __init__(self, backbone: MultiDomainModel, alpha: float = 0.9, k: int = 32):
+    def __init__(self, backbone: MultiDomainModel, alpha: float = default("alpha"), k: int = default("k")):
         nn.Module.__init__(self)
         if backbone.representation_dim is None:
             raise ValueError(f"{type(backbone).__name__} exposes no per-domain representation to attach DFEI to")
@@ -35,6 +36,9 @@ class DFEIPlugin(MultiDomainModel):
 
     def domain_modules(self, d: int) -> list[nn.Module]:
         return self.backbone.domain_modules(d) + [self.heads[d]]
+
+    def domain_features(self) -> torch.Tensor:
+        return self.dfe.v
 
     def forward(self, x: torch.Tensor, domain: int | torch.Tensor) -> torch.Tensor:
         # x: [batch, n_features] -> logits [batch]

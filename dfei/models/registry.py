@@ -1,7 +1,12 @@
-"""Name -> model builder, so trainers and tests can iterate over every model."""
+"""Name -> registered model: how it is built and which model options it reads.
+
+A model option (dfei.models.options) a model does not read is refused by name wherever a run sets it
+(TrainConfig, build_model), never dropped silently. A new model is one file and one line in MODELS.
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -12,78 +17,97 @@ from dfei.models.hinet import HiNet
 from dfei.models.hmoe import HMoE
 from dfei.models.mlp import MLPModel
 from dfei.models.mmoe import MMoE
+from dfei.models.options import EMBEDDING_OPTIONS, OPTIONS, default
 from dfei.models.pepnet import PEPNet
 from dfei.models.ple import PLE
 from dfei.models.plugin import DFEIPlugin
 from dfei.models.star import STAR
 
-ModelBuilder = Callable[..., nn.Module]
-DFEI_ONLY = ("alpha", "k", "tower_dims", "tower_dropouts", "use_dfe", "use_dfi", "head_dims", "domain_norm",
-             "dfe_input")
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: `build(cardinalities, num_domains, **options)` with exactly the options in
+    `reads` (ModelOptions field names), building a `cls` (whose class attributes declare the rest:
+    dfei.models.base.DomainModel); `family`: "baseline", "dfei" (DFEIConfig's models: DFEI and its
+    ablations) or "plugin" (`<backbone>+dfei`)."""
+
+    build: Callable[..., nn.Module]
+    reads: tuple[str, ...]
+    family: str
+    cls: type
 
 
-def _dfei(**overrides: Any) -> ModelBuilder:
-    def build(cardinalities: list[int], num_domains: int, **kwargs: Any) -> DFEI:
-        return DFEI(DFEIConfig(cardinalities=cardinalities, num_domains=num_domains, **{**kwargs, **overrides}))
-
-    return build
-
-
-def _baseline(cls) -> ModelBuilder:
-    def build(cardinalities: list[int], num_domains: int, **kwargs: Any) -> nn.Module:
-        # baselines use paper Table 4's sizes; DFEI's own knobs (alpha, k, ...) do not apply
-        return cls(cardinalities, num_domains, **{k: v for k, v in kwargs.items() if k not in DFEI_ONLY})
-
-    return build
+def baseline(cls: type) -> ModelEntry:
+    """A baseline: paper Table 4's sizes, no DFE/DFI; reads the embedding's options only."""
+    return ModelEntry(lambda cardinalities, num_domains, **options: cls(cardinalities, num_domains, **options),
+                      EMBEDDING_OPTIONS, "baseline", cls)
 
 
-MODELS: dict[str, ModelBuilder] = {
-    "mlp": _baseline(MLPModel),
-    "mmoe": _baseline(MMoE),
-    "ple": _baseline(PLE),
-    "aitm": _baseline(AITM),
-    "hmoe": _baseline(HMoE),
-    "star": _baseline(STAR),
-    "pepnet": _baseline(PEPNet),
-    "hinet": _baseline(HiNet),
-    "dfei": _dfei(),
-    "dfei_wo_dfi": _dfei(use_dfi=False),  # paper Fig. 2a "w/o DFI"
-    "dfei_wo_dfei": _dfei(use_dfe=False, use_dfi=False),  # paper Fig. 2a "w/o DFEI"
+def dfei(use_dfe: bool = True, use_dfi: bool = True) -> ModelEntry:
+    """DFEI (or an ablation, paper Fig. 2a): reads every model option but those of a module it lacks
+    (k sizes DFI; alpha and dfe_input are DFE's)."""
+    unread = (() if use_dfi else ("k",)) + (() if use_dfe else ("alpha", "dfe_input"))
+
+    def build(cardinalities: list[int], num_domains: int, **options: Any) -> DFEI:
+        return DFEI(DFEIConfig(cardinalities=cardinalities, num_domains=num_domains, use_dfe=use_dfe,
+                               use_dfi=use_dfi, **options))
+
+    return ModelEntry(build, tuple(o for o in OPTIONS if o not in unread), "dfei", DFEI)
+
+
+def plugin(cls: type) -> ModelEntry:
+    """`<backbone>+dfei`: DFE + DFI on the backbone's per-domain representation; the backbone keeps its
+    own towers, so the plug-in reads the embedding's options, alpha and k."""
+    def build(cardinalities: list[int], num_domains: int, alpha: float = default("alpha"), k: int = default("k"),
+              **options: Any) -> DFEIPlugin:
+        return DFEIPlugin(cls(cardinalities, num_domains, **options), alpha=alpha, k=k)
+
+    return ModelEntry(build, (*EMBEDDING_OPTIONS, "alpha", "k"), "plugin", DFEIPlugin)
+
+
+_BACKBONES = {"mmoe": MMoE, "ple": PLE, "aitm": AITM, "hmoe": HMoE, "star": STAR, "pepnet": PEPNet, "hinet": HiNet}
+MODELS: dict[str, ModelEntry] = {
+    "mlp": baseline(MLPModel),
+    **{name: baseline(cls) for name, cls in _BACKBONES.items()},
+    "dfei": dfei(),
+    "dfei_wo_dfi": dfei(use_dfi=False),  # paper Fig. 2a "w/o DFI"
+    "dfei_wo_dfei": dfei(use_dfe=False, use_dfi=False),  # paper Fig. 2a "w/o DFEI"
+    # every backbone with a per-domain representation (MLP has none)
+    **{f"{name}+dfei": plugin(cls) for name, cls in _BACKBONES.items()},
 }
-BASELINES = ("mlp", "mmoe", "ple", "aitm", "hmoe", "star", "pepnet", "hinet")
+BASELINES = tuple(name for name, entry in MODELS.items() if entry.family == "baseline")
+ABLATIONS = ("dfei_wo_dfi", "dfei_wo_dfei")
 
 
-def _plugin(cls) -> ModelBuilder:
-    def build(cardinalities: list[int], num_domains: int, **kwargs: Any) -> DFEIPlugin:
-        backbone = cls(cardinalities, num_domains, **{k: v for k, v in kwargs.items() if k not in DFEI_ONLY})
-        return DFEIPlugin(backbone, alpha=kwargs.get("alpha", 0.9), k=kwargs.get("k", 32))
-
-    return build
-
-
-# `<backbone>+dfei`: DFE + DFI on every backbone with a per-domain representation (not MLP)
-for _name, _cls in (("mmoe", MMoE), ("ple", PLE), ("aitm", AITM), ("hmoe", HMoE), ("star", STAR),
-                    ("pepnet", PEPNet), ("hinet", HiNet)):
-    MODELS[f"{_name}+dfei"] = _plugin(_cls)
-
-
-# the training settings each kind of model does not read (the rest it does: embed_dim, embed_init_std)
-_DFEI_STRUCTURE = ("tower_dims", "tower_dropouts", "domain_norm", "dfe_input")
-UNREAD_SETTINGS: dict[str, tuple[str, ...]] = {
-    **{name: ("alpha", "k", *_DFEI_STRUCTURE) for name in BASELINES},  # paper Table 4's sizes, no DFE/DFI
-    **{f"{name}+dfei": _DFEI_STRUCTURE for name in BASELINES if name != "mlp"},  # the backbone's own towers
-    "dfei": (), "dfei_wo_dfi": ("k",), "dfei_wo_dfei": ("alpha", "k"),  # k sizes DFI, alpha is DFE's decay
-}
+def entry(name: str) -> ModelEntry:
+    """The registered model `name`; ValueError naming the registered ones when there is none."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
 
 
 def unread_settings(name: str) -> tuple[str, ...]:
-    """The training settings (TrainConfig field names) model `name` does not read: a value other
-    than the default for one of them would be recorded as if it had been used."""
-    return UNREAD_SETTINGS.get(name, ())
+    """The model options model `name` does not read: a value other than the default for one of them
+    would be recorded as if it had been used."""
+    reads = entry(name).reads
+    return tuple(o for o in OPTIONS if o not in reads)
 
 
-def build_model(name: str, cardinalities: list[int], num_domains: int, **kwargs: Any) -> nn.Module:
-    """Build a registered model; kwargs are the model's config fields (alpha, k, ...)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}")
-    return MODELS[name](cardinalities, num_domains, **kwargs)
+def unread_values(name: str, options: dict[str, Any]) -> list[str]:
+    """`option=value` for each option in `options` that model `name` does not read and that is not at
+    its default (the settings a run must not record as used)."""
+    return [f"{o}={options[o]!r}" for o in unread_settings(name) if o in options and options[o] != default(o)]
+
+
+def build_model(name: str, cardinalities: list[int], num_domains: int, **options: Any) -> nn.Module:
+    """Build registered model `name` for `cardinalities` (one per feature) and `num_domains` domains;
+    `options` are model options (dfei.models.options). ValueError for an unknown model, an unknown
+    option, or an option the model does not read set to another value than its default."""
+    model = entry(name)
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown model option(s) {unknown}; options: {', '.join(OPTIONS)}")
+    unread = unread_values(name, options)
+    if unread:
+        raise ValueError(f"model {name!r} does not read {', '.join(unread)}")
+    return model.build(list(cardinalities), num_domains, **{o: options[o] for o in model.reads if o in options})

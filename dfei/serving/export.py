@@ -36,6 +36,7 @@ from torch import nn
 
 from dfei.atomic import atomic_write, json_safe, write_json_atomic
 from dfei.errors import ConfigError, PathExistsError
+from dfei.models.build import read_options
 from dfei.models.layers import route_by_domain
 
 FORMATS = ("torchscript", "onnx")
@@ -181,7 +182,7 @@ def _export_checked(model, spec, cfg, fmt: str, tmp: str, artifact: str, checkpo
 def _sidecar(fmt: str, artifact: str, path: str, checkpoint: str, spec, cfg, model) -> dict[str, Any]:
     with open(path, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
-    dfe = getattr(model, "dfe", None)
+    v = model.domain_features()
     return {
         "format": fmt, "artifact": artifact, "sha256": digest,
         "inputs": {"features": {"dtype": "int64", "shape": ["batch", len(spec.features)],
@@ -191,10 +192,8 @@ def _sidecar(fmt: str, artifact: str, path: str, checkpoint: str, spec, cfg, mod
         "features": [{"name": f.name, "cardinality": f.cardinality} for f in spec.features],
         "domains": [{"id": d.id, "name": d.name} for d in spec.domains],
         "model": cfg.model,
-        "model_config": {k: cfg.to_dict()[k] for k in ("alpha", "k", "embed_dim", "tower_dims", "tower_dropouts",
-                                                          "domain_norm", "dfe_input")},
-        "domain_features": {"baked_in": dfe is not None,
-                            "norms": dfe.v.norm(dim=1).tolist() if dfe is not None else None},
+        "model_config": read_options(cfg),  # the options this model reads (dfei.models.registry)
+        "domain_features": {"baked_in": v is not None, "norms": v.norm(dim=1).tolist() if v is not None else None},
         "trained": {"checkpoint": checkpoint, "dataset": spec.name},
         "exported": {"torch": torch.__version__, "unix": time.time()},
     }

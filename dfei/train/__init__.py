@@ -1,1 +1,2 @@
-"""Training on Ray Train (loop, optimiser, checkpoints) and its plain-PyTorch engine."""
+"""One training run on Ray Train: the driver, the worker function, and the plain-PyTorch epoch, step,
+optimiser and checkpoints they use."""

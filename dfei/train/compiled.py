@@ -95,7 +95,8 @@ def enable_compile(model: nn.Module, device: torch.device) -> dict[str, Any]:
     done = getattr(m, "compile_info", None)
     if done is not None:
         return {**done, "compile_s": 0.0}
-    if not hasattr(m, "layer_runner"):
+    layers = m.compilable_layers()  # dfei.models.base.DomainModel
+    if not layers:
         warnings.warn(f"--compile: {type(m).__name__} has no compiled path (DFEI's towers and heads have); "
                       "training runs eager", RuntimeWarning, stacklevel=2)
         info = {"compiled": False, "compile_s": 0.0, "error": f"{type(m).__name__} has no compiled path"}
@@ -104,12 +105,12 @@ def enable_compile(model: nn.Module, device: torch.device) -> dict[str, Any]:
         try:
             _limit_recompiles()
             fn = torch.compile(run_layers, dynamic=True)
-            _trial(fn, [m.shared_tower, m.domain_towers[0], m.heads[0]], device)
+            _trial(fn, layers, device)
         except Exception as err:
             _warn(err)
             info = {"compiled": False, "compile_s": time.perf_counter() - t0, "error": _describe(err)}
         else:
             info = {"compiled": True, "compile_s": time.perf_counter() - t0, "error": None}
-            m.layer_runner = CompiledLayers(fn, info)
+            m.set_layer_runner(CompiledLayers(fn, info))
     m.compile_info = info  # plain attribute: not model state, not in the state dict
     return dict(info)

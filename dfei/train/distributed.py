@@ -211,7 +211,7 @@ def check_replicas(model: nn.Module, world_size: int, when: str, log=print) -> l
 
 @dataclass
 class DistributedHooks:
-    """What the engine calls on N > 1 ranks: between backward and update (the embedding's sparse
+    """What the epoch loop calls on N > 1 ranks: between backward and update (the embedding's sparse
     gradient), to join a 1-D tensor over the ranks (the fused mode's per-row counts), and to take
     the minimum of a tensor over the ranks (so every rank stops at the same update on divergence)."""
 
@@ -229,7 +229,7 @@ def _min(t: torch.Tensor) -> torch.Tensor:
 
 def prepare_distributed(model: nn.Module, world_size: int) -> DistributedHooks:
     """Everything DFEI needs before DDP wraps the model on `world_size` ranks: the statistics
-    reducer, and for a row-sparse embedding its exclusion from DDP. Returns the engine's hooks.
+    reducer, and for a row-sparse embedding its exclusion from DDP. Returns the epoch loop's hooks.
     Call after build_optimizer, which decides whether the embedding's gradient is sparse."""
     attach_reducer(model, world_size)
     if world_size <= 1:

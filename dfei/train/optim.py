@@ -141,7 +141,7 @@ def build_optimizer(model: nn.Module, lr: float = 1e-3, l2: float = 1e-6, shared
                     lazy_embeddings: bool = True) -> LazyAdam:
     """Algorithm 1's Adam. lazy_embeddings also switches the model's embedding to sparse gradients."""
     scale = resolve_shared_lr_scale(shared_lr_scale, model.num_domains)
-    model.embedding.sparse = lazy_embeddings
+    model.use_row_sparse_embedding(lazy_embeddings)
     return LazyAdam(param_groups(model, lr, l2, scale), lr=lr, **fast_adam_kernel())
 
 

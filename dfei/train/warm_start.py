@@ -13,11 +13,12 @@ must have the checkpoint's encoders (then their cardinalities are equal) or grow
 csv --encoders-from ... --grow`): each grown feature's embedding rows are extended, the old rows and
 their Adam moments kept bit for bit at their ids, the new rows initialised as a fresh model's and
 their moments zero. Datasets with native ids (synthetic) must have the same names and cardinalities.
-Data encoded otherwise is refused naming the feature and a value whose id differs. Other registered models can be continued on the same domains; adding domains is supported for
-the DFEI models (dfei, dfei_wo_dfi, dfei_wo_dfei), whose per-domain state is the domain towers,
-heads, rows of v, and with domain_norm each domain's norm scale/shift and statistics rows (the
-baselines have parameters sized by the number of domains). The architecture and what v averages
-(ARCHITECTURE: dfe_input among them, so an EMA of u_d never continues as one of s) must match.
+Data encoded otherwise is refused naming the feature and a value whose id differs. Every registered model can be continued on the same domains; adding or dropping domains is supported
+for the models that declare their per-domain state (dfei.models.base.DomainModel: per_domain_modules,
+per_domain_rows; DFEI and its ablations: the domain towers, heads, rows of v, and with domain_norm each
+domain's norm scale/shift and statistics rows; the baselines have parameters sized by the number of
+domains). The model and its architecture options must match (dfei.models.options: those marked
+architecture, dfe_input among them, so an EMA of u_d never continues as one of s).
 """
 from __future__ import annotations
 
@@ -30,20 +31,30 @@ from dfei.data.encoders import FeatureTransform
 from dfei.data.encoders.compat import check_recorded, relate
 from dfei.data.spec import DatasetError, DatasetSpec
 from dfei.errors import CheckpointError
+from dfei.config import TrainConfig
+from dfei.models import options
 from dfei.models.build import model_from_config
-from dfei.config import DFEI_MODELS, TrainConfig
+from dfei.models.registry import MODELS, entry
 
-PER_DOMAIN_MODULES = ("domain_towers", "heads", "domain_norms")  # DFEI's modules indexed by domain
-PER_DOMAIN_ROWS = ("dfe.v", "dfe.initialized", "norm.running_mean", "norm.running_var",
-                   "norm.initialized")  # DFEI's tensors with one row per domain
-ARCHITECTURE = ("model", "embed_dim", "tower_dims", "k", "domain_norm", "dfe_input")
+ARCHITECTURE = ("model", *options.ARCHITECTURE)  # what a continued run must share with its checkpoint
 
 
-def _source_name(name: str, new_ids: list[int], old_index: dict[int, int], dfei_layout: bool,
+def _per_domain(model: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """(modules indexed by domain, state tensors with a row per domain) model `model` declares, or
+    None when its domains cannot change between runs."""
+    cls = entry(model).cls
+    return None if cls.per_domain_modules is None else (cls.per_domain_modules, cls.per_domain_rows)
+
+
+def _domain_changing_models() -> list[str]:
+    return [name for name in MODELS if _per_domain(name) is not None]
+
+
+def _source_name(name: str, new_ids: list[int], old_index: dict[int, int], per_domain_modules: tuple[str, ...],
                  seed_index: int | None = None) -> str | None:
     """The old state-dict entry a new entry is copied from (None: a new domain's, left as built;
     with seed_index, a new domain's comes from that old domain)."""
-    if dfei_layout and name.split(".", 1)[0] in PER_DOMAIN_MODULES:
+    if name.split(".", 1)[0] in per_domain_modules:
         prefix, j, rest = name.split(".", 2)
         old = old_index.get(new_ids[int(j)], seed_index)
         return None if old is None else f"{prefix}.{old}.{rest}"
@@ -77,10 +88,10 @@ def plan(cfg: TrainConfig, spec: DatasetSpec, ckpt: dict[str, Any], where: str,
     continued = [d for d in spec.domains if d.id in old_ids]
     new = [d for d in spec.domains if d.id not in old_ids]
     dropped = [d for d in old_spec.domains if d.id not in new_ids]
-    if (new or dropped or old_ids != new_ids) and cfg.model not in DFEI_MODELS:
+    if (new or dropped or old_ids != new_ids) and _per_domain(cfg.model) is None:
         raise CheckpointError(f"--init-from {where}: the domains changed ({[d.name for d in old_spec.domains]} -> "
-                         f"{spec.domain_names}); continuing over changed domains is supported for {DFEI_MODELS}, "
-                         f"not {cfg.model!r}")
+                              f"{spec.domain_names}); continuing over changed domains is supported for "
+                              f"{_domain_changing_models()}, not {cfg.model!r}")
     if dropped and not cfg.drop_missing_domains:
         raise CheckpointError(f"--init-from {where}: the data lacks domain(s) {[d.name for d in dropped]} of the checkpoint; "
                          "their towers and v rows would be lost. Add them to the data, or pass "
@@ -91,8 +102,8 @@ def plan(cfg: TrainConfig, spec: DatasetSpec, ckpt: dict[str, Any], where: str,
         if cfg.new_domain_from not in names:
             raise CheckpointError(f"--new-domain-from {cfg.new_domain_from!r}: the checkpoint {where} has no such domain; "
                              f"it has {names}")
-        if cfg.model not in DFEI_MODELS:
-            raise CheckpointError(f"--new-domain-from needs one of {DFEI_MODELS}, not {cfg.model!r}")
+        if _per_domain(cfg.model) is None:
+            raise CheckpointError(f"--new-domain-from needs one of {_domain_changing_models()}, not {cfg.model!r}")
         seed_index = names.index(cfg.new_domain_from)
     return {"old_cfg": old_cfg, "old_spec": old_spec, "old_index": {i: k for k, i in enumerate(old_ids)},
             "seed_index": seed_index, "seeded_from": cfg.new_domain_from if new else None,
@@ -119,26 +130,23 @@ def _carry_rows(fresh: torch.Tensor, old: torch.Tensor, p: dict[str, Any]) -> to
     return merged
 
 
-
-
-
 def model_state(model: nn.Module, old_state: dict[str, torch.Tensor], p: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The new model's state dict with every tensor the checkpoint has for it."""
     state = model.state_dict()
     tables = {n for n, t in model.state_dict(keep_vars=True).items() if t is model.embedding.weight}
-    dfei_layout = p["old_cfg"].model in DFEI_MODELS
+    modules, rows = _per_domain(p["old_cfg"].model) or ((), ())
     for name, tensor in state.items():
         if name in tables and p["grown"]:
             state[name] = _carry_rows(tensor, old_state[name], p)
             continue
-        if dfei_layout and name in PER_DOMAIN_ROWS:
+        if name in rows:
             merged = tensor.clone()
             for j, domain_id in enumerate(p["new_ids"]):
                 if domain_id in p["old_index"]:
                     merged[j] = old_state[name][p["old_index"][domain_id]]
             state[name] = merged
             continue
-        src = _source_name(name, p["new_ids"], p["old_index"], dfei_layout, p["seed_index"])
+        src = _source_name(name, p["new_ids"], p["old_index"], modules, p["seed_index"])
         if src is None:
             continue
         if src not in old_state or old_state[src].shape != tensor.shape:
@@ -160,12 +168,12 @@ def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, old_opti
     order = [old_names[id(q)] for g in param_groups(old_model, 1.0, 0.0, 1.0) for q in g["params"]]
     old_by_name = {order[int(i)]: st for i, st in old_optimizer_state["state"].items()}
     new_names = {id(q): n for n, q in model.named_parameters()}
-    dfei_layout = old_cfg.model in DFEI_MODELS
+    modules = (_per_domain(old_cfg.model) or ((), ()))[0]
     state = optimizer.state_dict()
     index = 0
     for group in optimizer.param_groups:
         for q in group["params"]:
-            src = _source_name(new_names[id(q)], p["new_ids"], p["old_index"], dfei_layout)
+            src = _source_name(new_names[id(q)], p["new_ids"], p["old_index"], modules)
             if src in old_by_name:
                 carried = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in old_by_name[src].items()}
                 if q is model.embedding.weight and p["grown"]:  # moments of the new rows start at zero
@@ -190,7 +198,9 @@ def optimizer_source(cfg: TrainConfig, has_optimizer: bool) -> str:
     return "restored" if has_optimizer and not cfg.reset_optimizer else "reset"
 
 
-def describe(p: dict[str, Any], checkpoint: str, optimizer: str) -> dict[str, Any]:
+def init_record(p: dict[str, Any], checkpoint: str, optimizer: str) -> dict[str, Any]:
+    """What metrics.json records of a warm start (`init_from`): the checkpoint, the domains continued,
+    new (and the domain they were seeded from), dropped, the optimizer state's source, grown features."""
     return {"checkpoint": checkpoint, "continued": p["continued"], "new_domains": p["new"],
             "dropped_domains": p["dropped"], "new_domains_seeded_from": p["seeded_from"], "optimizer": optimizer,
             "grown_features": {n: list(c) for n, c in p["grown"].items()}}

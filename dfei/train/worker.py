@@ -143,9 +143,9 @@ def restore(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer) -> Re
         model.load_state_dict(ckpt["model"])
         state = TrainState.from_json(ckpt["state"])
         mid = mid_epoch_record(ckpt["state"], w.world)
-        dfe = getattr(model, "dfe", None)
+        v = unwrap(model).domain_features()
         resumed = {"epoch": state.epoch + 1, "global_step": state.global_step, "unix": time.time(),
-                   "v": dfe.v.tolist() if dfe is not None else None}
+                   "v": v.tolist() if v is not None else None}
         if mid is None:
             w.log(f"[train] resumed after epoch {state.epoch + 1} at update {state.global_step} "
                   f"(best valid avg AUC {state.best_auc:.4f} at epoch {state.best_epoch + 1})")
@@ -168,7 +168,7 @@ def restore(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer) -> Re
                        if source == "restored" else None)
     w.log("[train] initialised " + warm_start.summary(matching, cfg.init_from, source))
     return Restored(TrainState(), optimizer_state=optimizer_state,
-                    init_from=warm_start.describe(matching, cfg.init_from, source))
+                    init_from=warm_start.init_record(matching, cfg.init_from, source))
 
 
 def distribute(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -185,7 +185,7 @@ def distribute(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer,
 
 def train_one_epoch(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer, hooks: DistributedHooks,
                     epoch: int, state: TrainState, restored: Restored) -> dict[str, Any]:
-    """Algorithm 1 over this rank's share of every domain's training rows (engine.train_epoch),
+    """Algorithm 1 over this rank's share of every domain's training rows (epoch.train_epoch),
     from the step a mid-epoch checkpoint left off at when `restored` holds one for this epoch."""
     cfg = w.cfg
     readers = train_readers(cfg, w.dataset, w.rank, w.world, w.ray_data_rows, epoch)
@@ -238,7 +238,7 @@ def step_seed(seed: int, rank: int, epoch: int, step: int) -> int:
 def progress_line(epoch: int, n_steps: int, total_batches: int, active: int, domains: int, p: dict) -> str:
     """The periodic line inside an epoch (one line, plain text: readable in `ray job submit` logs).
     The ETA is by batches, not steps: late steps hold fewer domains (at the industrial scale most of
-    an epoch is one domain alone). p: engine.train_epoch's progress (step, batches, samples, seconds, loss)."""
+    an epoch is one domain alone). p: epoch.train_epoch's progress (step, batches, samples, seconds, loss)."""
     done = p["batches"]
     eta = p["seconds"] / max(done, 1) * max(total_batches - done, 0)
     return (f"[train] epoch {epoch + 1} step {p['step'] + 1}/{n_steps} ({done / max(total_batches, 1):.0%} of "
@@ -350,8 +350,8 @@ def final_result(w: Worker, model: nn.Module, restored: Restored, timings: dict[
     valid, test = evaluate(w, model, "valid"), evaluate(w, model, "test")
     eval_seconds, eval_peak = time.time() - t_eval, _peak_rss_mb() if reset else None
     peaks = _gather_to_rank0(max(peak_so_far, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), w)
-    dfe = getattr(unwrap(model), "dfe", None)
-    v = dfe.v.detach().cpu().numpy() if dfe is not None else None
+    v = unwrap(model).domain_features()
+    v = v.detach().cpu().numpy() if v is not None else None
     # every rank's v, as a digest: equal digests are the proof that the ranks end with the same buffer
     digests = _gather_to_rank0(hashlib.blake2b(v.tobytes(), digest_size=8).hexdigest(), w) if v is not None else None
     return {
@@ -439,9 +439,9 @@ def _tracked(model, optimizer, names: list[str], stats: dict) -> dict[str, float
     out = {"lr/shared": next(g["lr"] for g in optimizer.param_groups if id(g) in shared),
            "lr/domain": next(g["lr"] for g in optimizer.param_groups if id(g) not in shared)}
     out.update({f"train_loss/{n}": loss for n, loss, b in zip(names, stats["domain_loss"], stats["batches"]) if b})
-    dfe = getattr(model, "dfe", None)
-    if dfe is not None:
-        norms = dfe.v.detach().norm(dim=1).cpu().tolist()
+    v = unwrap(model).domain_features()
+    if v is not None:
+        norms = v.detach().norm(dim=1).cpu().tolist()
         out.update({f"v_norm/{n}": float(x) for n, x in zip(names, norms)})
     return out
 

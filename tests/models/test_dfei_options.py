@@ -80,7 +80,7 @@ def test_dfe_input_shared_averages_the_shared_towers_output():
 def test_the_options_are_refused_where_they_do_not_apply():
     with pytest.raises(ConfigError, match="model 'star' does not read domain_norm=True"):
         TrainConfig(data="x", model="star", domain_norm=True)
-    with pytest.raises(ConfigError, match="dfe_input needs DFE; model dfei_wo_dfei has none"):
+    with pytest.raises(ConfigError, match="model 'dfei_wo_dfei' does not read dfe_input='shared'"):
         TrainConfig(data="x", model="dfei_wo_dfei", dfe_input="shared")
     with pytest.raises(ConfigError, match="dfe_input"):
         TrainConfig(data="x", dfe_input="tower")

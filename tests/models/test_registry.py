@@ -3,6 +3,7 @@ shared/domain parameter split Algorithm 1 relies on."""
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -136,3 +137,61 @@ def test_fused_steps_over_all_domains_reduce_the_loss(name):
         assert stats["steps"] == 30 and stats["samples"] == 30 * 64
         drops.append(before - loss())
     assert np.median(drops) > 0.05, drops
+
+
+# ---- what each model declares (dfei.models.base.DomainModel, dfei.models.registry) ----------------
+
+TOWERS = {"tower_dims": [16, 8], "tower_dropouts": [0.0, 0.0]}
+
+
+def _other_value(option: str):
+    from dfei.models.options import default
+
+    return {"alpha": 0.5, "k": 8, "embed_dim": 4, "embed_init_std": 0.02, "domain_norm": True, "dfe_input": "shared",
+            "tower_dims": [16, 8], "tower_dropouts": [0.0, 0.0]}.get(option, default(option))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_an_option_the_model_does_not_read_is_refused_by_the_builder_and_the_config(name):
+    from dfei.config import TrainConfig
+    from dfei.errors import ConfigError
+    from dfei.models.options import OPTIONS
+    from dfei.models.registry import unread_settings
+
+    unread = unread_settings(name)
+    assert set(unread) | set(MODELS[name].reads) == set(OPTIONS) and not set(unread) & set(MODELS[name].reads)
+    for option in unread:  # (tower_dims and tower_dropouts go together: one rate per layer)
+        values = {option: _other_value(option), **(TOWERS if option.startswith("tower_") else {})}
+        with pytest.raises(ValueError, match=f"model '{re.escape(name)}' does not read .*{option}="):
+            build_model(name, CARDS, D, **values)
+        with pytest.raises(ConfigError, match=f"model '{re.escape(name)}' does not read .*{option}="):
+            TrainConfig(data="x", model=name, **values)
+    for option in MODELS[name].reads:  # every option it reads builds
+        build_model(name, CARDS, D, **{option: _other_value(option), **(TOWERS if option.startswith("tower_") else {})})
+
+
+def test_an_unknown_option_is_refused_by_the_builder():
+    with pytest.raises(ValueError, match=r"unknown model option\(s\) \['depth'\]"):
+        build_model("dfei", CARDS, D, depth=3)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_each_model_declares_its_per_domain_state_and_domain_features(name):
+    model = build_model(name, CARDS, D, **({"domain_norm": True} if "domain_norm" in MODELS[name].reads else {}))
+    assert isinstance(model, MODELS[name].cls)
+    names = dict(model.named_modules())
+    state = model.state_dict()
+    # DFEI and its ablations can change domains between runs; the baselines and plug-ins have state
+    # sized by the number of domains (gates, experts, the backbone's) and cannot
+    assert (model.per_domain_modules is not None) == (MODELS[name].family == "dfei")
+    if model.per_domain_modules is not None:  # each names a ModuleList (or an absent option's) of D modules
+        present = [m for m in model.per_domain_modules if m in names]
+        assert present and all(len(names[m]) == D for m in present)
+        assert all(state[r].shape[0] == D for r in model.per_domain_rows if r in state)
+        assert any(r in state for r in model.per_domain_rows)
+    v = model.domain_features()
+    has_dfe = MODELS[name].family == "plugin" or (MODELS[name].family == "dfei" and "alpha" in MODELS[name].reads)
+    assert (v is not None) == has_dfe
+    if v is not None:
+        assert v.shape[0] == D and v.data_ptr() == state["dfe.v"].data_ptr()  # the buffer itself
+    assert bool(model.compilable_layers()) == (MODELS[name].family == "dfei")

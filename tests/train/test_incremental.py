@@ -115,7 +115,7 @@ def test_a_new_domain_can_start_from_a_trained_domains_tower(tracked_run, daily_
     opt = build_optimizer(model)
     opt.load_state_dict(warm_start.optimizer_state(model, opt, ckpt["optimizer"], matching))
     assert model.domain_towers[5][0].weight not in opt.state  # a copy of the weights, not of B2's Adam state
-    assert warm_start.describe(matching, "x", "restored")["new_domains_seeded_from"] == "B2"
+    assert warm_start.init_record(matching, "x", "restored")["new_domains_seeded_from"] == "B2"
     with pytest.raises(ValueError, match=r"--new-domain-from 'B9': the checkpoint x has no such domain"):
         warm_start.plan(cfg.replace(new_domain_from="B9"), spec, ckpt, "x")
     with pytest.raises(ValueError, match="new_domain_from .* needs init_from"):

@@ -168,9 +168,12 @@ def _scheduler(spec: SearchSpec, epochs: int):
 
 def _check_model(base: TrainConfig, spec: SearchSpec) -> None:
     """The model has alpha/k to tune, and reads every searched value (dfei_wo_dfi has no k)."""
-    if not (base.model in ("dfei", "dfei_wo_dfi") or base.model.endswith("+dfei")):
-        raise ConfigError(f"--model {base.model!r} has no alpha/k to tune; use dfei, dfei_wo_dfi (alpha only) or "
-                          "<backbone>+dfei")
+    from dfei.models.registry import MODELS
+
+    if "alpha" not in MODELS[base.model].reads:
+        tunable = [name for name, entry in MODELS.items() if "alpha" in entry.reads]
+        raise ConfigError(f"--model {base.model!r} has no alpha/k to tune; use one of {', '.join(tunable)} "
+                          "(dfei_wo_dfi: alpha only)")
     ends = {name: (v.low, v.high) if v.is_range else v.choices for name, v in (("alpha", spec.alpha), ("k", spec.k))}
     for alpha in ends["alpha"]:
         for k in ends["k"]:
