@@ -36,7 +36,7 @@ from dfei.data.dataset import ParquetDataset
 from dfei.data.ingest import fused_steps
 from dfei.errors import ConfigError
 from dfei.models import build_model
-from dfei.train.epoch import predict_split, score_split, train_epoch
+from dfei.train.epoch import EpochOptions, predict_split, score_split, train_epoch
 from dfei.train.optim import build_optimizer
 
 VARIANTS = ("sequential", "fused", "fused+compile")
@@ -116,7 +116,7 @@ def train_variant(data: list[tuple[np.ndarray, np.ndarray]], dataset: ParquetDat
     max_memory_gb (peak CUDA memory allocated; None on cpu) and every epoch's train_epoch stats.
     """
     fused = variant.startswith("fused")
-    options = {"compile": variant.endswith("+compile")}
+    options = EpochOptions(compile=variant.endswith("+compile"))
     num_domains = len(data)
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -130,7 +130,7 @@ def train_variant(data: list[tuple[np.ndarray, np.ndarray]], dataset: ParquetDat
     for epoch in range(cfg.epochs):
         order = in_memory_order(data, cfg.batch_size, cfg.seed + epoch)
         order = list(fused_steps(order) if fused else order)
-        stats = train_epoch(model, optimizer, iter(order), device, num_domains, **options)
+        stats = train_epoch(model, optimizer, iter(order), device, num_domains, options=options)
         epochs.append({k: v for k, v in stats.items() if k not in ("domain_loss", "batches")})
         if stats["diverged"] is not None:
             break

@@ -11,7 +11,7 @@ import torch
 from dfei.data.dataset import ParquetDataset
 from dfei.data.ingest import DomainReader, fused_steps
 from dfei.models import build_model
-from dfei.train.epoch import predict_split, score_split, train_epoch
+from dfei.train.epoch import EpochOptions, predict_split, score_split, train_epoch
 from dfei.train.optim import build_optimizer, fast_adam_kernel
 
 
@@ -66,8 +66,8 @@ def all_domain_step_rates(cardinalities: list[int], num_domains: int, modes: tup
         timed = [it for it in items if it[0] >= warmup]
         if mode == "fused":
             warm, timed = list(fused_steps(iter(warm))), list(fused_steps(iter(timed)))
-        train_epoch(model, optimizer, iter(warm), device, num_domains, compile=compile)
-        stats = train_epoch(model, optimizer, iter(timed), device, num_domains, compile=compile)
+        train_epoch(model, optimizer, iter(warm), device, num_domains, options=EpochOptions(compile=compile))
+        stats = train_epoch(model, optimizer, iter(timed), device, num_domains, options=EpochOptions(compile=compile))
         rates[mode] = stats["samples"] / stats["seconds"]
     return rates
 
@@ -85,7 +85,7 @@ def plain_loop(data: list[tuple[np.ndarray, np.ndarray]], cardinalities: list[in
     if mode == "fused":
         order = fused_steps(order)
         order = iter(list(order))  # concatenation done ahead: the loop only trains
-    stats = train_epoch(model, optimizer, order, device, len(data), compile=compile)
+    stats = train_epoch(model, optimizer, order, device, len(data), options=EpochOptions(compile=compile))
     if score is not None:
         stats["test_avg_auc"] = score_split(score, predict_split(model, score, "test", device))["avg_auc"]
     return stats

@@ -17,7 +17,7 @@ import torch
 from dfei.bench.measure import in_memory_order, random_steps
 from dfei.data.ingest import fused_steps
 from dfei.models import build_model
-from dfei.train.epoch import train_epoch
+from dfei.train.epoch import EpochOptions, train_epoch
 from dfei.train.optim import build_optimizer
 
 
@@ -48,10 +48,10 @@ def profile_steps(items: list[tuple], cardinalities: list[int], num_domains: int
     steps = len({it[0] for it in timed})
     if mode == "fused":
         warm, timed = list(fused_steps(iter(warm))), list(fused_steps(iter(timed)))
-    extra = {"compile": True} if compile else {}
+    options = EpochOptions(compile=compile)
 
     def run(part):
-        return train_epoch(model, optimizer, iter(part), device, num_domains, **extra)
+        return train_epoch(model, optimizer, iter(part), device, num_domains, options=options)
 
     run(warm)
     t0 = time.perf_counter()

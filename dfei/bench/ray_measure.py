@@ -2,6 +2,7 @@
 (the training readers with no model), and the EMA all-reduce's share of a 2-worker step."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -88,8 +89,9 @@ def sync_loop(config: dict[str, Any]) -> dict[str, Any]:
     from dfei.data.ingest import fused_steps
     from dfei.models import build_model
     from dfei.train.distributed import ddp_kwargs, prepare_distributed
-    from dfei.train.epoch import train_epoch, unwrap
+    from dfei.train.epoch import train_epoch
     from dfei.train.optim import build_optimizer
+    from dfei.train.step import unwrap
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -105,6 +107,7 @@ def sync_loop(config: dict[str, Any]) -> dict[str, Any]:
         model = build_model("dfei", cards, domains)
         optimizer = build_optimizer(model)
         hooks = prepare_distributed(model, world)
+        timed_hooks = dataclasses.replace(hooks, min_over_ranks=None)  # no divergence all-reduce in the timed steps
         model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs())
         dfe = unwrap(model).dfe
         reducer = dfe.reducer
@@ -115,7 +118,7 @@ def sync_loop(config: dict[str, Any]) -> dict[str, Any]:
             dfe.reducer = reducer if name == "with" else None
             step = iter(items[(i % steps) * domains:(i % steps + 1) * domains])
             stats = train_epoch(model, optimizer, fused_steps(step) if mode == "fused" else step, device, domains,
-                                after_backward=hooks.after_backward, gather=hooks.gather)
+                                hooks=timed_hooks)
             if i >= 2:  # the first pair warms up
                 times[name].append(stats["seconds"])
         dfe.reducer = reducer

@@ -1,6 +1,8 @@
 """One epoch of Algorithm 1 and whole-split evaluation, in plain PyTorch (no Ray here).
 
-The Ray glue (dfei/train/worker.py) calls these; tests and benchmarks can call them directly.
+train_epoch loops over the step objects of dfei/train/step.py (one update each) and keeps the
+epoch's books: running sums, progress, divergence checks and mid-epoch checkpoints. The Ray glue
+(dfei/train/worker.py) calls these; tests and benchmarks can call them directly.
 """
 from __future__ import annotations
 
@@ -10,30 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dfei.data.dataset import ParquetDataset
 from dfei.data.ingest import DomainReader
 from dfei.errors import TrainingDivergedError
 from dfei.eval.metrics import split_metrics
-from dfei.models.layers import DomainGroups
 from dfei.train.compiled import enable_compile
-from dfei.train.optim import shared_groups
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The DFEI module under a DistributedDataParallel wrapper, if any."""
-    return getattr(model, "module", model)
-
-
-def to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A host batch on `device`: zero-copy on CPU; on CUDA copied from pinned memory without
-    blocking the host (the copy is queued on the stream, the host goes on to the next batch)."""
-    t = torch.from_numpy(a)
-    if device.type == "cuda":
-        t = t.pin_memory()
-    return t.to(device, non_blocking=True)
+from dfei.train.distributed import DistributedHooks
+from dfei.train.step import Batch, StepLosses, make_step
 
 
 # a non-finite loss is looked for every this many updates (and at the end of the epoch): one host
@@ -42,100 +29,133 @@ DIVERGENCE_CHECK_EVERY = 64
 _NO_DIVERGENCE = 2**62
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[tuple],
-                device: torch.device, num_domains: int, max_steps: int | None = None,
-                on_progress: Callable[[dict], None] | None = None, progress_every_s: float = 30.0,
-                after_backward: Callable[[], None] | None = None,
-                gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                min_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                check_every: int = DIVERGENCE_CHECK_EVERY, resume: dict | None = None,
-                seed_step: Callable[[int], None] | None = None, checkpoint_every: int | None = None,
-                on_checkpoint: Callable[[int, dict], None] | None = None, compile: bool = False) -> dict:
-    """One epoch of Algorithm 1; every item of `batches` is one update.
+@dataclass
+class EpochOptions:
+    """How train_epoch runs besides the step itself. `seed_step(step)` runs before each step's first
+    update: dropout masks are then drawn from a seed of the step, not from a stream that depends on
+    how many steps this process ran (a resumed epoch redraws them)."""
 
-    sequential items (step, d, x, y): one domain's batch, its loss, one backward, one update.
-    fused items (step, domains, x, y) with `domains` an int array [rows]: all domains' batches of a
-    step at once (rows grouped by domain); the loss is the sum over the present domains of each
-    domain's mean loss. Every domain's tower and head get the gradient a sequential step would give
-    them (DFI passes a row's gradient to its own domain's v only), the shared parameters the mean of
-    the domains' gradients, in one update whose shared lr is scaled by the number of present domains
-    (sequential steps them once per domain; _fused_update). DFEI runs the step's towers and heads
-    as one batched matmul per layer (DomainGroups, built here from the host ids).
-    `after_backward` runs between backward and the update (the sparse-gradient all-reduce);
-    `gather` concatenates a 1-D tensor over the ranks (the fused mode's per-row counts).
+    max_steps: int | None = None  # steps from this one on are not trained
+    check_every: int = DIVERGENCE_CHECK_EVERY  # updates between divergence checks
+    compile: bool = False  # compile the towers and heads first (dfei.train.compiled)
+    seed_step: Callable[[int], None] | None = None
+    on_progress: Callable[[dict], None] | None = None  # every progress_every_s: step, samples, seconds, batches, loss
+    progress_every_s: float = 30.0
+
+
+@dataclass
+class StepCheckpoints:
+    """Mid-epoch checkpoints: after every `every`-th step (once its last update is done and no rank's
+    loss is non-finite), `save(steps done, progress)`, progress being this rank's running sums
+    (JSON: loss_sum, samples, batches, updates, seconds). `resume` (such a progress record)
+    continues an epoch: the stream then starts at the step after it (ingest.training_stream's
+    start_step) and the returned figures cover the whole epoch."""
+
+    every: int | None = None
+    save: Callable[[int, dict], None] | None = None
+    resume: dict | None = None
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[tuple], device: torch.device,
+                num_domains: int, *, options: EpochOptions | None = None, hooks: DistributedHooks | None = None,
+                checkpoints: StepCheckpoints | None = None) -> dict:
+    """One epoch of Algorithm 1: every item of `batches` is one update, by the step of its mode
+    (dfei.train.step: SequentialStep for (step, d, x, y), FusedStep for (step, domains [rows], x, y)).
+    `hooks` are the distributed ones (dfei.train.distributed.prepare_distributed), `options` and
+    `checkpoints` say how the epoch runs and where it stops to checkpoint.
 
     A non-finite loss (nan or inf) ends the epoch at the next check (every `check_every` updates,
     and after the last): `diverged` is then {"step", "domain" (index), "loss": "nan" | "inf"} of the
-    first such batch over all ranks (`min_over_ranks`, a MIN all-reduce, makes every rank stop at
-    the same update), else None. The caller must not evaluate or checkpoint a diverged model.
+    first such batch over all ranks (hooks.min_over_ranks, a MIN all-reduce, makes every rank stop
+    at the same update), else None. The caller must not evaluate or checkpoint a diverged model.
 
-    Mid-epoch checkpoints: after every `checkpoint_every`-th step (once the step's last update is
-    done and no rank's loss is non-finite), `on_checkpoint(steps done, progress)` is called, where
-    progress is this rank's running sums (JSON: loss_sum, samples, batches, updates, seconds).
-    `resume` (such a progress record) continues an epoch: `batches` then starts at the step after
-    it (ingest.training_stream's start_step) and the returned figures cover the whole epoch.
-    `seed_step(step)` runs before each step's first update: dropout masks are drawn from a seed of
-    the step, not from a stream that depends on how many steps this process ran.
+    `options.compile` compiles the model's towers and heads first (idempotent, so only the first
+    epoch pays): "compiled" (False after a fallback to eager, with one warning), "compile_s"
+    (excluded from the epoch's seconds) and "compile_error" are then in the result.
 
-    `compile` compiles the model's towers and heads first (dfei.train.compiled; idempotent, so only
-    the first epoch pays): "compiled" (False after a fallback to eager, with one warning) and
-    "compile_s" (excluded from the epoch's seconds) are then in the result.
-
-    Returns per-domain mean loss, samples, batches, updates, seconds, the wall time of the first update,
-    the steady-state rate (samples after the first update / time since it) and `diverged`.
+    Returns per-domain mean loss, samples, batches, updates, steps, seconds, the wall time of the
+    first update, the steady-state rate (samples after the first update / time since it) and `diverged`.
     """
+    options, checkpoints = options or EpochOptions(), checkpoints or StepCheckpoints()
     model.train()
-    compiled = enable_compile(model, device) if compile else None
-    totals = _Totals.zeros(num_domains, device) if resume is None else _Totals.restore(resume, device)
-    updates = 0 if resume is None else int(resume["updates"])
-    last_log = time.time()
-    t0 = last_log - (0.0 if resume is None else float(resume["seconds"]))  # the epoch's clock, across restarts
-    first_update, first_samples, step, diverged, current = None, 0, -1, None, None
-    for step, d, x, y in batches:
-        if max_steps is not None and step >= max_steps:
+    compiled = enable_compile(model, device) if options.compile else None
+    run = _EpochRun(num_domains, device, options, hooks or DistributedHooks(), checkpoints)
+    steps = {}  # the step of each mode, built at its first batch
+    for item in batches:
+        batch = Batch._make(item)
+        run.step = batch.step
+        if options.max_steps is not None and batch.step >= options.max_steps:
             break
-        if step != current:
-            if current is not None and checkpoint_every and on_checkpoint and (current + 1) % checkpoint_every == 0:
-                diverged = _divergence(totals.first_bad, num_domains, min_over_ranks)  # never checkpoint a nan
-                if diverged is not None:
-                    break
-                on_checkpoint(current + 1, totals.progress(updates, time.time() - t0))
-            current = step
-            if seed_step is not None:
-                seed_step(step)
-        xb, yb = to_device(x, device), to_device(y, device)
-        optimizer.zero_grad(set_to_none=True)  # other domains' parameters keep grad None: Adam skips them
-        fused = not isinstance(d, (int, np.integer))
-        if fused:
-            loss, db, present = _fused_loss(model, xb, yb, d, step, totals)
-        else:
-            loss = _domain_loss(model, xb, yb, int(d), step, totals)
-        loss.backward()
-        if after_backward is not None:
-            after_backward()
-        if fused:
-            _fused_update(optimizer, present, model, xb, db, num_domains, gather)
-        else:
-            optimizer.step()
-        updates += 1
-        if updates % check_every == 0:
-            diverged = _divergence(totals.first_bad, num_domains, min_over_ranks)
-            if diverged is not None:
-                break
-        if first_update is None:
-            first_update, first_samples = time.time(), int(totals.samples.sum())
-        if on_progress is not None and time.time() - last_log >= progress_every_s:
-            last_log = time.time()
-            on_progress({"step": step, "samples": int(totals.samples.sum()), "seconds": last_log - t0,
-                         "batches": int(totals.batches.sum()),
-                         "loss": float(totals.loss_sum.sum()) / max(int(totals.samples.sum()), 1)})
-    if diverged is None and updates % check_every != 0:  # the updates since the last check
-        diverged = _divergence(totals.first_bad, num_domains, min_over_ranks)
-    steps = step + 1 if max_steps is None else min(step + 1, max_steps)
-    stats = _epoch_stats(totals, t0, first_update, first_samples, steps, updates, diverged)
+        if batch.step != run.current and not run.begin_step(batch.step):
+            break
+        if batch.fused not in steps:
+            steps[batch.fused] = make_step(batch.fused, model, optimizer, num_domains, device, hooks)
+        run.totals.add(steps[batch.fused](batch))
+        if not run.after_update():
+            break
+    stats = run.finish()
     if compiled is not None:
         stats.update(compiled=compiled["compiled"], compile_s=compiled["compile_s"], compile_error=compiled["error"])
     return stats
+
+
+class _EpochRun:
+    """train_epoch's bookkeeping around the steps: running sums, clock, divergence checks, progress
+    and step checkpoints."""
+
+    def __init__(self, num_domains: int, device: torch.device, options: EpochOptions, hooks: DistributedHooks,
+                 checkpoints: StepCheckpoints):
+        self.num_domains, self.options, self.hooks, self.checkpoints = num_domains, options, hooks, checkpoints
+        resume = checkpoints.resume
+        self.totals = _Totals.zeros(num_domains, device) if resume is None else _Totals.restore(resume, device)
+        self.updates = 0 if resume is None else int(resume["updates"])
+        self.last_log = time.time()
+        self.t0 = self.last_log - (0.0 if resume is None else float(resume["seconds"]))  # across restarts
+        self.first_update, self.first_samples = None, 0
+        self.step, self.current, self.diverged = -1, None, None
+
+    def begin_step(self, step: int) -> bool:
+        """Before `step`'s first update: checkpoint the step before it if one is due, seed this one.
+        False when a rank's loss was non-finite (never checkpoint a nan)."""
+        every, save = self.checkpoints.every, self.checkpoints.save
+        if self.current is not None and every and save and (self.current + 1) % every == 0:
+            if self.check():
+                return False
+            save(self.current + 1, self.totals.progress(self.updates, time.time() - self.t0))
+        self.current = step
+        if self.options.seed_step is not None:
+            self.options.seed_step(step)
+        return True
+
+    def after_update(self) -> bool:
+        """Count the update; look for divergence every check_every; report progress. False: diverged."""
+        self.updates += 1
+        if self.updates % self.options.check_every == 0 and self.check():
+            return False
+        if self.first_update is None:
+            self.first_update, self.first_samples = time.time(), int(self.totals.samples.sum())
+        if self.options.on_progress is not None and time.time() - self.last_log >= self.options.progress_every_s:
+            self.last_log = time.time()
+            totals = self.totals
+            self.options.on_progress({
+                "step": self.step, "samples": int(totals.samples.sum()), "seconds": self.last_log - self.t0,
+                "batches": int(totals.batches.sum()),
+                "loss": float(totals.loss_sum.sum()) / max(int(totals.samples.sum()), 1)})
+        return True
+
+    def check(self) -> bool:
+        """Whether any rank's loss was non-finite so far (one host sync); sets `diverged`."""
+        self.diverged = _divergence(self.totals.first_bad, self.num_domains, self.hooks.min_over_ranks)
+        return self.diverged is not None
+
+    def finish(self) -> dict:
+        """The epoch's figures, after a last divergence check over the updates since the last one."""
+        if self.diverged is None and self.updates % self.options.check_every != 0:
+            self.check()
+        max_steps = self.options.max_steps
+        steps = self.step + 1 if max_steps is None else min(self.step + 1, max_steps)
+        return _epoch_stats(self.totals, self.t0, self.first_update, self.first_samples, steps, self.updates,
+                            self.diverged)
 
 
 @dataclass
@@ -155,6 +175,18 @@ class _Totals:
                    np.zeros(num_domains, dtype=np.int64), np.zeros(num_domains, dtype=np.int64),
                    torch.full((), _NO_DIVERGENCE, dtype=torch.int64, device=device))
 
+    def add(self, out: StepLosses) -> None:
+        """One update's losses (device ops only, no host sync)."""
+        self.first_bad = _first_bad(self.first_bad, out.check, out.where)
+        if out.domain is None:  # fused: every domain's
+            self.loss_sum += out.sums
+            self.samples += out.rows
+            self.batches += out.rows > 0
+        else:
+            self.loss_sum[out.domain] += out.sums
+            self.samples[out.domain] += out.rows
+            self.batches[out.domain] += 1
+
     def progress(self, updates: int, seconds: float) -> dict:
         """This rank's running sums as JSON (a mid-epoch checkpoint's; floats round-trip exactly)."""
         return {"loss_sum": self.loss_sum.cpu().tolist(), "samples": self.samples.tolist(),
@@ -167,41 +199,6 @@ class _Totals:
         totals.samples = np.asarray(progress["samples"], dtype=np.int64)
         totals.batches = np.asarray(progress["batches"], dtype=np.int64)
         return totals
-
-
-def _domain_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, d: int, step: int,
-                 totals: _Totals) -> torch.Tensor:
-    """Sequential mode: domain d's mean loss over its batch [rows]."""
-    num_domains = len(totals.samples)
-    loss = F.binary_cross_entropy_with_logits(model(xb, d), yb)
-    totals.first_bad = _first_bad(totals.first_bad, loss.detach(), step * num_domains + d)
-    totals.loss_sum[d] += loss.detach() * len(yb)
-    totals.samples[d] += len(yb)
-    totals.batches[d] += 1
-    return loss
-
-
-def _fused_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, d: np.ndarray, step: int,
-                totals: _Totals) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Fused mode: the sum over the present domains of each one's mean loss; with the domain index
-    of every row on the device [rows] and the number of present domains."""
-    num_domains = len(totals.samples)
-    counts = np.bincount(d, minlength=num_domains)
-    db = torch.from_numpy(d).to(xb.device, non_blocking=True)
-    # models that take the rows' grouping from host ids (DFEI's stacked towers) get it: no device sync
-    extra = {"groups": DomainGroups.from_numpy(d, num_domains, xb.device)} if getattr(
-        unwrap(model), "accepts_groups", False) else {}
-    per_row = F.binary_cross_entropy_with_logits(model(xb, db, **extra), yb, reduction="none")
-    sums = torch.zeros(num_domains, dtype=per_row.dtype, device=xb.device).index_add(0, db, per_row)
-    count_t = torch.from_numpy(counts).to(xb.device, per_row.dtype)
-    loss = (sums / count_t.clamp(min=1)).sum()  # absent domains contribute 0
-    bad = ~torch.isfinite(sums.detach())  # [D]
-    worst = torch.argmax(bad.to(torch.int8))  # the first non-finite domain (0 when none)
-    totals.first_bad = _first_bad(totals.first_bad, sums.detach()[worst], step * num_domains + worst)
-    totals.loss_sum += sums.detach()
-    totals.samples += counts
-    totals.batches += counts > 0
-    return loss, db, int((counts > 0).sum())
 
 
 def _epoch_stats(totals: _Totals, t0: float, first_update: float | None, first_samples: int, steps: int,
@@ -236,51 +233,6 @@ def _divergence(first_bad: torch.Tensor, num_domains: int,
         return None
     where, is_nan = divmod(code, 2)
     return {"step": where // num_domains, "domain": where % num_domains, "loss": "nan" if is_nan else "inf"}
-
-
-def embedding_row_domains(model: nn.Module, x: torch.Tensor, domains: torch.Tensor, num_domains: int,
-                          gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
-    """(sorted embedding rows of the batch, number of domains whose rows hold each): an id in the
-    batches of k domains would get k updates in a sequential step. `gather` joins the ranks' keys."""
-    emb = unwrap(model).embedding
-    keys = (emb.rows(x) * num_domains + domains.unsqueeze(1)).flatten().unique()  # (row, domain)
-    if gather is not None:
-        keys = gather(keys).unique()
-    rows, counts = torch.unique_consecutive(keys // num_domains, return_counts=True)
-    return rows, counts.to(emb.weight.dtype)
-
-
-def _fused_update(optimizer: torch.optim.Optimizer, present: int, model: nn.Module, x: torch.Tensor,
-                  domains: torch.Tensor, num_domains: int, gather) -> None:
-    """One update for a fused step of `present` domains, with the lr sequential would spread over
-    several updates (dfei/train/optim.py): the dense shared parameters' lr times `present`, each
-    embedding row's lr times the number of domains whose batch holds it.
-
-    The shared gradients are the mean over those domains, not their sum: Adam's second moment
-    (beta2 = 0.999, a memory of ~1000 updates) is then fed gradients of one domain's scale whether
-    21 domains or 1 are present. With the sum, the many-domain steps at each epoch's start left it up
-    to n times too large for the hundreds of one-domain steps after them (the industrial profile's
-    largest domain alone), shrinking those steps; fused trailed sequential there (BENCHMARKS.md)."""
-    table = unwrap(model).embedding.weight
-    if table.grad is None or not table.grad.is_sparse or not hasattr(optimizer, "row_scale"):
-        raise ValueError("the fused mode needs lazy embedding updates (embedding_update=lazy): its learning "
-                         "rates are per embedding row")
-    if present == 1:  # one domain (on every rank: equal shares): every multiplier is 1, as sequential
-        optimizer.step()
-        return
-    optimizer.row_scale[table] = embedding_row_domains(model, x, domains, num_domains, gather)  # rows: mean too
-    groups = [g for g in shared_groups(optimizer) if not any(q is table for q in g["params"])]
-    base = [g["lr"] for g in groups]
-    for g in groups:
-        g["lr"] *= present
-        for p in g["params"]:
-            if p.grad is not None:
-                p.grad.div_(present)
-    try:
-        optimizer.step()
-    finally:
-        for g, lr in zip(groups, base):
-            g["lr"] = lr
 
 
 @torch.no_grad()

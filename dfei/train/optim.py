@@ -5,15 +5,10 @@ One Adam with parameter groups. In a sequential step each domain's backward is f
 domain parameters move once per step and shared parameters D times, each at lr / D by default.
 (The authors' TF code keeps a separate Adam state for the shared weights per domain; one state
 stepped D times is Algorithm 1 as written, with D times less optimiser memory for the embeddings.)
-In the fused mode one step sums the present domains' losses and updates every parameter once:
-a shared parameter then takes one step of n * lr * shared_lr_scale where sequential takes n steps
-of lr * shared_lr_scale, n being the number of domains whose batch reaches it (Adam's step size is
-about its lr, so the distance it moves per step matches): every present domain for the dense
-shared parameters, and for an embedding row the domains whose batch holds that id (one for most
-user ids, all of them for a 10-bin feature). Its gradient is the mean of those n domains' (not
-their sum), so Adam's moments see one domain's scale whatever n is (dfei.train.epoch._fused_update).
-Domain parameters take one step at lr, as in sequential. The per-row multipliers need lazy
-(row-sparse) embedding updates.
+The fused mode (dfei.train.step.FusedStep, where its lr rule is explained) updates every parameter
+once per step instead, with larger learning rates for the shared parameters and per embedding row:
+LazyAdam takes the per-row multipliers as step()'s `row_lr`, which needs lazy (row-sparse)
+embedding updates.
 
 L2 (lambda ||W||^2 / 2, lambda = 1e-6) applies to the embedding tables only, as the authors do;
 Adam's weight_decay adds exactly its gradient lambda * W.
@@ -65,14 +60,12 @@ class LazyAdam(torch.optim.Adam):
     State keys are Adam's ("step", "exp_avg", "exp_avg_sq"), so state dicts load either way.
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # {parameter: (sorted rows, multiplier)}: per-row learning-rate multipliers for the next step
-        # of a sparse parameter (the fused mode's rows; see dfei/train/epoch.py), cleared by step()
-        self.row_scale: dict[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] = {}
-
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure=None, *, row_lr: dict[torch.Tensor, torch.Tensor] | None = None):
+        """One Adam step. row_lr {sparse parameter: multipliers [rows, 1]}: this step's lr of each row
+        of that parameter's gradient times its multiplier, in the order of the gradient's coalesced
+        rows (the fused mode's rows, computed by dfei.train.step.FusedStep); rows of other
+        parameters, or of a step without row_lr, at their group's lr."""
         sparse, dense_groups = [], []
         for group in self.param_groups:
             dense = False
@@ -96,17 +89,16 @@ class LazyAdam(torch.optim.Adam):
             for _, p, grad in sparse:
                 p.grad = grad
         for group, p, grad in sparse:
-            self._lazy_update(group, p, grad, self.row_scale.get(p))
-        self.row_scale.clear()
+            self._lazy_update(group, p, grad, None if row_lr is None else row_lr.get(p))
         return loss
 
     def _lazy_update(self, group: dict, p: torch.Tensor, grad: torch.Tensor,
-                     row_scale: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        """Lazy Adam on the rows of a row-sparse gradient. row_scale (sorted rows, multiplier n_r):
-        a row's gradient is the sum of n_r domains' (a fused step): its mean enters the moments and
-        the update is n_r times the row's lr (rows not listed: 1)."""
+                     row_lr: torch.Tensor | None = None) -> None:
+        """Lazy Adam on the rows of a row-sparse gradient; row_lr [n, 1]: the rows' lr multipliers."""
         grad = grad.coalesce()
         rows, values = grad.indices()[0], grad.values()  # [n], [n, dim]
+        if row_lr is not None and row_lr.shape != (rows.numel(), 1):
+            raise ValueError(f"row_lr has shape {tuple(row_lr.shape)}; the gradient has {rows.numel()} rows")
         if rows.numel() == 0:
             return
         beta1, beta2 = group["betas"]
@@ -117,13 +109,6 @@ class LazyAdam(torch.optim.Adam):
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         state["step"] += 1
         step = float(state["step"])
-        scale = None
-        if row_scale is not None:
-            scaled_rows, multiplier = row_scale
-            at = torch.searchsorted(scaled_rows, rows).clamp(max=len(scaled_rows) - 1)
-            found = scaled_rows[at] == rows
-            scale = torch.where(found, multiplier[at], torch.ones_like(multiplier[at])).unsqueeze(1)  # [n, 1]
-            values = values / scale
         if group["weight_decay"]:
             values = values.add(p.index_select(0, rows), alpha=group["weight_decay"])
         m = state["exp_avg"].index_select(0, rows).mul_(beta1).add_(values, alpha=1 - beta1)
@@ -132,8 +117,8 @@ class LazyAdam(torch.optim.Adam):
         state["exp_avg_sq"].index_copy_(0, rows, v)
         denom = v.div_(1 - beta2 ** step).sqrt_().add_(group["eps"])
         update = m.div_(denom)
-        if scale is not None:
-            update.mul_(scale)
+        if row_lr is not None:
+            update.mul_(row_lr)
         p.index_add_(0, rows, update, alpha=-group["lr"] / (1 - beta1 ** step))
 
 

@@ -42,8 +42,9 @@ from dfei.config import TrainConfig
 from dfei.models.build import model_from_config
 from dfei.train.contention import CpuContention
 from dfei.train.distributed import DistributedHooks, broadcast_state, check_replicas, ddp_kwargs, prepare_distributed
-from dfei.train.epoch import merge_parts, predict_split, score_split, train_epoch, unwrap
+from dfei.train.epoch import EpochOptions, StepCheckpoints, merge_parts, predict_split, score_split, train_epoch
 from dfei.train.optim import build_optimizer, shared_groups
+from dfei.train.step import unwrap
 
 
 @dataclass
@@ -185,7 +186,7 @@ def distribute(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer,
 
 def train_one_epoch(w: Worker, model: nn.Module, optimizer: torch.optim.Optimizer, hooks: DistributedHooks,
                     epoch: int, state: TrainState, restored: Restored) -> dict[str, Any]:
-    """Algorithm 1 over this rank's share of every domain's training rows (epoch.train_epoch),
+    """Algorithm 1 over this rank's share of every domain's training rows (dfei.train.epoch.train_epoch),
     from the step a mid-epoch checkpoint left off at when `restored` holds one for this epoch."""
     cfg = w.cfg
     readers = train_readers(cfg, w.dataset, w.rank, w.world, w.ray_data_rows, epoch)
@@ -218,10 +219,10 @@ def train_one_epoch(w: Worker, model: nn.Module, optimizer: torch.optim.Optimize
         w.log(f"[train] epoch {epoch + 1}: continuing at step {start + 1}/{n_steps}")
     stream = training_stream(readers, epoch, cfg.exhaustion, cfg.mode, start)
     try:
-        return train_epoch(model, optimizer, stream, w.device, w.dataset.spec.num_domains, cfg.max_steps_per_epoch,
-                           progress, cfg.log_every_s, hooks.after_backward, hooks.gather, hooks.min_over_ranks,
-                           resume=resume, seed_step=seed_step, checkpoint_every=cfg.checkpoint_every_steps,
-                           on_checkpoint=checkpoint, compile=cfg.compile)
+        options = EpochOptions(max_steps=cfg.max_steps_per_epoch, compile=cfg.compile, seed_step=seed_step,
+                               on_progress=progress, progress_every_s=cfg.log_every_s)
+        return train_epoch(model, optimizer, stream, w.device, w.dataset.spec.num_domains, options=options, hooks=hooks,
+                           checkpoints=StepCheckpoints(cfg.checkpoint_every_steps, checkpoint, resume))
     finally:
         stream.close()
 
@@ -238,7 +239,7 @@ def step_seed(seed: int, rank: int, epoch: int, step: int) -> int:
 def progress_line(epoch: int, n_steps: int, total_batches: int, active: int, domains: int, p: dict) -> str:
     """The periodic line inside an epoch (one line, plain text: readable in `ray job submit` logs).
     The ETA is by batches, not steps: late steps hold fewer domains (at the industrial scale most of
-    an epoch is one domain alone). p: epoch.train_epoch's progress (step, batches, samples, seconds, loss)."""
+    an epoch is one domain alone). p: train_epoch's progress (step, batches, samples, seconds, loss)."""
     done = p["batches"]
     eta = p["seconds"] / max(done, 1) * max(total_batches - done, 0)
     return (f"[train] epoch {epoch + 1} step {p['step'] + 1}/{n_steps} ({done / max(total_batches, 1):.0%} of "

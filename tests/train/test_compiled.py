@@ -8,7 +8,7 @@ import torch
 from dfei.data.ingest import fused_steps
 from dfei.models import build_model
 from dfei.train import compiled
-from dfei.train.epoch import train_epoch
+from dfei.train.epoch import EpochOptions, train_epoch
 from dfei.train.optim import build_optimizer
 
 CARDS, D = [30, 20, 6], 3
@@ -25,8 +25,8 @@ def _train(mode: str, compile: bool, name: str = "dfei"):
     model = build_model(name, CARDS, D)
     optimizer = build_optimizer(model)
     items = fused_steps(iter(_items())) if mode == "fused" else iter(_items())
-    stats = train_epoch(model, optimizer, items, torch.device("cpu"), D, compile=compile,
-                        seed_step=lambda step: torch.manual_seed(step))
+    stats = train_epoch(model, optimizer, items, torch.device("cpu"), D,
+                        options=EpochOptions(compile=compile, seed_step=lambda step: torch.manual_seed(step)))
     return model, stats
 
 

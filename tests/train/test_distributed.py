@@ -12,8 +12,9 @@ import torch
 
 from dfei.models import build_model
 from dfei.train.distributed import ddp_kwargs, prepare_distributed
-from dfei.train.epoch import train_epoch, unwrap
+from dfei.train.epoch import train_epoch
 from dfei.train.optim import build_optimizer
+from dfei.train.step import unwrap
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
 
@@ -120,8 +121,7 @@ def _lockstep_worker(config: dict) -> dict:
                 history.append(_buffers(model))  # every buffer after that update
 
         stream = fused_steps(my_share()) if mode == "fused" else my_share()
-        train_epoch(model, optimizer, recorded(stream), torch.device("cpu"), D, after_backward=hooks.after_backward,
-                    gather=hooks.gather)
+        train_epoch(model, optimizer, recorded(stream), torch.device("cpu"), D, hooks=hooks)
         state = {k: v.detach().numpy().copy() for k, v in unwrap(model).state_dict().items()}
         steps = {n: int(optimizer.state[p]["step"]) for n, p in unwrap(model).named_parameters()
                  if p in optimizer.state}

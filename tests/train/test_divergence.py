@@ -17,7 +17,7 @@ from dfei.data.ingest import fused_steps
 from dfei.errors import RunFailedError, TrainingDivergedError
 from dfei.models import build_model
 from dfei.config import TrainConfig
-from dfei.train.epoch import train_epoch
+from dfei.train.epoch import EpochOptions, train_epoch
 from dfei.train.optim import build_optimizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -42,7 +42,7 @@ def test_the_first_non_finite_loss_is_named_and_the_epoch_stops_at_the_next_chec
     model = build_model("dfei", CARDS, D)
     optimizer = build_optimizer(model)
     stream = _batches(2, 1) if mode == "sequential" else fused_steps(_batches(2, 1))
-    stats = train_epoch(model, optimizer, stream, torch.device("cpu"), D, check_every=4)
+    stats = train_epoch(model, optimizer, stream, torch.device("cpu"), D, options=EpochOptions(check_every=4))
     assert stats["diverged"] == {"step": 2, "domain": 1, "loss": "nan"}
     per_update = 1 if mode == "fused" else D
     first_bad = 2 * per_update + (1 if mode == "sequential" else 0) + 1  # updates up to the bad one
@@ -52,7 +52,8 @@ def test_the_first_non_finite_loss_is_named_and_the_epoch_stops_at_the_next_chec
 def test_a_clean_epoch_reports_no_divergence():
     torch.manual_seed(0)
     model = build_model("dfei", CARDS, D)
-    stats = train_epoch(model, build_optimizer(model), _batches(-1, -1), torch.device("cpu"), D, check_every=4)
+    stats = train_epoch(model, build_optimizer(model), _batches(-1, -1), torch.device("cpu"), D,
+                        options=EpochOptions(check_every=4))
     assert stats["diverged"] is None and stats["updates"] == STEPS * D
 
 

@@ -123,7 +123,7 @@ def test_a_fused_step_feeds_adam_the_mean_of_the_domains_shared_gradients():
     # Adam's moments see one domain's gradient scale however many domains a fused step holds: the
     # dense shared parameters get the mean over the present domains, each embedding row the mean
     # over the domains whose batch holds it; domain parameters their own domain's gradient
-    from dfei.train.epoch import embedding_row_domains
+    from dfei.train.step import embedding_row_domains
 
     m = model()
     for mod in m.modules():
@@ -148,7 +148,7 @@ def test_a_fused_step_feeds_adam_the_mean_of_the_domains_shared_gradients():
     tight = {"rtol": 1e-4, "atol": 1e-10}  # gradients here are ~1e-6: the default atol (1e-5) would pass anything
     torch.testing.assert_close(opt.state[m.shared_tower[0].weight]["exp_avg"], (1 - beta1) * shared_mean, **tight)
     torch.testing.assert_close(opt.state[m.domain_towers[1][0].weight]["exp_avg"], (1 - beta1) * grads[1][1], **tight)
-    rows, counts = embedding_row_domains(m, xb, db, D)
+    rows, counts = embedding_row_domains(m.embedding, xb, db, D)
     row_sum = sum(g[2].to_dense() if g[2].is_sparse else g[2] for g in grads)[rows]
     l2 = opt.param_groups[0]["weight_decay"] * reference.embedding.weight.detach()[rows]
     expected = (1 - beta1) * (row_sum / counts.unsqueeze(1) + l2)
@@ -195,12 +195,12 @@ def test_lazy_adam_matches_adam_on_rows_that_get_a_gradient_every_step():
 
 
 def test_fused_rows_learn_at_the_lr_of_the_domains_whose_batches_hold_them():
-    from dfei.train.epoch import embedding_row_domains
+    from dfei.train.step import embedding_row_domains
 
     m = model()  # features of 40, 11 and 9 ids: rows 0..39, 40..50, 51..59
     x = torch.tensor([[5, 0, 0], [5, 1, 0], [7, 0, 0]])
     domains = torch.tensor([0, 1, 1])
-    rows, counts = embedding_row_domains(m, x, domains, D)
+    rows, counts = embedding_row_domains(m.embedding, x, domains, D)
     assert rows.tolist() == [5, 7, 40, 41, 51] and counts.tolist() == [2, 1, 2, 1, 2]
     # rows in one domain's batch move at lr / D, rows in two domains' batches at 2 lr / D
     opt = build_optimizer(m, lr=1e-3)
