@@ -60,7 +60,7 @@ def test_the_package_has_no_import_circle():
 
 # the layers, lowest first: a module imports from its own layer or a lower one, never a higher one
 LAYERS = (
-    ("dfei", "dfei.errors", "dfei.atomic", "dfei.signals", "dfei.cli", "dfei.fields", "dfei.ray_runtime"),  # foundations
+    ("dfei", "dfei.errors", "dfei.atomic", "dfei.signals", "dfei.cli", "dfei.ray_runtime"),  # foundations
     ("dfei.data", "dfei.models"),  # the data contract and encoders; the models (torch only)
     ("dfei.config",),  # a run's settings, validated against the registry's models
     ("dfei.eval",),  # metrics, significance, the report's tables and figures

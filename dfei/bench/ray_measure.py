@@ -75,16 +75,12 @@ def ingest_rates(cfg: TrainConfig, backends=("arrow", "ray-data"), passes: int =
     return trainer.fit().return_value
 
 
-def sync_loop(config: dict[str, Any]) -> dict[str, Any]:
-    """Ray Train worker: step time with and without the EMA statistics all-reduce, per mode.
-
-    Batches are synthetic and in memory (ingest is measured elsewhere); every step feeds all D
-    domains. Steps with and without the all-reduce alternate; the median step time of each counts.
-    """
-    import ray.train
+def _paired_step_times(mode: str, config: dict[str, Any], items: list[tuple], world: int, device) -> dict[str, Any]:
+    """One mode's step times with and without the statistics all-reduce, alternated step by step (both
+    see the same machine load); the first pair warms up. Returns sync_loop's per-mode figures and
+    the reducer (for the collective alone)."""
     import ray.train.torch
     import torch
-    import torch.distributed as dist
 
     from dfei.data.ingest import fused_steps
     from dfei.models import build_model
@@ -93,46 +89,41 @@ def sync_loop(config: dict[str, Any]) -> dict[str, Any]:
     from dfei.train.optim import build_optimizer
     from dfei.train.step import unwrap
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    cards, domains, batch = config["cardinalities"], config["num_domains"], config["batch_size"]
-    rng = np.random.default_rng(rank)
-    steps = 4  # distinct synthetic steps, reused
-    items = [(s, d, np.stack([rng.integers(0, c, batch) for c in cards], axis=1).astype(np.int32),
-              rng.integers(0, 2, batch).astype(np.float32)) for s in range(steps) for d in range(domains)]
-    out = {}
-    for mode in config["modes"]:
-        torch.manual_seed(0)
-        model = build_model("dfei", cards, domains)
-        optimizer = build_optimizer(model)
-        hooks = prepare_distributed(model, world)
-        timed_hooks = dataclasses.replace(hooks, min_over_ranks=None)  # no divergence all-reduce in the timed steps
-        model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs())
-        dfe = unwrap(model).dfe
-        reducer = dfe.reducer
-        times: dict[str, list[float]] = {"with": [], "without": []}
-        # with and without the all-reduce alternate step by step, so both see the same machine load
-        for i in range(2 + 2 * config["steps"]):
-            name = "with" if i % 2 else "without"
-            dfe.reducer = reducer if name == "with" else None
-            step = iter(items[(i % steps) * domains:(i % steps + 1) * domains])
-            stats = train_epoch(model, optimizer, fused_steps(step) if mode == "fused" else step, device, domains,
-                                hooks=timed_hooks)
-            if i >= 2:  # the first pair warms up
-                times[name].append(stats["seconds"])
-        dfe.reducer = reducer
-        with_s, without_s = float(np.median(times["with"])), float(np.median(times["without"]))
-        # neighbouring steps paired: slow drifts of the machine's load cancel in the differences
-        diffs = np.asarray(times["with"]) - np.asarray(times["without"])
-        half_ci = 1.96 * float(diffs.std(ddof=1)) / np.sqrt(len(diffs)) / with_s if len(diffs) > 1 else math.nan
-        per_step = 1 if mode == "fused" else domains  # statistics all-reduces per Algorithm 1 step
-        out[mode] = {
-            "step_s_with_sync": with_s, "step_s_without_sync": without_s,
+    cards, domains, steps = config["cardinalities"], config["num_domains"], len(items) // config["num_domains"]
+    torch.manual_seed(0)
+    model = build_model("dfei", cards, domains)
+    optimizer = build_optimizer(model)
+    hooks = prepare_distributed(model, world)
+    timed_hooks = dataclasses.replace(hooks, min_over_ranks=None)  # no divergence all-reduce in the timed steps
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs())
+    dfe = unwrap(model).dfe  # DFE's statistics reducer (dfei.train.distributed), switched off and on
+    reducer = dfe.reducer
+    times: dict[str, list[float]] = {"with": [], "without": []}
+    for i in range(2 + 2 * config["steps"]):
+        name = "with" if i % 2 else "without"
+        dfe.reducer = reducer if name == "with" else None
+        step = iter(items[(i % steps) * domains:(i % steps + 1) * domains])
+        stats = train_epoch(model, optimizer, fused_steps(step) if mode == "fused" else step, device, domains,
+                            hooks=timed_hooks)
+        if i >= 2:
+            times[name].append(stats["seconds"])
+    dfe.reducer = reducer
+    with_s, without_s = float(np.median(times["with"])), float(np.median(times["without"]))
+    # neighbouring steps paired: slow drifts of the machine's load cancel in the differences
+    diffs = np.asarray(times["with"]) - np.asarray(times["without"])
+    half_ci = 1.96 * float(diffs.std(ddof=1)) / np.sqrt(len(diffs)) / with_s if len(diffs) > 1 else math.nan
+    return {"step_s_with_sync": with_s, "step_s_without_sync": without_s,
             "overhead_frac": float(np.mean(diffs)) / with_s, "overhead_frac_ci95": half_ci,
-            "steps_each": len(diffs), "collectives_per_step": per_step}
-    # the collective alone, ranks already in step: what the all-reduce itself costs, without the
-    # time a rank spends waiting for a slower one (which the step difference above includes)
+            "steps_each": len(diffs), "collectives_per_step": 1 if mode == "fused" else domains,
+            "reducer": reducer}
+
+
+def _collective_s(reducer, domains: int, batch: int, device) -> float:
+    """The statistics all-reduce alone (forward and backward), ranks already in step: what the
+    collective itself costs, without the time a rank waits for a slower one (median of 5 x 20)."""
+    import torch
+    import torch.distributed as dist
+
     sums = torch.randn(domains, 32, device=device, requires_grad=True)
     counts = torch.full((domains,), float(batch), device=device)
     times_c = []
@@ -143,8 +134,30 @@ def sync_loop(config: dict[str, Any]) -> dict[str, Any]:
             s, _c = reducer(sums, counts)
             s.sum().backward()  # the backward all-reduce too
         times_c.append((time.perf_counter() - t0) / 20)
-    collective = float(np.median(times_c))
-    for mode, v in out.items():
+    return float(np.median(times_c))
+
+
+def sync_loop(config: dict[str, Any]) -> dict[str, Any]:
+    """Ray Train worker: step time with and without the EMA statistics all-reduce, per mode.
+
+    Batches are synthetic and in memory (ingest is measured elsewhere); every step feeds all D
+    domains. Steps with and without the all-reduce alternate; the median step time of each counts.
+    """
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    cards, domains, batch = config["cardinalities"], config["num_domains"], config["batch_size"]
+    rng = np.random.default_rng(rank)
+    steps = 4  # distinct synthetic steps, reused
+    items = [(s, d, np.stack([rng.integers(0, c, batch) for c in cards], axis=1).astype(np.int32),
+              rng.integers(0, 2, batch).astype(np.float32)) for s in range(steps) for d in range(domains)]
+    out = {mode: _paired_step_times(mode, config, items, world, device) for mode in config["modes"]}
+    collective = _collective_s(out[config["modes"][-1]]["reducer"], domains, batch, device)
+    for v in out.values():
+        v.pop("reducer")
         v["collective_s"] = collective
         v["intrinsic_frac"] = collective * v["collectives_per_step"] / v["step_s_with_sync"]
     return out

@@ -1,5 +1,5 @@
 """Training configuration: every setting declared once, here (the model options in
-dfei.models.options, which TrainConfig inherits).
+dfei.models.options, whose fields TrainConfig inherits).
 
 Each `TrainConfig` field carries its type, default, range and help text. From that one declaration
 come the validation (pydantic, which names the key, the value and what was expected), the YAML
@@ -14,8 +14,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, StrictBool, ValidationError, field_validator, model_validator
 
 from dfei.errors import ConfigError
-from dfei.fields import Float, Int, setting
-from dfei.models.options import ModelOptions
+from dfei.config.fields import Float, Int, ModelOptionFields, setting
 
 MODES = ("sequential", "fused")
 EMBEDDING_UPDATES = ("lazy", "dense")
@@ -27,7 +26,7 @@ REMOVED = ("fail_once_at",)  # a test hook; fault drills now inject failures fro
 _WHERE = contextvars.ContextVar("where", default="config")  # what from_dict's errors name
 
 
-class TrainConfig(ModelOptions):
+class TrainConfig(ModelOptionFields):
     """One training run's settings (train.py; every trial of tune.py, every run of compare.py and parity.py).
 
     Raises ConfigError naming the key, the value and what was expected when a value does not fit
@@ -136,6 +135,9 @@ class TrainConfig(ModelOptions):
             raise ValueError(f"model {self.model!r} does not read {', '.join(unread)}: leave "
                              f"{'it' if len(unread) == 1 else 'them'} at the default, or choose a model that uses "
                              f"{'it' if len(unread) == 1 else 'them'}")
+        if len(self.tower_dropouts) != len(self.tower_dims):
+            raise ValueError(f"tower_dropouts has {len(self.tower_dropouts)} rate(s) for {len(self.tower_dims)} "
+                             f"tower layer(s) {self.tower_dims}; give one rate per layer")
         if self.mode == "fused" and self.embedding_update != "lazy":
             raise ValueError("mode fused needs embedding_update lazy (its learning rates are per embedding row)")
         if self.checkpoint_every_steps is not None and self.ingest != "arrow":

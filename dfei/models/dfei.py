@@ -21,15 +21,15 @@ used frozen at inference.
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, StrictBool, model_validator
 from torch import nn
 
-from dfei.fields import Int
 from dfei.models.base import DomainModel
 from dfei.models.layers import (
     MLP,
@@ -43,25 +43,31 @@ from dfei.models.layers import (
     stacked_apply,
 )
 from dfei.models.norm import DomainAffine, PartitionedNorm
-from dfei.models.options import ModelOptions
+from dfei.models.options import OPTIONS, check_options, default
 
 
-class DFEIConfig(ModelOptions):
-    """DFEI's configuration: the model options (dfei.models.options: alpha, k, towers, ...), the data's
-    shape and the ablation switches (paper Fig. 2a: use_dfi=False is "w/o DFI", both False "w/o
-    DFEI"). ValidationError (a ValueError) naming the field when a value does not fit."""
+class DFEIConfig:
+    """DFEI's configuration: every model option (dfei.models.options: alpha, k, towers, ...; the
+    declared default where not given), the data's shape and the ablation switches (paper Fig. 2a:
+    use_dfi=False is "w/o DFI", both False "w/o DFEI"). ValueError naming the option and the value
+    when one does not fit its declaration, for an unknown option, num_domains < 1, or DFI without DFE.
+    """
 
-    cardinalities: list[Int]
-    num_domains: Int = Field(ge=1)
-    head_dims: list[Int] = [32]  # the authors' Dense(32, relu) before the output
-    use_dfe: StrictBool = True
-    use_dfi: StrictBool = True
-
-    @model_validator(mode="after")
-    def _dfi_needs_dfe(self) -> "DFEIConfig":
-        if self.use_dfi and not self.use_dfe:
+    def __init__(self, cardinalities: Sequence[int], num_domains: int, *, head_dims: Sequence[int] = (32,),
+                 use_dfe: bool = True, use_dfi: bool = True, **options: Any):
+        check_options(options)
+        if num_domains < 1:
+            raise ValueError(f"num_domains must be >= 1, got {num_domains}")
+        if use_dfi and not use_dfe:
             raise ValueError("use_dfi=True needs use_dfe=True: DFI integrates the DFE domain features")
-        return self
+        self.cardinalities, self.num_domains = list(cardinalities), num_domains
+        self.head_dims = list(head_dims)  # the authors' Dense(32, relu) before the output
+        self.use_dfe, self.use_dfi = use_dfe, use_dfi
+        for name in OPTIONS:
+            setattr(self, name, copy.copy(options[name]) if name in options else default(name))
+
+    def __repr__(self) -> str:
+        return f"DFEIConfig({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
 class DomainFeatureExtraction(GlobalBatchStatistics, nn.Module):

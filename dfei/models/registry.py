@@ -27,7 +27,7 @@ from dfei.models.star import STAR
 @dataclass(frozen=True)
 class ModelEntry:
     """A registered model: `build(cardinalities, num_domains, **options)` with exactly the options in
-    `reads` (ModelOptions field names), building a `cls` (whose class attributes declare the rest:
+    `reads` (dfei.models.options.OPTIONS names), building a `cls` (whose class attributes declare the rest:
     dfei.models.base.DomainModel); `family`: "baseline", "dfei" (DFEIConfig's models: DFEI and its
     ablations) or "plugin" (`<backbone>+dfei`)."""
 

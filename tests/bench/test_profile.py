@@ -15,6 +15,9 @@ def test_profile_steps_reports_the_top_operators_per_step(mode):
     assert [o["ms_per_step"] for o in r["ops"]] == sorted((o["ms_per_step"] for o in r["ops"]), reverse=True)
     assert -1e-9 <= r["other_share"] < 1 and abs(sum(o["share"] for o in r["ops"]) + r["other_share"] - 1) < 1e-9
     # one optimizer step per domain batch in sequential, one per step fused
-    (adam,) = [o for o in r["ops"] if o["name"].startswith("Optimizer.step")]
-    assert adam["calls_per_step"] == (D if mode == "sequential" else 1)
+    # (once a torch.optim.Adam has stepped in this process, torch's profiling wrapper of Adam.step also
+    # records LazyAdam's super().step() under LazyAdam's name: two records per update, by test order)
+    (adam,) = [o for o in r["ops"] if o["name"] == "Optimizer.step#LazyAdam.step"]
+    updates = D if mode == "sequential" else 1
+    assert adam["calls_per_step"] in (updates, 2 * updates)
     assert profile_table(r).splitlines()[0].startswith(mode)

@@ -208,5 +208,5 @@ def test_a_step_asks_the_device_for_no_value():
     assert syncs == []
     casts = sorted(ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
                    and n.func.id in ("int", "float", "bool"))
-    assert casts == ["bool(getattr(self.module, 'accepts_groups', False))", "int((counts > 0).sum())",
+    assert casts == ["int((counts > 0).sum())",
                      "int(batch.domains)"]  # counts: np.bincount of the host ids; domains: a host int
