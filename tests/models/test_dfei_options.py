@@ -105,3 +105,21 @@ def test_a_setting_the_model_does_not_read_is_refused_by_name(model, settings, n
 def test_a_checkpoint_config_that_recorded_an_unread_setting_still_loads():
     cfg = TrainConfig.from_dict({"data": "x", "model": "mlp", "alpha": 0.3}, legacy=True)
     assert (cfg.model, cfg.alpha) == ("mlp", 0.9)  # the value the model never read is dropped
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"alpha": 1.5}, "alpha = 1.5: expected a value <= 1"),
+    ({"k": 0}, "k = 0: expected a value >= 1"),
+    ({"k": 2.5}, "k = 2.5: expected an integer"),
+    ({"domain_norm": 1}, "domain_norm = 1: expected true or false"),
+    ({"dfe_input": "tower"}, "dfe_input = 'tower': expected one of ['domain', 'shared']"),
+    ({"tower_dims": [64, 0], "tower_dropouts": [0.1, 0.1]}, "tower_dims[1] = 0: expected a value >= 1"),
+    ({"tower_dims": [64], "tower_dropouts": [1.0]}, "tower_dropouts[0] = 1.0: expected a value < 1"),
+    ({"tower_dims": [64, 32]}, "tower_dropouts has 3 rate(s) for 2 tower layer(s)"),
+    ({"depth": 3}, "unknown model option(s) ['depth']"),
+])
+def test_the_model_config_checks_each_option_against_its_declaration(options, message):
+    """Without pydantic (the models import on a bare GPU host): the declared kinds and ranges."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DFEIConfig(cardinalities=CARDS, num_domains=D, **options)
+    assert DFEIConfig(cardinalities=CARDS, num_domains=D, alpha=1.0, tower_dims=[8], tower_dropouts=[0.0]).alpha == 1.0
