@@ -10,7 +10,7 @@ import pytest
 import ray.cloudpickle
 import torch
 
-from dfei.models import build_model
+from dfei.models import MODELS, build_model
 from dfei.train.distributed import ddp_kwargs, prepare_distributed
 from dfei.train.epoch import train_epoch
 from dfei.train.optim import build_optimizer
@@ -44,7 +44,9 @@ VARIANTS = {  # name: (model, lazy embedding updates, mode)
 
 def _build(name: str, seed: int = 0):
     torch.manual_seed(seed)
-    model = build_model(name, CARDS, D, alpha=0.8, tower_dropouts=[0.0, 0.0, 0.0])
+    reads = MODELS[name].reads  # (a model refuses an option it does not read)
+    model = build_model(name, CARDS, D, **{k: v for k, v in (("alpha", 0.8), ("tower_dropouts", [0.0, 0.0, 0.0]))
+                                           if k in reads})
     for m in model.modules():  # the baselines' dropout rates are fixed: off, so 1 and 2 workers compare
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
