@@ -42,6 +42,14 @@ os.environ.update({
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
 })
+# One torch (OpenMP) thread in this process and every process it starts (Ray's workers set their own
+# from the run's config): on this 2-core machine, shared with other jobs, two threads wait for each
+# other whenever one is preempted: tests/models/test_registry.py's fused-steps tests took over 300 s
+# with 2 threads and 47 s with 1 beside another test suite (16 s on an idle machine). Set in the
+# environment before torch is imported; OMP_NUM_THREADS given to pytest is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+if "torch" in sys.modules:  # imported before this file (a plugin): the environment came too late
+    sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 RAY_BIN = os.path.join(os.path.dirname(sys.executable), "ray")
 
 
