@@ -50,6 +50,14 @@ os.environ.update({
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 if "torch" in sys.modules:  # imported before this file (a plugin): the environment came too late
     sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+# One torch (OpenMP) thread in this process and every process it starts (Ray's workers set their own
+# from the run's config): on this 2-core machine, shared with other jobs, two threads wait for each
+# other whenever one is preempted: tests/models/test_registry.py's fused-steps tests took over 300 s
+# with 2 threads and 47 s with 1 beside another test suite (16 s on an idle machine). Set in the
+# environment before torch is imported; OMP_NUM_THREADS given to pytest is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+if "torch" in sys.modules:  # imported before this file (a plugin): the environment came too late
+    sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 RAY_BIN = os.path.join(os.path.dirname(sys.executable), "ray")
 
 
@@ -140,6 +148,21 @@ def ray_session(ray_cluster):
         ray.init(address=ray_cluster["address"], log_to_driver=True, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_must_not_start(monkeypatch):
+    """For a command run in this process that must refuse its input before Ray starts: this process
+    looks as a new one does (no Ray initialised, no RAY_ADDRESS: dfei.ray_runtime.init_ray would start
+    an embedded Ray), and starting Ray fails the test."""
+    import ray
+
+    def started(*args, **kwargs):  # pytest's Failed is a BaseException: no `except Exception` hides it
+        pytest.fail("Ray was started: the input was not refused before Ray starts")
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", started)
 
 
 @pytest.fixture(scope="session")
