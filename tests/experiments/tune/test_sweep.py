@@ -67,6 +67,14 @@ def test_best_json_points_to_the_best_trials_checkpoint_and_feeds_train_py(sweep
     assert ckpt["state"]["best_epoch"] + 1 == best["best_epoch"]
     cfg = load_config(os.path.join(out, "best.json"), {"out": "runs/retrain"})  # train.py --config best.json
     assert (cfg.alpha, cfg.k, cfg.epochs, cfg.patience) == (best["alpha"], best["k"], 2, 2)
+    # a retraining from it runs with the trial's settings, its torch threads included: the sweep picks the
+    # trials' CPUs (and so their threads) itself, and other threads give other numbers (the same settings
+    # give the same numbers: tests/train/test_fault_tolerance.py)
+    trial = json.load(open(os.path.join(out, "trials", best["trial_id"], "metrics.json")))["config"]
+    retrain = cfg.to_dict()
+    differ = {k: (retrain[k], trial.get(k)) for k in retrain
+              if k not in ("out", "storage_path", "log_every_s", "max_failures") and retrain[k] != trial.get(k)}
+    assert differ == {} and retrain["torch_threads"] >= 1
 
 
 def test_a_second_sweep_into_the_same_directory_is_refused(sweep, public_tiny):
@@ -127,14 +135,16 @@ def test_ctrl_c_ends_a_sweep_with_130_and_no_best_json_and_a_moved_sweep_resumes
                                                                                 tmp_path):
     """Ctrl-C after the first of two trials: exit 130, the finished trial in results.csv, no
     best.json. The folder is then moved: a resume that changes a setting is refused by name; a
-    plain resume finishes the sweep and every checkpoint path points into the new folder."""
+    plain resume finishes the sweep and every checkpoint path points into the new folder. Every
+    path is given relative to the working directory, as a user types it (Tune's storage needs
+    absolute ones)."""
     out, moved = str(tmp_path / "sweep"), str(tmp_path / "moved")
     env = {**os.environ, "RAY_ADDRESS": ray_cluster["address"]}
     tune_py = [sys.executable, os.path.join(ROOT, "pipelines", "tune.py")]
-    first = subprocess.Popen(tune_py + ["--out", out, "--data", public_tiny, "--alpha", "0.5,0.9", "--k", "16",
-                                        "--epochs", "1", "--max-concurrent", "1"],
+    first = subprocess.Popen(tune_py + ["--out", "sweep", "--data", os.path.relpath(public_tiny, tmp_path), "--alpha",
+                                        "0.5,0.9", "--k", "16", "--epochs", "1", "--max-concurrent", "1"],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
+                             start_new_session=True, cwd=tmp_path)
     lines: list[str] = []
     try:
         for line in first.stdout:
@@ -153,16 +163,17 @@ def test_ctrl_c_ends_a_sweep_with_130_and_no_best_json_and_a_moved_sweep_resumes
     assert [r["status"] for r in _rows(os.path.join(out, "results.csv"))][0] == "completed"
 
     os.rename(out, moved)
-    refused = subprocess.run(tune_py + ["--out", moved, "--resume", "--epochs", "2", "--alpha", "0.5"], env=env,
-                             capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(tune_py + ["--out", "moved", "--resume", "--epochs", "2", "--alpha", "0.5"], env=env,
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert refused.returncode == 2 and "--epochs (the sweep: 1, this command: 2)" in refused.stderr, refused.stderr
     assert "--alpha (the sweep: 0.5,0.9, this command: 0.5)" in refused.stderr
 
-    resumed = subprocess.run(tune_py + ["--out", moved, "--resume"], env=env, capture_output=True, text=True,
-                             timeout=300)
+    resumed = subprocess.run(tune_py + ["--out", "moved", "--resume"], env=env, capture_output=True, text=True,
+                             timeout=300, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     best = json.load(open(os.path.join(moved, "best.json")))
     rows = _rows(os.path.join(moved, "results.csv"))
     assert len(rows) == 2 and all(r["checkpoint"].startswith(moved + "/") for r in rows)
     assert best["checkpoint"].startswith(moved + "/")
+    assert best["train_config"]["data"] == public_tiny  # absolute, for a train.py run from anywhere
     load_checkpoint(best["checkpoint"])  # what export.py and predict.py read
