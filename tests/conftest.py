@@ -8,6 +8,7 @@ would also kill any other Ray on the machine.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -143,11 +144,7 @@ def ray_session(ray_cluster):
     ray.shutdown()
 
 
-@pytest.fixture
-def ray_must_not_start(monkeypatch):
-    """For a command run in this process that must refuse its input before Ray starts: this process
-    looks as a new one does (no Ray initialised, no RAY_ADDRESS: dfei.ray_runtime.init_ray would start
-    an embedded Ray), and starting Ray fails the test."""
+def _forbid_ray_start(monkeypatch) -> None:
     import ray
 
     def started(*args, **kwargs):  # pytest's Failed is a BaseException: no `except Exception` hides it
@@ -156,6 +153,26 @@ def ray_must_not_start(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", started)
+
+
+@pytest.fixture
+def ray_must_not_start(monkeypatch):
+    """For a command run in this process that must refuse its input before Ray starts: this process
+    looks as a new one does (no Ray initialised, no RAY_ADDRESS: dfei.ray_runtime.init_ray would start
+    an embedded Ray), and starting Ray fails the test."""
+    _forbid_ray_start(monkeypatch)
+
+
+@pytest.fixture
+def ray_start_guard():
+    """ray_must_not_start for a part of a test: `with ray_start_guard(): ...`."""
+    @contextlib.contextmanager
+    def guard():
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            _forbid_ray_start(monkeypatch)
+            yield
+
+    return guard
 
 
 @pytest.fixture(scope="session")
