@@ -8,6 +8,8 @@ would also kill any other Ray on the machine.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import signal
@@ -42,6 +44,14 @@ os.environ.update({
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
 })
+# One torch (OpenMP) thread in this process and every process it starts (Ray's workers set their own
+# from the run's config): on this 2-core machine, shared with other jobs, two threads wait for each
+# other whenever one is preempted: tests/models/test_registry.py's fused-steps tests took over 300 s
+# with 2 threads and 47 s with 1 beside another test suite (16 s on an idle machine). Set in the
+# environment before torch is imported; OMP_NUM_THREADS given to pytest is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+if "torch" in sys.modules:  # imported before this file (a plugin): the environment came too late
+    sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 RAY_BIN = os.path.join(os.path.dirname(sys.executable), "ray")
 
 
@@ -134,6 +144,37 @@ def ray_session(ray_cluster):
     ray.shutdown()
 
 
+def _forbid_ray_start(monkeypatch) -> None:
+    import ray
+
+    def started(*args, **kwargs):  # pytest's Failed is a BaseException: no `except Exception` hides it
+        pytest.fail("Ray was started: the input was not refused before Ray starts")
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", started)
+
+
+@pytest.fixture
+def ray_must_not_start(monkeypatch):
+    """For a command run in this process that must refuse its input before Ray starts: this process
+    looks as a new one does (no Ray initialised, no RAY_ADDRESS: dfei.ray_runtime.init_ray would start
+    an embedded Ray), and starting Ray fails the test."""
+    _forbid_ray_start(monkeypatch)
+
+
+@pytest.fixture
+def ray_start_guard():
+    """ray_must_not_start for a part of a test: `with ray_start_guard(): ...`."""
+    @contextlib.contextmanager
+    def guard():
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            _forbid_ray_start(monkeypatch)
+            yield
+
+    return guard
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """moto's S3 server on 127.0.0.1 (never the internet); yields its URL."""
@@ -205,8 +246,7 @@ def tracked_run(ray_session, daily_data, tmp_path_factory) -> dict:
     return {"cfg": cfg, "metrics": metrics, "mlflow": uri}
 
 
-@pytest.fixture
-def tiny_checkpoint(tmp_path) -> str:
+def write_tiny_checkpoint(path: str) -> str:
     """A checkpoint of an untrained small DFEI (2 features, domain ids 3 and 7), written without Ray."""
     import torch
 
@@ -219,6 +259,30 @@ def tiny_checkpoint(tmp_path) -> str:
                        features=[Feature("user", 20), Feature("item", 30)])
     cfg = TrainConfig(data="/d", tower_dims=[16, 8], tower_dropouts=[0.0, 0.0], k=4)
     torch.manual_seed(0)
-    path = str(tmp_path / "ckpt")
     save_checkpoint(path, model_from_config(cfg, spec).state_dict(), None, TrainState().to_json(cfg, spec))
     return path
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> str:
+    """A checkpoint of an untrained small DFEI (2 features, domain ids 3 and 7), written without Ray."""
+    return write_tiny_checkpoint(str(tmp_path / "ckpt"))
+
+
+@pytest.fixture(scope="session")
+def no_ray_child(tmp_path_factory) -> dict:
+    """tests/no_ray_child.py run once: a process where Ray, pydantic, fsspec, tqdm, MLflow and
+    TensorBoard cannot be imported (then only Ray), as a bare GPU machine or a serving host has it.
+    Yields its results per phase (see that file) and the folders: "out" (gpu_check.json under
+    out/check), "checkpoint" (the tiny checkpoint it exported)."""
+    root = tmp_path_factory.mktemp("no-ray")
+    checkpoint = write_tiny_checkpoint(str(root / "ckpt"))
+    result = root / "result.json"
+    # one torch thread: on a shared 2-core machine, two OpenMP threads beside another busy process
+    # made the plain loop ~100x slower (44 s vs 0.4 s for gpu_check's epoch, measured)
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "OMP_NUM_THREADS": "1"}
+    here = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run([sys.executable, os.path.join(here, "no_ray_child.py"), str(result), checkpoint, str(root)],
+                          cwd=os.path.dirname(here), capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and result.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return {"phases": json.loads(result.read_text()), "out": str(root), "checkpoint": checkpoint}

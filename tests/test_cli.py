@@ -129,3 +129,15 @@ def test_unknown_models_and_predict_settings_are_refused_before_ray():
         if torch.cuda.device_count() == 0:
             with pytest.raises(UserError, match="--use-gpu gives each of the 1 scoring actor"):
                 check_settings(8192, 1, True)
+
+
+def test_the_guard_of_the_in_process_cli_tests_fails_a_test_that_starts_ray(ray_must_not_start):
+    """tests/conftest.py's `ray_must_not_start` (what the CLI tests run in this process use to check
+    that an input is refused before Ray starts) really fails a test whose command starts Ray."""
+    import ray
+
+    from dfei.ray_runtime import init_ray
+
+    assert not ray.is_initialized() and "RAY_ADDRESS" not in os.environ  # as a new process sees it
+    with pytest.raises(pytest.fail.Exception, match="Ray was started"):
+        init_ray(lambda *a: None)

@@ -1,14 +1,12 @@
 """The plain engine runs where only torch, numpy, pyarrow, pandas and scikit-learn are installed (a
 bare GPU machine): with Ray, pydantic, fsspec, tqdm, MLflow and TensorBoard unimportable, the
 model, engine, optimizer, ingest, generator and benchmark modules import and pipelines/gpu_check.py
-trains, scores and reports on the device it is given."""
+trains, scores and reports on the device it is given (in one such process: tests/no_ray_child.py)."""
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,90 +16,34 @@ from dfei.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-BLOCKED = ("ray", "pydantic", "fsspec", "tqdm", "mlflow", "tensorboard", "tensorboardX")
 
-# installed first in the child: every import of a blocked package (or a submodule) fails as if it were
-# not installed, and importlib.util.find_spec answers None for it, as it does for a missing package
-# (torch._dynamo probes tqdm that way); each import attempt is recorded with the file that made it
-# (torch.hub tries tqdm and does without)
-BLOCKER = f"""
-import importlib.util
-import sys
-BLOCKED = {BLOCKED!r}
-ATTEMPTS = []
-
-def blocked(name):
-    return name.split(".")[0] in BLOCKED
-
-class Blocker:
-    def find_spec(self, name, path=None, target=None):
-        if not blocked(name):
-            return None
-        frame = sys._getframe(1)
-        while frame.f_code.co_filename.startswith("<frozen"):
-            frame = frame.f_back
-        ATTEMPTS.append((name, frame.f_code.co_filename))
-        raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by tests/test_no_ray.py)", name=name)
-
-_find_spec = importlib.util.find_spec
-
-def find_spec(name, package=None):
-    if blocked(name) and "." not in name:
-        return None
-    return _find_spec(name, package)
-
-sys.meta_path.insert(0, Blocker())
-importlib.util.find_spec = find_spec
-for name in list(sys.modules):
-    if blocked(name):
-        del sys.modules[name]
-"""
-
-MODULES = ("dfei.models", "dfei.train.epoch", "dfei.train.optim", "dfei.data.ingest", "dfei.data.synthetic",
-           "dfei.bench.measure", "dfei.bench.gpu_check")
+def _phase(no_ray_child: dict, name: str) -> dict:
+    """One phase of tests/no_ray_child.py (the one process without those packages: see there)."""
+    phase = no_ray_child["phases"][name]
+    assert phase["error"] is None, phase["error"]
+    return phase
 
 
-def _run_blocked(body: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    code = BLOCKER + "\n" + body + (
-        "\nloaded = sorted(k for k in sys.modules if k.split('.')[0] in BLOCKED and sys.modules[k] is not None)"
-        "\nassert not loaded, loaded"
-        "\nprint('ATTEMPTS', sorted(set(ATTEMPTS)))"
-        f"\nours = [(n, f) for n, f in ATTEMPTS if f.startswith(({ROOT + '/dfei/'!r}, {ROOT + '/pipelines/'!r}))]"
-        "\nassert not ours, f'dfei imports a package a bare GPU machine lacks: {ours}'\n")
-    # one torch thread: on a shared 2-core machine, two OpenMP threads beside another busy process
-    # made the plain loop ~100x slower (44 s vs 0.4 s for this test's epoch, measured)
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env=env)
-
-
-def test_the_blocker_blocks_and_names_a_dfei_module_that_tried():
-    proc = _run_blocked("try:\n    import ray.train\nexcept ImportError as e:\n    print('blocked', e)\n"
-                        "assert importlib.util.find_spec('tqdm') is None\n")
-    assert proc.returncode == 0 and "blocked" in proc.stdout, proc.stderr[-3000:]
+def test_the_blocker_blocks_and_names_a_dfei_module_that_tried(no_ray_child):
+    phase = _phase(no_ray_child, "blocker")
+    assert phase["blocked"] and "blocked by tests/no_ray_child.py" in phase["blocked"]
+    assert phase["tqdm_spec"] == "None"
     # dfei.data.fs imports fsspec only for a URI: the attempt fails and is charged to dfei/data/fs.py
-    proc = _run_blocked("from dfei.data.fs import resolve\ntry:\n    resolve('s3://bucket/x')\n"
-                        "except ImportError:\n    pass\n")
-    assert proc.returncode == 1 and "dfei imports a package a bare GPU machine lacks" in proc.stderr
-    assert "dfei/data/fs.py" in proc.stderr
+    ours = _phase(no_ray_child, "fs")["ours"]
+    assert ours and all(name == "fsspec" and file == os.path.join(ROOT, "dfei", "data", "fs.py") for name, file in ours)
 
 
-def test_the_plain_engine_modules_import_without_ray_pydantic_fsspec_tqdm():
-    proc = _run_blocked("import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in MODULES))
+def test_the_plain_engine_modules_import_without_ray_pydantic_fsspec_tqdm(no_ray_child):
+    phase = _phase(no_ray_child, "modules")
     # no dfei module even tried one (an optional import that is caught would be a hidden dependency)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert phase["ours"] == [] and phase["loaded"] == [], phase
 
 
-def test_gpu_check_trains_scores_and_reports_on_cpu_without_ray(tmp_path):
-    out = tmp_path / "check"
-    body = ("import runpy\n"
-            f"mod = runpy.run_path({os.path.join(ROOT, 'pipelines', 'gpu_check.py')!r}, run_name='gpu_check')\n"
-            f"rc = mod['main'](['--out', {str(out)!r}, '--device', 'cpu', '--scale', '0.0005', '--workers', '1',"
-            " '--variants', 'sequential,fused', '--all-domain-steps', '2'])\n"
-            "assert rc == 0, rc\n")
-    proc = _run_blocked(body, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    res = json.load(open(out / "gpu_check.json"))
+def test_gpu_check_trains_scores_and_reports_on_cpu_without_ray(no_ray_child):
+    phase = _phase(no_ray_child, "gpu_check")
+    assert phase["rc"] == 0 and phase["ours"] == [] and phase["loaded"] == [], phase
+    out = os.path.join(no_ray_child["out"], "check")
+    res = json.load(open(os.path.join(out, "gpu_check.json")))
     assert set(res["variants"]) == {"sequential", "fused"}
     for name, r in res["variants"].items():
         assert r["steady_samples_per_s"] > 0 and r["epoch_s"] > 0, (name, r)
@@ -113,11 +55,11 @@ def test_gpu_check_trains_scores_and_reports_on_cpu_without_ray(tmp_path):
     assert set(res["all_domain_steps"]) == {"sequential", "fused"} and res["ratios"][
         "fused_vs_sequential_all_domain_steps"] > 0
     assert res["machine"]["device"] == "cpu" and res["target"]["met"] is None  # the target is judged on a GPU only
-    assert "| sequential |" in proc.stdout and "| fused |" in proc.stdout
-    assert "the target is for GPUs, not judged on cpu" in proc.stdout
+    assert "| sequential |" in phase["stdout"] and "| fused |" in phase["stdout"]
+    assert "the target is for GPUs, not judged on cpu" in phase["stdout"]
     # a second run reuses the generated data
     logged = []
-    assert prepare_data(GpuCheckConfig(out=str(out), scale=0.0005), log=logged.append) == res["data"]["uri"]
+    assert prepare_data(GpuCheckConfig(out=out, scale=0.0005), log=logged.append) == res["data"]["uri"]
     assert logged == []
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ast
 import os
-import subprocess
-import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,19 +99,11 @@ def test_the_cycle_finder_finds_a_circle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
 
 
-def test_a_checkpoint_loads_and_exports_on_a_host_without_ray(tiny_checkpoint, tmp_path):
-    ckpt = tiny_checkpoint
-    code = (
-        "import sys\n"
-        "sys.modules['ray'] = None  # any `import ray` now fails\n"
-        "from dfei.serving.export import export_checkpoint\n"
-        "from dfei.serving.loader import ServingModel\n"
-        f"meta = export_checkpoint({ckpt!r}, 'torchscript', {str(tmp_path / 'm.pt')!r}, log=lambda *a: None)\n"
-        f"m = ServingModel.load({str(tmp_path / 'm.pt')!r})\n"
-        "import numpy as np\n"
-        "p = m.predict(np.array([[1, 2], [3, 4]]), np.array([3, 7]))\n"
-        "assert p.shape == (2,) and ((p > 0) & (p < 1)).all(), p\n"
-        "assert not any(k == 'ray' or k.startswith('ray.') for k in sys.modules if sys.modules[k] is not None)\n"
-        "print('ok', meta['parity']['max_abs_error_vs_eager'])\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0 and out.stdout.startswith("ok"), out.stderr[-3000:]
+def test_a_checkpoint_loads_and_exports_on_a_host_without_ray(no_ray_child):
+    """In tests/no_ray_child.py's process (its `serving` phase: any `import ray` fails there), the
+    tiny checkpoint of tests/conftest.py exports to TorchScript, and the artifact loads and scores."""
+    phase = no_ray_child["phases"]["serving"]
+    assert phase["error"] is None, phase["error"]
+    assert len(phase["scores"]) == 2 and all(0 < p < 1 for p in phase["scores"]), phase["scores"]
+    assert phase["max_abs_error_vs_eager"] <= 1e-5
+    assert phase["loaded"] == [] and phase["ours"] == []  # no ray module, and no dfei module even tried one

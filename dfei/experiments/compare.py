@@ -6,7 +6,7 @@ import json
 import os
 import re
 import time
-from typing import Any
+from typing import Any, Callable
 
 from dfei.data.dataset import ParquetDataset
 from dfei.errors import ConfigError, RunInterruptedError
@@ -84,30 +84,26 @@ def _check_rows(path: str, metrics: dict, reference: dict[str, Any]) -> None:
                               f"the dataset has {now[first]} now (regenerated?); use another --out for the new data")
 
 
-def _train(cfg: TrainConfig, model: str, seed: int, which: str, out: str) -> None:
+def train_run(cfg: TrainConfig) -> None:
+    """compare's default `train`: run_training, quiet, the Ray Train run named by model, seed and time."""
+    run_training(cfg, log=lambda *a: None, run_name=f"{cfg.model}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _train(train: Callable[[TrainConfig], Any], cfg: TrainConfig, model: str, seed: int, which: str,
+           out: str) -> None:
     """One run of the comparison; a Ctrl-C during it ends the comparison (RunInterruptedError,
     exit 130) saying that the finished runs are kept and reused by the same command."""
     try:
-        run_training(cfg, log=lambda *a: None, run_name=f"{model}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+        train(cfg)
     except RunInterruptedError:
         raise RunInterruptedError(
             f"the comparison was stopped during {which} ({model} seed {seed}); no report was written. Finished "
             f"runs are kept under {out}/runs: the same command continues from them") from None
 
 
-def compare(base: TrainConfig, models: list[str], seeds: int, out: str, log=print,
-            variants: dict[str, TrainConfig] | None = None, report_only: bool = False) -> dict[str, Any]:
-    """Train each of `models` (registry names, with `base`'s settings) and of `variants` (name ->
-    config) for seeds 0..seeds-1 under out/runs/<name>/seed<k>, then write the report
-    (dfei.eval.tables, dfei.eval.plots). `report_only`: train nothing; report each model's finished seeds
-    0..k-1 (k <= seeds; paired tests use the seeds both models have). Raises ConfigError for an
-    unknown model, seeds < 1, a finished run trained with other settings than asked for, or (with
-    report_only) a model without a finished seed 0."""
-    unknown = [m for m in models if m not in MODELS]
-    if unknown:
-        raise ConfigError(f"unknown model(s) {unknown}; registered: {sorted(MODELS)}")
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+def _configs(base: TrainConfig, models: list[str], variants: dict[str, TrainConfig] | None) -> dict[str, TrainConfig]:
+    """name -> config of every model (base's settings) and variant; ConfigError for a model the
+    shared settings do not apply to, or nothing to compare."""
     configs = {}
     for m in models:
         try:
@@ -118,13 +114,37 @@ def compare(base: TrainConfig, models: list[str], seeds: int, out: str, log=prin
     configs.update(variants or {})
     if not configs:
         raise ConfigError("nothing to compare: give --models and/or --variants")
+    return configs
+
+
+def compare(base: TrainConfig, models: list[str], seeds: int, out: str, log=print,
+            variants: dict[str, TrainConfig] | None = None, report_only: bool = False,
+            train: Callable[[TrainConfig], Any] | None = None) -> dict[str, Any]:
+    """Train each of `models` (registry names, with `base`'s settings) and of `variants` (name ->
+    config) for seeds 0..seeds-1 under out/runs/<name>/seed<k>, then write the report
+    (dfei.eval.tables, dfei.eval.plots). `report_only`: train nothing; report each model's finished seeds
+    0..k-1 (k <= seeds; paired tests use the seeds both models have). Raises ConfigError for an
+    unknown model, seeds < 1, a finished run trained with other settings than asked for, or (with
+    report_only) a model without a finished seed 0.
+
+    `train`: what trains one run, called as train(cfg) with the run's config (its model, seed and
+    out = out/runs/<name>/seed<k> set); it must leave cfg.out/metrics.json as run_training writes it
+    (the report reads the splits, avg_auc, history, dataset digest, config and checkpoint from it).
+    Default: `train_run` (run_training on Ray, which compare then starts before the first run); with
+    another function compare starts no Ray itself (tests pass one that writes a metrics.json)."""
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {unknown}; registered: {sorted(MODELS)}")
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    configs = _configs(base, models, variants)
     dataset = ParquetDataset(base.data)
     if report_only:
         check_evaluable(dataset, log)  # nothing trains: no fit check
     else:
         preflight(base, dataset, log)  # the embedding table is every model's: one check before Ray starts
     os.makedirs(out, exist_ok=True)
-    if not report_only:
+    if not report_only and train is None:
         init_ray(log)
     reference = {split: split_reference(dataset, split, auc=split != "train") for split in ("train", "valid", "test")}
     reference_digest = dataset.spec.digest()
@@ -145,7 +165,7 @@ def compare(base: TrainConfig, models: list[str], seeds: int, out: str, log=prin
             continue
         else:
             log(f"[compare] {i + 1}/{total} {model} seed {seed}: training ({time.time() - t0:.0f}s elapsed)")
-            _train(cfg, model, seed, f"run {i + 1} of {total}", out)
+            _train(train or train_run, cfg, model, seed, f"run {i + 1} of {total}", out)
         if report_only and len(results[model]) < seed:  # after a gap, later seeds are left out too
             continue
         with open(path) as f:
@@ -153,6 +173,14 @@ def compare(base: TrainConfig, models: list[str], seeds: int, out: str, log=prin
         m = results[model][seed]
         _check_rows(path, m, {**reference, "digest": reference_digest})
         log(f"[compare] {model} seed {seed}: test avg AUC {m['avg_auc']['test']:.4f}")
+    report = _write_report(dataset, results, reference, out, log)
+    log(f"[compare] {total} runs in {time.time() - t0:.0f}s; report in {out}")
+    return report
+
+
+def _write_report(dataset: ParquetDataset, results: dict[str, dict[int, dict]], reference: dict[str, Any],
+                  out: str, log) -> dict[str, Any]:
+    """The tables (dfei.eval.tables) and figures (dfei.eval.plots) of the finished runs; logs table.md."""
     domains = dataset.spec.domain_names
     values = per_seed(results, domains)
     facts = run_facts(results)
@@ -171,5 +199,4 @@ def compare(base: TrainConfig, models: list[str], seeds: int, out: str, log=prin
         tsne_plot(ckpt["best_model"]["dfe.v"].numpy(), domains, ctr, out)
     with open(os.path.join(out, "table.md")) as f:
         log("\n" + f.read())
-    log(f"[compare] {total} runs in {time.time() - t0:.0f}s; report in {out}")
     return report

@@ -1,6 +1,7 @@
 """KuaiRand-1K converter on a fixture with the official file names, columns and dtypes."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -47,11 +48,15 @@ def test_kuairand_fixture_end_to_end(tmp_path):
     assert meta["converter"] == "kuairand"
 
 
-def test_missing_release_file_is_named(tmp_path):
+def test_missing_release_file_is_named(tmp_path, capsys):
+    # in this process (the real prepare_data.py process: the test above)
     raw = tmp_path / "raw"
     write_fixture(str(raw))
     os.remove(raw / "user_features_1k.csv")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "pipelines", "prepare_data.py"), "kuairand",
-                           "--raw", str(raw), "--out", str(tmp_path / "kr")], capture_output=True, text=True)
-    assert proc.returncode == 2 and "user_features_1k.csv: missing" in proc.stderr
+    spec = importlib.util.spec_from_file_location("pipeline_prepare_data",
+                                                  os.path.join(ROOT, "pipelines", "prepare_data.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["kuairand", "--raw", str(raw), "--out", str(tmp_path / "kr")]) == 2
+    assert "user_features_1k.csv: missing" in capsys.readouterr().err
     assert not (tmp_path / "kr").exists()

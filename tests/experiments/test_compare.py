@@ -1,4 +1,7 @@
-"""compare.py: tables in the paper's layout with a correct paired t-test, resumable, seeded."""
+"""compare.py: tables in the paper's layout with a correct paired t-test, resumable, seeded.
+
+The report, resume and reuse tests run compare with a stand-in trainer (`fake_training`: it writes a
+metrics.json and a checkpoint as run_training does, no Ray); one test trains for real end to end."""
 from __future__ import annotations
 
 import csv
@@ -6,6 +9,7 @@ import json
 import math
 import os
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -14,18 +18,63 @@ from scipy.stats import ttest_rel
 from dfei.errors import ConfigError, PathNotFoundError
 from dfei.experiments.compare import compare, load_variants
 from dfei.config import TrainConfig
-from dfei.train.driver import run_training
 
 COLUMNS = ["B1", "B2", "B3", "B4", "B5", "B6", "avg"]
 
 
+def fake_training(data: str):
+    """compare's `train` without Ray: writes cfg.out/metrics.json as run_training does (the dataset's
+    digest and rows per domain, per-domain AUCs and loglosses, a 1-epoch history, the config) and a
+    checkpoint of the untrained model. The AUCs are drawn from a generator seeded by the run's
+    folder (<name>/seed<k>): every run has its own numbers, the same in every test session. The
+    configs it was called with are in its `calls`."""
+    import torch
+
+    from dfei.data.dataset import ParquetDataset
+    from dfei.eval.oracle import split_reference
+    from dfei.models.build import model_from_config
+    from dfei.train.checkpoint import TrainState, save_checkpoint
+
+    dataset = ParquetDataset(data)
+    spec = dataset.spec
+    rows = {split: {d: r["n"] for d, r in split_reference(dataset, split, auc=False).items()}
+            for split in ("valid", "test")}
+
+    def train(cfg: TrainConfig) -> None:
+        train.calls.append(cfg)
+        name = os.path.join(os.path.basename(os.path.dirname(cfg.out)), os.path.basename(cfg.out))
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
+        splits = {split: {d: {"auc": float(rng.uniform(0.55, 0.75)), "gauc": float(rng.uniform(0.5, 0.7)),
+                              "logloss": float(rng.uniform(0.3, 0.6)), "n": n} for d, n in counts.items()}
+                  for split, counts in rows.items()}
+        avg = {split: float(np.mean([m["auc"] for m in splits[split].values()])) for split in splits}
+        checkpoint = os.path.join(cfg.out, "ray_results", "run", "epoch_0001")
+        torch.manual_seed(cfg.seed)
+        save_checkpoint(checkpoint, model_from_config(cfg, spec).state_dict(), None, TrainState().to_json(cfg, spec))
+        metrics = {"avg_auc": avg, "splits": splits, "model": cfg.model, "config": cfg.to_dict(),
+                   "dataset": {"name": spec.name, "uri": cfg.data, "domains": spec.domain_names,
+                               "digest": spec.digest()},
+                   "best_epoch": 1, "epochs_run": 1, "checkpoint": checkpoint, "timings": {"total_s": 1.0},
+                   "history": [{"epoch": 1, "train_loss": float(rng.uniform(0.4, 0.5)), "valid_avg_auc": avg["valid"]}]}
+        with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
+            json.dump(metrics, f)
+
+    train.calls = []
+    return train
+
+
+def no_training(cfg: TrainConfig) -> None:
+    raise AssertionError(f"{cfg.out} was trained")
+
+
 @pytest.fixture(scope="module")
-def report(ray_session, public_tiny, tmp_path_factory):
+def report(public_tiny, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("compare"))
     base = TrainConfig(data=public_tiny, epochs=1, cpus_per_worker=1)
     variants = {"dfei_domain_norm": base.replace(model="dfei", domain_norm=True)}
-    compare(base, ["mlp", "dfei"], seeds=2, out=out, log=lambda *a: None, variants=variants)
-    return base, out, variants
+    train = fake_training(public_tiny)
+    compare(base, ["mlp", "dfei"], seeds=2, out=out, log=lambda *a: None, variants=variants, train=train)
+    return base, out, variants, train.calls
 
 
 def _rows(path):
@@ -34,7 +83,7 @@ def _rows(path):
 
 
 def test_tables_have_the_paper_layout_and_a_correct_t_test(report):
-    _, out, _ = report
+    _, out, _, _ = report
     table = open(os.path.join(out, "table.md")).read()
     assert "| Model | " + " | ".join(COLUMNS) + " |" in table
     main = table.split("\n\n")[1]  # the first table (then the t-tests, the summary, the intervals)
@@ -62,7 +111,7 @@ def test_the_report_has_the_oracle_row_the_per_model_summary_the_intervals_and_t
     from dfei.data.dataset import ParquetDataset
     from dfei.eval.oracle import split_reference
 
-    _, out, _ = report
+    _, out, _, _ = report
     table = open(os.path.join(out, "table.md")).read()
     ref = split_reference(ParquetDataset(public_tiny), "test")
     oracle_row = next(line for line in table.splitlines() if line.startswith("| *oracle* | *"))
@@ -85,22 +134,43 @@ def test_the_report_has_the_oracle_row_the_per_model_summary_the_intervals_and_t
     assert metrics[0]["config"]["domain_norm"] is True and dfei[0]["config"]["domain_norm"] is False
 
 
+def test_each_run_is_trained_once_with_its_model_seed_and_folder(report):
+    base, out, _, calls = report
+    assert [(c.model, c.domain_norm, c.seed, c.out) for c in calls] == [
+        (model, norm, seed, os.path.join(out, "runs", name, f"seed{seed}"))
+        for name, model, norm in (("mlp", "mlp", False), ("dfei", "dfei", False), ("dfei_domain_norm", "dfei", True))
+        for seed in (0, 1)]
+    assert all(c.to_dict() == base.replace(model=c.model, domain_norm=c.domain_norm, seed=c.seed, out=c.out).to_dict()
+               for c in calls)  # the shared settings, unchanged
+
+
 def test_finished_runs_are_not_trained_again(report):
-    base, out, variants = report
+    base, out, variants, _ = report
     logs: list[str] = []
-    compare(base, ["mlp", "dfei"], seeds=2, out=out, log=logs.append, variants=variants)
+    compare(base, ["mlp", "dfei"], seeds=2, out=out, log=logs.append, variants=variants, train=no_training)
     assert sum("skipped" in line for line in logs) == 6 and not any(": training (" in line for line in logs)
+
+
+def test_a_relative_out_gives_each_run_an_absolute_folder(public_tiny, tmp_path, monkeypatch):
+    """Ray's workers and storage have another working directory: a run's out must be absolute
+    (the CLIs' other relative paths: tests/test_relative_paths.py, TrainConfig's: test_config.py)."""
+    monkeypatch.chdir(tmp_path)
+    train = fake_training(public_tiny)
+    compare(TrainConfig(data=public_tiny, epochs=1), ["mlp"], seeds=1, out="cmp", log=lambda *a: None, train=train)
+    assert [c.out for c in train.calls] == [str(tmp_path / "cmp" / "runs" / "mlp" / "seed0")]
+    assert (tmp_path / "cmp" / "table.md").exists()
 
 
 def test_report_only_trains_nothing_and_reports_the_finished_seeds(report, tmp_path):
     import shutil
 
-    base, out, variants = report
+    base, out, variants, _ = report
     copy = str(tmp_path / "copy")
     shutil.copytree(out, copy)
     shutil.rmtree(os.path.join(copy, "runs", "dfei", "seed1"))
     logs: list[str] = []
-    compare(base, ["mlp", "dfei"], seeds=4, out=copy, log=logs.append, variants=variants, report_only=True)
+    compare(base, ["mlp", "dfei"], seeds=4, out=copy, log=logs.append, variants=variants, report_only=True,
+            train=no_training)
     assert not any(": training (" in line for line in logs)
     assert "[compare] dfei: seed 1 not run, reporting seeds 0..0" in logs
     runs = _rows(os.path.join(copy, "runs.csv"))
@@ -111,11 +181,11 @@ def test_report_only_trains_nothing_and_reports_the_finished_seeds(report, tmp_p
 
 
 def test_a_finished_run_with_other_settings_is_an_error_not_a_silent_reuse(report):
-    base, out, _ = report
+    base, out, _, _ = report
     with pytest.raises(ConfigError, match=r"dfei_domain_norm/seed0/metrics.json: this finished run was trained "
                                           r"with other settings \(domain_norm=True now False\)"):
         compare(base, [], seeds=1, out=out, log=lambda *a: None,
-                variants={"dfei_domain_norm": base.replace(model="dfei")})
+                variants={"dfei_domain_norm": base.replace(model="dfei")}, train=no_training)
 
 
 def test_a_finished_run_on_another_version_of_the_dataset_is_refused(report, tmp_path):
@@ -123,7 +193,7 @@ def test_a_finished_run_on_another_version_of_the_dataset_is_refused(report, tmp
     import json
     import shutil
 
-    base, out, _ = report
+    base, out, _, _ = report
     copy = str(tmp_path / "copy")
     shutil.copytree(out, copy)
     path = os.path.join(copy, "runs", "mlp", "seed0", "metrics.json")
@@ -183,11 +253,25 @@ def test_compare_cli_trains_to_convergence_by_default_and_a_config_file_or_flag_
     assert config_from_args(args, str(cfg_file), DEFAULTS).patience == 1
 
 
-def test_the_same_seed_gives_identical_metrics_and_another_seed_does_not(report, tmp_path):
-    base, out, _ = report
-    again = run_training(TrainConfig(**{**base.to_dict(), "model": "dfei", "seed": 0, "out": str(tmp_path / "again")}),
-                         log=lambda *a: None)
-    first = json.load(open(os.path.join(out, "runs", "dfei", "seed0", "metrics.json")))
-    other = json.load(open(os.path.join(out, "runs", "dfei", "seed1", "metrics.json")))
-    assert again["splits"]["test"] == first["splits"]["test"] and again["avg_auc"] == first["avg_auc"]
-    assert other["avg_auc"]["test"] != first["avg_auc"]["test"]
+def test_compare_trains_with_run_training_and_reports_its_runs(ray_session, public_tiny, tmp_path):
+    """The end-to-end check with the real trainer (2 runs on Ray): each run's metrics.json is the
+    one run_training wrote, the report is made of them and the t-SNE figure of the trained v; another
+    seed trains another model (the same seed giving identical metrics: tests/train/test_fault_tolerance.py)."""
+    from dfei.train.checkpoint import load_checkpoint
+
+    out = str(tmp_path / "cmp")
+    logs: list[str] = []
+    compare(TrainConfig(data=public_tiny, epochs=1, cpus_per_worker=1), ["dfei"], seeds=2, out=out, log=logs.append)
+    assert sum(": training (" in line for line in logs) == 2
+    runs = [json.load(open(os.path.join(out, "runs", "dfei", f"seed{s}", "metrics.json"))) for s in (0, 1)]
+    for seed, m in enumerate(runs):
+        assert m["config"]["seed"] == seed and m["timings"]["train_samples_per_s"] > 0 and m["global_step"] > 0
+        assert m["config"]["torch_threads"] >= 1  # resolved at run time: a real run's
+    assert runs[1]["avg_auc"]["test"] != runs[0]["avg_auc"]["test"]
+    rows = _rows(os.path.join(out, "runs.csv"))
+    assert [float(r["avg"]) for r in rows] == pytest.approx([m["avg_auc"]["test"] for m in runs], abs=1e-6)
+    v = load_checkpoint(runs[0]["checkpoint"], optimizer=False)["best_model"]["dfe.v"]
+    assert bool(load_checkpoint(runs[0]["checkpoint"], optimizer=False)["best_model"]["dfe.initialized"].all())
+    assert float(v.norm()) > 0  # a trained buffer
+    with open(os.path.join(out, "domain_features_tsne.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -2,6 +2,7 @@
 rows, carry the trained v, describe themselves in a sidecar, and their loader refuses bad ids."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -101,18 +102,21 @@ def test_the_loader_refuses_unknown_domains_and_out_of_range_ids(exported, track
     assert np.array_equal(model.predict_columns(cols, d), model.predict(x, d))
 
 
-def test_the_cli_exports_and_refuses_to_overwrite(tracked_run, tmp_path):
+def test_the_cli_exports_and_refuses_to_overwrite(tracked_run, tmp_path, capsys):
     out = tmp_path / "m.pt"
-    cmd = [sys.executable, os.path.join(ROOT, "pipelines", "export.py"), "--checkpoint",
-           tracked_run["metrics"]["checkpoint"], "--format", "torchscript", "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    args = ["--checkpoint", tracked_run["metrics"]["checkpoint"], "--format", "torchscript", "--out", str(out)]
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "pipelines", "export.py"), *args], capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "max |exported - eager|" in proc.stdout and out.exists() and (tmp_path / "m.pt.json").exists()
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2 and "pass --overwrite" in again.stderr
-    missing = subprocess.run(cmd[:3] + [str(tmp_path / "nope")] + cmd[4:-1] + [str(tmp_path / "n.pt")],
-                             capture_output=True, text=True, timeout=300)
-    assert missing.returncode == 2 and "nope" in missing.stderr and not (tmp_path / "n.pt").exists()
+    # the refusals in this process
+    spec = importlib.util.spec_from_file_location("pipeline_export", os.path.join(ROOT, "pipelines", "export.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    capsys.readouterr()
+    assert module.main(args) == 2 and "pass --overwrite" in capsys.readouterr().err
+    assert module.main(["--checkpoint", str(tmp_path / "nope"), *args[2:-1], str(tmp_path / "n.pt")]) == 2
+    assert "nope" in capsys.readouterr().err and not (tmp_path / "n.pt").exists()
 
 
 def test_the_artifact_alone_gives_nan_for_an_unknown_domain_never_another_domains_score(exported, tracked_run):

@@ -4,9 +4,8 @@ traceback from evaluation). A tune sweep whose every trial fails exits non-zero 
 best.json; a partly failed one says how many failed."""
 from __future__ import annotations
 
+import importlib.util
 import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -81,33 +80,42 @@ def test_the_report_names_the_last_good_checkpoint_when_there_is_one(tmp_path):
     assert "no checkpoint was written" in _divergence_report(diverged, cfg, SimpleNamespace(checkpoint=None))
 
 
-def test_train_cli_stops_a_diverging_run_with_a_clear_error(ray_cluster, public_tiny, tmp_path):
+def _pipeline(script: str):
+    spec = importlib.util.spec_from_file_location(f"pipeline_{script}", os.path.join(ROOT, "pipelines", f"{script}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_train_cli_stops_a_diverging_run_with_a_clear_error(ray_session, public_tiny, tmp_path, capsys):
+    # train.py in this process, on the session's cluster (real train.py processes: test_embedded_ray.py,
+    # test_interrupt.py, test_cluster.py)
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "pipelines", "train.py"), "--data", public_tiny,
-                           "--out", str(out), "--lr", "1e30", "--epochs", "2", "--no-tensorboard"],
-                          env={**os.environ, "RAY_ADDRESS": ray_cluster["address"]}, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: training diverged at epoch 1 step "), proc.stderr[-3000:]
-    assert "loss is nan; try a lower --lr (this run: 1e+30). No metrics.json was written; no checkpoint" in last
-    assert "Input contains NaN" not in proc.stderr and "Traceback" not in proc.stderr
+    rc = _pipeline("train")(["--data", public_tiny, "--out", str(out), "--lr", "1e30", "--epochs", "2",
+                             "--no-tensorboard"])
+    printed = capsys.readouterr()
+    assert rc == 2, printed.out[-2000:] + printed.err[-3000:]
+    errors = [line for line in printed.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: training diverged at epoch 1 step "), printed.err[-3000:]
+    assert "loss is nan; try a lower --lr (this run: 1e+30). No metrics.json was written; no checkpoint" in errors[0]
+    assert "Input contains NaN" not in printed.err and "Traceback" not in printed.err
     assert not (out / "metrics.json").exists()
 
 
-def test_a_sweep_whose_every_trial_fails_exits_non_zero_without_best_json(ray_cluster, public_tiny, tmp_path):
+def test_a_sweep_whose_every_trial_fails_exits_non_zero_without_best_json(ray_session, public_tiny, tmp_path,
+                                                                           capsys):
+    # tune.py in this process, on the session's cluster (real tune.py processes: tune/test_sweep.py)
     (tmp_path / "diverge.yaml").write_text("lr: 1.0e+30\ntensorboard: false\n")
     out = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "pipelines", "tune.py"), "--data", public_tiny,
-                           "--out", str(out), "--alpha", "0.9", "--k", "16", "--epochs", "1", "--config",
-                           str(tmp_path / "diverge.yaml")],
-                          env={**os.environ, "RAY_ADDRESS": ray_cluster["address"]}, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "error: all 1 trial(s) of the sweep failed; no best.json was written" in proc.stderr
-    assert "training diverged at epoch 1" in proc.stderr  # each trial's own error, one line each
+    rc = _pipeline("tune")(["--data", public_tiny, "--out", str(out), "--alpha", "0.9", "--k", "16", "--epochs", "1",
+                            "--config", str(tmp_path / "diverge.yaml")])
+    printed = capsys.readouterr()
+    assert rc == 1, printed.out[-2000:] + printed.err[-3000:]
+    assert "error: all 1 trial(s) of the sweep failed; no best.json was written" in printed.err
+    assert "training diverged at epoch 1" in printed.err  # each trial's own error, one line each
     assert not (out / "best.json").exists() and (out / "results.csv").exists()
-    assert "best.json" not in proc.stdout.strip().splitlines()[-1]
+    tune_lines = [line for line in printed.out.splitlines() if line.startswith("[tune]")]
+    assert tune_lines and "best.json" not in tune_lines[-1]
 
 
 def _row(trial: str, status: str, valid: float, error: str | None = None) -> dict:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import importlib.util
 import json
 import os
 import signal
@@ -67,6 +68,14 @@ def test_best_json_points_to_the_best_trials_checkpoint_and_feeds_train_py(sweep
     assert ckpt["state"]["best_epoch"] + 1 == best["best_epoch"]
     cfg = load_config(os.path.join(out, "best.json"), {"out": "runs/retrain"})  # train.py --config best.json
     assert (cfg.alpha, cfg.k, cfg.epochs, cfg.patience) == (best["alpha"], best["k"], 2, 2)
+    # a retraining from it runs with the trial's settings, its torch threads included: the sweep picks the
+    # trials' CPUs (and so their threads) itself, and other threads give other numbers (the same settings
+    # give the same numbers: tests/train/test_fault_tolerance.py)
+    trial = json.load(open(os.path.join(out, "trials", best["trial_id"], "metrics.json")))["config"]
+    retrain = cfg.to_dict()
+    differ = {k: (retrain[k], trial.get(k)) for k in retrain
+              if k not in ("out", "storage_path", "log_every_s", "max_failures") and retrain[k] != trial.get(k)}
+    assert differ == {} and retrain["torch_threads"] >= 1
 
 
 def test_a_second_sweep_into_the_same_directory_is_refused(sweep, public_tiny):
@@ -88,7 +97,17 @@ def _terminated(tune_dir: str) -> int:
     return sum('"status": "TERMINATED"' in "".join(map(str, entry)) for entry in data["trial_data"])
 
 
-def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_cluster, public_tiny, tmp_path):
+def tune_main():
+    spec = importlib.util.spec_from_file_location("pipeline_tune", os.path.join(ROOT, "pipelines", "tune.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_session, ray_cluster, public_tiny,
+                                                                        tmp_path, capsys):
+    """The sweep's process is killed (SIGKILL) once a trial is finished and saved; tune.py --resume
+    (run in this process: the killed one is the real tune.py process) runs only the other trial."""
     out = str(tmp_path / "sweep")
     env = {**os.environ, "RAY_ADDRESS": ray_cluster["address"]}
     cli = [sys.executable, os.path.join(ROOT, "pipelines", "tune.py"), "--out", out]
@@ -113,9 +132,9 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_clus
     stamp = os.path.getmtime(done_metrics)
     assert not os.path.exists(os.path.join(out, "results.csv"))
 
-    proc = subprocess.run(cli + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    resumed = [ln.split()[3] for ln in proc.stdout.splitlines() if ln.startswith("[tune] trial ")]
+    capsys.readouterr()
+    assert tune_main()(["--out", out, "--resume"]) == 0  # the resume in this process, on the same cluster
+    resumed = [ln.split()[3] for ln in capsys.readouterr().out.splitlines() if ln.startswith("[tune] trial ")]
     assert len(resumed) == 1 and resumed[0] != finished[0]  # only the unfinished trial ran
     assert os.path.getmtime(done_metrics) == stamp  # the finished one was not trained again
     rows = _rows(os.path.join(out, "results.csv"))
@@ -123,18 +142,20 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_clus
     assert all(r["status"] == "completed" for r in rows)
 
 
-def test_ctrl_c_ends_a_sweep_with_130_and_no_best_json_and_a_moved_sweep_resumes(ray_cluster, public_tiny,
-                                                                                tmp_path):
+def test_ctrl_c_ends_a_sweep_with_130_and_no_best_json_and_a_moved_sweep_resumes(
+        ray_session, ray_cluster, public_tiny, tmp_path, monkeypatch, capsys, ray_start_guard):
     """Ctrl-C after the first of two trials: exit 130, the finished trial in results.csv, no
     best.json. The folder is then moved: a resume that changes a setting is refused by name; a
-    plain resume finishes the sweep and every checkpoint path points into the new folder."""
+    plain resume finishes the sweep and every checkpoint path points into the new folder. Every
+    path is given relative to the working directory, as a user types it (Tune's storage needs
+    absolute ones)."""
     out, moved = str(tmp_path / "sweep"), str(tmp_path / "moved")
     env = {**os.environ, "RAY_ADDRESS": ray_cluster["address"]}
     tune_py = [sys.executable, os.path.join(ROOT, "pipelines", "tune.py")]
-    first = subprocess.Popen(tune_py + ["--out", out, "--data", public_tiny, "--alpha", "0.5,0.9", "--k", "16",
-                                        "--epochs", "1", "--max-concurrent", "1"],
+    first = subprocess.Popen(tune_py + ["--out", "sweep", "--data", os.path.relpath(public_tiny, tmp_path), "--alpha",
+                                        "0.5,0.9", "--k", "16", "--epochs", "1", "--max-concurrent", "1"],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
+                             start_new_session=True, cwd=tmp_path)
     lines: list[str] = []
     try:
         for line in first.stdout:
@@ -153,16 +174,18 @@ def test_ctrl_c_ends_a_sweep_with_130_and_no_best_json_and_a_moved_sweep_resumes
     assert [r["status"] for r in _rows(os.path.join(out, "results.csv"))][0] == "completed"
 
     os.rename(out, moved)
-    refused = subprocess.run(tune_py + ["--out", moved, "--resume", "--epochs", "2", "--alpha", "0.5"], env=env,
-                             capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 2 and "--epochs (the sweep: 1, this command: 2)" in refused.stderr, refused.stderr
-    assert "--alpha (the sweep: 0.5,0.9, this command: 0.5)" in refused.stderr
+    # the resumes in this process (from the same working directory)
+    monkeypatch.chdir(tmp_path)
+    with ray_start_guard():
+        assert tune_main()(["--out", "moved", "--resume", "--epochs", "2", "--alpha", "0.5"]) == 2
+    refused = capsys.readouterr().err
+    assert "--epochs (the sweep: 1, this command: 2)" in refused, refused
+    assert "--alpha (the sweep: 0.5,0.9, this command: 0.5)" in refused
 
-    resumed = subprocess.run(tune_py + ["--out", moved, "--resume"], env=env, capture_output=True, text=True,
-                             timeout=300)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert tune_main()(["--out", "moved", "--resume"]) == 0
     best = json.load(open(os.path.join(moved, "best.json")))
     rows = _rows(os.path.join(moved, "results.csv"))
     assert len(rows) == 2 and all(r["checkpoint"].startswith(moved + "/") for r in rows)
     assert best["checkpoint"].startswith(moved + "/")
+    assert best["train_config"]["data"] == public_tiny  # absolute, for a train.py run from anywhere
     load_checkpoint(best["checkpoint"])  # what export.py and predict.py read
