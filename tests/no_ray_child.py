@@ -32,7 +32,7 @@ import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL_BLOCKED = ("ray", "pydantic", "fsspec", "tqdm", "mlflow", "tensorboard", "tensorboardX")
-MODULES = ("dfei.models", "dfei.train.epoch", "dfei.train.optim", "dfei.data.ingest", "dfei.data.synthetic",
+MODULES = ("dfei.models", "dfei.train.epoch", "dfei.train.step", "dfei.train.optim", "dfei.data.ingest", "dfei.data.synthetic",
            "dfei.bench.measure", "dfei.bench.gpu_check")
 SERVING_MODULES = ("dfei.models", "dfei.serving.export", "dfei.serving.loader", "dfei.train.checkpoint", "dfei.config")
 BLOCKED = list(ALL_BLOCKED)

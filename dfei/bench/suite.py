@@ -344,8 +344,8 @@ def target(value: float | None, op: str, bound: float, shown: str) -> str:
     return f"(target {op} {shown}: {'met' if met else 'MISSED'})"
 
 
-def table(res: dict[str, Any]) -> str:
-    t, i, s, e = res["train"], res["ingest"], res["sync"], res["embeddings"]
+def _train_rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
+    t, i = res["train"], res["ingest"]
     hm = t["modes"][t["mode"]]
     rows = [
         ("train: plain in-memory loop (the limit)", f"{t['plain_sps']:,.0f} samples/s",
@@ -367,6 +367,12 @@ def table(res: dict[str, Any]) -> str:
     if "ray-data" in i["backends"]:
         b = i["backends"]["ray-data"]
         rows.append(("ingest: ray-data alone", f"{b['rows_per_s']:,.0f} rows/s", f"{b['ratio_to_train']:.1f}x training"))
+    return rows
+
+
+def _component_rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
+    t, s, e = res["train"], res["sync"], res["embeddings"]
+    rows = []
     for m, v in s["modes"].items():
         rows.append((f"sync: EMA all-reduce, 2 workers, {m}",
                      f"{v['overhead_frac']:.1%} +- {v['overhead_frac_ci95']:.1%} of a step",
@@ -383,6 +389,11 @@ def table(res: dict[str, Any]) -> str:
                      f", +arrow {v['stream_sps']:,.0f}/s" if v.get("stream_sps") else ""),
                      f"ray 1w {v['ray_1w_sps']:,.0f}/s ({v['ratio_1w']:.2f}x plain)" + (
                          f"; 2w {v['ray_2w_sps']:,.0f}/s" if v.get("ray_2w_sps") else "")))
+    return rows
+
+
+def _startup_and_fast_path_rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
     st = res["startup"]
     rows.append(("startup: Ray init + fit to first step", f"{res['startup_s']:.1f} s",
                  f"init {st['ray_init_s']:.1f} s; fit: Ray Train starts the worker {st['fit_to_worker_start_s']:.1f} s, "
@@ -403,6 +414,13 @@ def table(res: dict[str, Any]) -> str:
                      f"{v['compile_auc']:.4f} vs eager {v['auc']:.4f}") if "compile_sps" in v else ""
             rows.append((f"fast path: {m}, plain loop", f"{v['bound_frac']:.2f}x bound",
                          f"{v['plain_sps']:,.0f}/s, {v['peak_fraction']:.1%} of matmul peak{extra}"))
+    return rows
+
+
+def table(res: dict[str, Any]) -> str:
+    """benchmark.json's figures as one markdown table: measure, value, what it is compared with
+    (with its target and whether it was met)."""
+    rows = _train_rows(res) + _component_rows(res) + _startup_and_fast_path_rows(res)
     for t in res.get("targets", []):
         value = "-" if t["value"] is None else (f"{t['value']:+.4f}" if t["op"] == "<" else f"{t['value']:.3f}")
         rows.append((f"target: {t['target']}", value, f"{t['status']} {t['detail']}".strip()))
