@@ -119,6 +119,20 @@ def _read_until(proc: subprocess.Popen, prefix: str, lines: list[str]) -> None:
             return
 
 
+def _ctrl_c_after_the_first_trial(proc: subprocess.Popen) -> list[str]:
+    """What a 3-trial sweep printed, stopped with Ctrl-C once its first trial finished; it must exit 130."""
+    lines: list[str] = []
+    try:
+        _read_until(proc, "[tune] trial 1/3", lines)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends the process group
+        lines += proc.stdout.readlines()
+        assert proc.wait(timeout=120) == 130, "".join(lines[-30:])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return lines
+
+
 def _finished(lines: list[str]) -> list[str]:
     return [line.split()[3] for line in lines if line.startswith("[tune] trial ")]
 
@@ -134,18 +148,9 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(
        points into the new folder.
     tune.py runs as its own process where it is stopped; the rest in this process, on the same cluster."""
     out, moved = str(tmp_path / "sweep"), str(tmp_path / "moved")
-    first = _tune_process(["--out", "sweep", "--data", os.path.relpath(public_tiny, tmp_path), "--alpha",
-                           "0.3,0.5,0.9", "--k", "16", "--epochs", "1", "--max-concurrent", "1"], tmp_path,
-                          ray_cluster["address"])
-    lines: list[str] = []
-    try:
-        _read_until(first, "[tune] trial 1/3", lines)
-        os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends the process group
-        lines += first.stdout.readlines()
-        assert first.wait(timeout=120) == 130, "".join(lines[-30:])
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
+    lines = _ctrl_c_after_the_first_trial(_tune_process(
+        ["--out", "sweep", "--data", os.path.relpath(public_tiny, tmp_path), "--alpha", "0.3,0.5,0.9", "--k", "16",
+         "--epochs", "1", "--max-concurrent", "1"], tmp_path, ray_cluster["address"]))
     text = "".join(lines)
     assert "1 of 3 trial(s) finished" in text and "no best.json" in text, text[-3000:]
     assert not os.path.exists(os.path.join(out, "best.json"))
