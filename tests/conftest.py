@@ -93,22 +93,31 @@ def _descendants(roots: set[int]) -> set[int]:
     return out
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except (OSError, IndexError):
+        return False
+
+
 def _kill(pids: set[int]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    # SIGTERM, then SIGKILL for what is left after 3 s: the GCS, the raylet and the runtime-env agent
+    # outlived a 10 s grace period here every time, so waiting longer only delayed the session's end
+    for sig, grace in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
         for pid in pids:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        deadline = time.time() + 10
-        while time.time() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+        deadline = time.time() + grace
+        while time.time() < deadline and any(_alive(p) for p in pids):
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """A head node started with `ray start --head`; yields its GCS and dashboard addresses."""
-    temp_dir = tempfile.mkdtemp(prefix="dfei-ray-", dir="/tmp")  # short: Ray's socket paths are limited
+def _ray_start(temp_dir: str) -> tuple[subprocess.CompletedProcess, set[int], int, int]:
+    """`ray start --head` on fresh ports: (the command's result, the processes it started, GCS and
+    dashboard ports)."""
     gcs, dashboard = free_port(), free_port()
     cmd = [RAY_BIN, "start", "--head", "--disable-usage-stats", "--num-cpus=2", "--node-ip-address=127.0.0.1",
            f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
@@ -116,19 +125,34 @@ def ray_cluster():
            f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
            f"--metrics-export-port={free_port()}", f"--object-store-memory={768 << 20}", f"--temp-dir={temp_dir}"]
     before = _pids()
+    # RAY_ADDRESS in the cluster's own environment: its processes (Ray Train's PlacementGroupCleaner)
+    # find their cluster by it, not by a scan that also finds any other Ray on the machine
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "RAY_ADDRESS": f"127.0.0.1:{gcs}"})
+    # this cluster's processes: new since `ray start` and naming its temp dir or holding this
+    # session's token (the Ray client server names neither dir nor session); another Ray on the
+    # machine may have started processes meanwhile: they are not ours to stop
+    token = f"RAY_AUTH_TOKEN={os.environ['RAY_AUTH_TOKEN']}".encode()
+    started = {pid for pid in _pids() - before if temp_dir in _cmdline(pid) or token in _environ(pid)}
+    return proc, started, gcs, dashboard
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A head node started with `ray start --head`; yields its GCS and dashboard addresses. A start
+    that fails is tried once more (its processes stopped first): on a loaded machine the raylet can
+    miss `ray start`'s fixed 30 s to register with the GCS, and every Ray test of the session would fail."""
     started: set[int] = set()
     try:
-        # RAY_ADDRESS in the cluster's own environment: its processes (Ray Train's PlacementGroupCleaner)
-        # find their cluster by it, not by a scan that also finds any other Ray on the machine
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
-                              env={**os.environ, "RAY_ADDRESS": f"127.0.0.1:{gcs}"})
-        # this cluster's processes: new since `ray start` and naming its temp dir or holding this
-        # session's token (the Ray client server names neither dir nor session); another Ray on the
-        # machine may have started processes meanwhile: they are not ours to stop
-        token = f"RAY_AUTH_TOKEN={os.environ['RAY_AUTH_TOKEN']}".encode()
-        started = {pid for pid in _pids() - before if temp_dir in _cmdline(pid) or token in _environ(pid)}
-        if proc.returncode != 0:
-            raise RuntimeError(f"ray start failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        for attempt in range(2):
+            temp_dir = tempfile.mkdtemp(prefix="dfei-ray-", dir="/tmp")  # short: Ray's socket paths are limited
+            proc, new, gcs, dashboard = _ray_start(temp_dir)
+            started |= new
+            if proc.returncode == 0:
+                break
+            if attempt == 1:
+                raise RuntimeError(f"ray start failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+            _kill(_descendants(new))
         yield {"address": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dashboard}", "temp_dir": temp_dir}
     finally:
         _kill(_descendants(started))

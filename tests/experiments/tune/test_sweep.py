@@ -86,15 +86,16 @@ def test_a_second_sweep_into_the_same_directory_is_refused(sweep, public_tiny):
 
 
 def _terminated(tune_dir: str) -> int:
-    """Trials that Tune's saved sweep state records as finished."""
-    states = glob.glob(os.path.join(tune_dir, "experiment_state-*.json"))
-    if not states:
-        return 0
-    try:
-        data = json.load(open(states[0]))
-    except ValueError:  # caught mid-write
-        return 0
-    return sum('"status": "TERMINATED"' in "".join(map(str, entry)) for entry in data["trial_data"])
+    """Trials that Tune's saved sweep state records as finished (the most any of its state files,
+    a resumed sweep's included, records)."""
+    counts = [0]
+    for path in glob.glob(os.path.join(tune_dir, "experiment_state-*.json")):
+        try:
+            data = json.load(open(path))
+        except ValueError:  # caught mid-write
+            continue
+        counts.append(sum('"status": "TERMINATED"' in "".join(map(str, entry)) for entry in data["trial_data"]))
+    return max(counts)
 
 
 def tune_main():
@@ -104,88 +105,90 @@ def tune_main():
     return module.main
 
 
-def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_session, ray_cluster, public_tiny,
-                                                                        tmp_path, capsys):
-    """The sweep's process is killed (SIGKILL) once a trial is finished and saved; tune.py --resume
-    (run in this process: the killed one is the real tune.py process) runs only the other trial."""
-    out = str(tmp_path / "sweep")
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster["address"]}
-    cli = [sys.executable, os.path.join(ROOT, "pipelines", "tune.py"), "--out", out]
-    first = subprocess.Popen(cli + ["--data", public_tiny, "--alpha", "0.5,0.9", "--k", "16", "--epochs", "1",
-                                    "--max-concurrent", "1"], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+def _tune_process(args: list[str], cwd, ray_address: str) -> subprocess.Popen:
+    """tune.py in its own process group (a terminal's Ctrl-C signals the group), output line by line."""
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "pipelines", "tune.py"), *args],
+                            env={**os.environ, "RAY_ADDRESS": ray_address}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=cwd)
+
+
+def _read_until(proc: subprocess.Popen, prefix: str, lines: list[str]) -> None:
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(prefix):
+            return
+
+
+def _ctrl_c_after_the_first_trial(proc: subprocess.Popen) -> list[str]:
+    """What a 3-trial sweep printed, stopped with Ctrl-C once its first trial finished; it must exit 130."""
     lines: list[str] = []
     try:
-        for line in first.stdout:
-            lines.append(line)
-            if line.startswith("[tune] trial 1/2"):
-                break
-        deadline = time.time() + 30  # wait until the saved sweep state records it (saved about every second)
-        while _terminated(os.path.join(out, "tune")) < 1 and time.time() < deadline:
-            time.sleep(0.2)
+        _read_until(proc, "[tune] trial 1/3", lines)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends the process group
+        lines += proc.stdout.readlines()
+        assert proc.wait(timeout=120) == 130, "".join(lines[-30:])
     finally:
-        os.killpg(first.pid, signal.SIGKILL)  # an abrupt end: no chance to save anything more
-        first.wait(timeout=30)
-    finished = [ln.split()[3] for ln in lines if ln.startswith("[tune] trial ")]
-    assert len(finished) == 1, "".join(lines[-30:])
-    done_metrics = os.path.join(out, "trials", finished[0], "metrics.json")
-    stamp = os.path.getmtime(done_metrics)
-    assert not os.path.exists(os.path.join(out, "results.csv"))
-
-    capsys.readouterr()
-    assert tune_main()(["--out", out, "--resume"]) == 0  # the resume in this process, on the same cluster
-    resumed = [ln.split()[3] for ln in capsys.readouterr().out.splitlines() if ln.startswith("[tune] trial ")]
-    assert len(resumed) == 1 and resumed[0] != finished[0]  # only the unfinished trial ran
-    assert os.path.getmtime(done_metrics) == stamp  # the finished one was not trained again
-    rows = _rows(os.path.join(out, "results.csv"))
-    assert sorted(r["trial_id"] for r in rows) == sorted(finished + resumed)
-    assert all(r["status"] == "completed" for r in rows)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return lines
 
 
-def test_ctrl_c_ends_a_sweep_with_130_and_no_best_json_and_a_moved_sweep_resumes(
+def _finished(lines: list[str]) -> list[str]:
+    return [line.split()[3] for line in lines if line.startswith("[tune] trial ")]
+
+
+def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(
         ray_session, ray_cluster, public_tiny, tmp_path, monkeypatch, capsys, ray_start_guard):
-    """Ctrl-C after the first of two trials: exit 130, the finished trial in results.csv, no
-    best.json. The folder is then moved: a resume that changes a setting is refused by name; a
-    plain resume finishes the sweep and every checkpoint path points into the new folder. Every
-    path is given relative to the working directory, as a user types it (Tune's storage needs
-    absolute ones)."""
+    """Three trials one at a time, every path given relative to the working directory as a user types
+    it (Tune's storage needs absolute ones):
+    1. Ctrl-C after trial 1: exit 130, trial 1 in results.csv, no best.json;
+    2. the folder is moved; a resume that changes a setting is refused by name, before Ray starts;
+    3. a resume (its own process) is killed abruptly (SIGKILL) once trial 2 is finished and saved;
+    4. a resume runs trial 3 only: trials 1 and 2 are not trained again, and every checkpoint path
+       points into the new folder.
+    tune.py runs as its own process where it is stopped; the rest in this process, on the same cluster."""
     out, moved = str(tmp_path / "sweep"), str(tmp_path / "moved")
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster["address"]}
-    tune_py = [sys.executable, os.path.join(ROOT, "pipelines", "tune.py")]
-    first = subprocess.Popen(tune_py + ["--out", "sweep", "--data", os.path.relpath(public_tiny, tmp_path), "--alpha",
-                                        "0.5,0.9", "--k", "16", "--epochs", "1", "--max-concurrent", "1"],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True, cwd=tmp_path)
-    lines: list[str] = []
-    try:
-        for line in first.stdout:
-            lines.append(line)
-            if line.startswith("[tune] trial 1/2"):
-                os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends the process group
-                break
-        lines += first.stdout.readlines()
-        assert first.wait(timeout=120) == 130, "".join(lines[-30:])
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
+    lines = _ctrl_c_after_the_first_trial(_tune_process(
+        ["--out", "sweep", "--data", os.path.relpath(public_tiny, tmp_path), "--alpha", "0.3,0.5,0.9", "--k", "16",
+         "--epochs", "1", "--max-concurrent", "1"], tmp_path, ray_cluster["address"]))
     text = "".join(lines)
-    assert "1 of 2 trial(s) finished" in text and "no best.json" in text, text[-3000:]
+    assert "1 of 3 trial(s) finished" in text and "no best.json" in text, text[-3000:]
     assert not os.path.exists(os.path.join(out, "best.json"))
-    assert [r["status"] for r in _rows(os.path.join(out, "results.csv"))][0] == "completed"
+    assert [r["status"] for r in _rows(os.path.join(out, "results.csv"))] == ["completed"]
+    done = _finished(lines)
+    assert len(done) == 1, text[-3000:]
 
     os.rename(out, moved)
-    # the resumes in this process (from the same working directory)
     monkeypatch.chdir(tmp_path)
     with ray_start_guard():
         assert tune_main()(["--out", "moved", "--resume", "--epochs", "2", "--alpha", "0.5"]) == 2
     refused = capsys.readouterr().err
     assert "--epochs (the sweep: 1, this command: 2)" in refused, refused
-    assert "--alpha (the sweep: 0.5,0.9, this command: 0.5)" in refused
+    assert "--alpha (the sweep: 0.3,0.5,0.9, this command: 0.5)" in refused
 
+    second = _tune_process(["--out", "moved", "--resume"], tmp_path, ray_cluster["address"])
+    lines = []
+    try:
+        _read_until(second, "[tune] trial 2/3", lines)
+        deadline = time.time() + 30  # wait until the saved sweep state records it (saved about every second)
+        while _terminated(os.path.join(moved, "tune")) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        os.killpg(second.pid, signal.SIGKILL)  # an abrupt end: no chance to save anything more
+        second.wait(timeout=30)
+    done += _finished(lines)
+    assert len(set(done)) == 2, "".join(lines[-30:])
+    stamps = {t: os.path.getmtime(os.path.join(moved, "trials", t, "metrics.json")) for t in done}
+
+    capsys.readouterr()
     assert tune_main()(["--out", "moved", "--resume"]) == 0
-    best = json.load(open(os.path.join(moved, "best.json")))
+    resumed = _finished(capsys.readouterr().out.splitlines())
+    assert len(resumed) == 1 and resumed[0] not in done  # only the unfinished trial ran
+    assert {t: os.path.getmtime(os.path.join(moved, "trials", t, "metrics.json")) for t in done} == stamps
     rows = _rows(os.path.join(moved, "results.csv"))
-    assert len(rows) == 2 and all(r["checkpoint"].startswith(moved + "/") for r in rows)
+    assert sorted(r["trial_id"] for r in rows) == sorted(done + resumed)
+    assert all(r["status"] == "completed" and r["checkpoint"].startswith(moved + "/") for r in rows)
+    best = json.load(open(os.path.join(moved, "best.json")))
     assert best["checkpoint"].startswith(moved + "/")
     assert best["train_config"]["data"] == public_tiny  # absolute, for a train.py run from anywhere
     load_checkpoint(best["checkpoint"])  # what export.py and predict.py read
