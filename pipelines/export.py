@@ -25,7 +25,9 @@ from dfei.serving.export import FORMATS  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a checkpoint directory (local or URI), e.g. metrics.json's")
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", default="onnx", choices=FORMATS,
+                   help="onnx (default: what pipelines/serve.py is measured with; needs the onnx extra) or "
+                        "torchscript (deprecated by torch; kept for existing deployments)")
     p.add_argument("--out", required=True, help="artifact file (FILE.json is written beside it)")
     p.add_argument("--epoch-weights", action="store_true",
                    help="export the checkpoint's own epoch weights, not the run's best weights it carries")

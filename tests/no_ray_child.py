@@ -34,7 +34,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL_BLOCKED = ("ray", "pydantic", "fsspec", "tqdm", "mlflow", "tensorboard", "tensorboardX")
 MODULES = ("dfei.models", "dfei.train.epoch", "dfei.train.step", "dfei.train.optim", "dfei.data.ingest", "dfei.data.synthetic",
            "dfei.bench.measure", "dfei.bench.gpu_check")
-SERVING_MODULES = ("dfei.models", "dfei.serving.export", "dfei.serving.loader", "dfei.train.checkpoint", "dfei.config")
+SERVING_MODULES = ("dfei.models", "dfei.serving.export", "dfei.serving.loader", "dfei.serving.endpoint",
+                   "dfei.serving.protocol", "dfei.train.checkpoint", "dfei.config")
 BLOCKED = list(ALL_BLOCKED)
 ATTEMPTS: list[tuple[str, str, str]] = []  # (phase, module, file that imported it)
 PHASE = ["start"]

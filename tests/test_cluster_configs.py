@@ -33,3 +33,27 @@ def test_kuberay_rayjob_manifest():
 def test_runtime_env():
     env = load("runtime_env.yaml")
     assert env["working_dir"] == "." and env["env_vars"]["RAY_USAGE_STATS_ENABLED"] == "0"
+
+
+def _serve_app(config: dict) -> dict:
+    from dfei.serving.app import Scorer, ScoringConfig, ServeSettings
+
+    (app,) = config["applications"]
+    assert app["import_path"] == "dfei.serving.app:build_app" and app["route_prefix"] == "/"
+    assert ServeSettings.model_validate(app["args"]).model is None  # the model is in the user_config alone
+    (scorer,) = app["deployments"]
+    assert scorer["name"] == Scorer.name  # overrides the deployment that exists
+    ScoringConfig.model_validate(scorer["user_config"])  # what reconfigure reads, every key known
+    return app
+
+
+def test_serve_config_deploys_the_scoring_application():
+    _serve_app(load("serve_config.yaml"))
+
+
+def test_kuberay_rayservice_manifest():
+    service = load("rayservice.yaml")
+    assert service["apiVersion"] == "ray.io/v1" and service["kind"] == "RayService"
+    app = _serve_app(yaml.safe_load(service["spec"]["serveConfigV2"]))
+    assert app == _serve_app(load("serve_config.yaml"))
+    assert service["spec"]["rayClusterConfig"]["rayVersion"] == "2.60.0"

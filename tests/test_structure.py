@@ -107,3 +107,23 @@ def test_a_checkpoint_loads_and_exports_on_a_host_without_ray(no_ray_child):
     assert len(phase["scores"]) == 2 and all(0 < p < 1 for p in phase["scores"]), phase["scores"]
     assert phase["max_abs_error_vs_eager"] <= 1e-5
     assert phase["loaded"] == [] and phase["ours"] == []  # no ray module, and no dfei module even tried one
+
+
+# the only modules of dfei/models and dfei/serving that may import Ray: the Serve application
+RAY_ALLOWED = {"dfei/serving/app.py", "dfei/serving/launch.py"}
+
+
+def test_models_and_serving_import_ray_only_in_the_serve_application():
+    found = []
+    for package in ("models", "serving"):
+        for directory, _, files in os.walk(os.path.join(ROOT, "dfei", package)):
+            for f in (f for f in files if f.endswith(".py")):
+                path = os.path.join(directory, f)
+                with open(path) as fh:
+                    tree = ast.parse(fh.read())
+                names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names] + [
+                    n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+                if any(n == "ray" or n.startswith("ray.") for n in names):
+                    found.append(os.path.relpath(path, ROOT))
+    assert "dfei/serving/app.py" in found  # the check sees imports
+    assert set(found) <= RAY_ALLOWED, sorted(set(found) - RAY_ALLOWED)

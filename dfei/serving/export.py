@@ -194,6 +194,6 @@ def _sidecar(fmt: str, artifact: str, path: str, checkpoint: str, spec, cfg, mod
         "model": cfg.model,
         "model_config": read_options(cfg),  # the options this model reads (dfei.models.registry)
         "domain_features": {"baked_in": v is not None, "norms": v.norm(dim=1).tolist() if v is not None else None},
-        "trained": {"checkpoint": checkpoint, "dataset": spec.name},
+        "trained": {"checkpoint": checkpoint, "dataset": spec.name, "dataset_digest": spec.digest()},
         "exported": {"torch": torch.__version__, "unix": time.time()},
     }

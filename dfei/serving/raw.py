@@ -60,24 +60,38 @@ def _array(name: str, values: list, fitted: str, numeric: bool) -> pa.Array:
 def encode_request(transform, names: list[str], trained_domains: dict[int, str], rows,
                    domains) -> tuple[np.ndarray, np.ndarray]:
     """(features int64 [batch, F] in `names` order, domain ids int64 [batch]) of raw rows and domains."""
-    columns = _columns(rows, names)
     domains = list(domains)
-    n = len(domains)
+    return encode_rows(transform, names, rows, len(domains)), encode_domains(transform, trained_domains, domains)
+
+
+def encode_rows(transform, names: list[str], rows, n: int) -> np.ndarray:
+    """Feature ids int64 [n, F] in `names` order of n raw rows (a list of {feature: value} or
+    {feature: [values]}); RequestError names a missing, extra or wrongly typed feature, or a column
+    whose length is not n."""
+    columns = _columns(rows, names)
     bad = [k for k, v in columns.items() if len(v) != n]
     if bad:
-        raise RequestError(f"{len(domains)} domain(s) but feature(s) {bad} have {len(columns[bad[0]])} value(s)")
+        raise RequestError(f"{n} domain(s) but feature(s) {bad} have {len(columns[bad[0]])} value(s)")
+    if not n:
+        return np.zeros((0, len(names)), np.int64)
     table = pa.table({f.name: _array(f.name, columns[f.name], f.source, f.kind == "buckets")
-                      for f in transform.features}) if n else None
+                      for f in transform.features})
     try:
-        ids = transform.encode(table, where="request") if n else {f: np.zeros(0, np.int32) for f in names}
+        ids = transform.encode(table, where="request")
     except UserError as err:
         raise RequestError(str(err)) from None
-    x = np.stack([ids[f] for f in names], axis=1).astype(np.int64) if n else np.zeros((0, len(names)), np.int64)
-    column = _array("domain", domains, transform.domain.source, False) if n else pa.array([], pa.string())
-    d = transform.domain.encode(column) if n else np.zeros(0, np.int64)
+    return np.stack([ids[f] for f in names], axis=1).astype(np.int64)
+
+
+def encode_domains(transform, trained_domains: dict[int, str], domains: list) -> np.ndarray:
+    """Raw domain values [n] -> the dataset's domain ids int64 [n]; RequestError names a value of
+    the wrong kind or a domain the model was not trained on, with its row."""
+    if not domains:
+        return np.zeros(0, np.int64)
+    d = np.asarray(transform.domain.encode(_array("domain", domains, transform.domain.source, False)), np.int64)
     known = np.isin(d, list(trained_domains))
     if not known.all():
         row = int(np.argmin(known))
         raise RequestError(f"domain {domains[row]!r} at row {row} is not one the model was trained on (known: "
                            + ", ".join(repr(v) for v, i in transform.domain.ids.items() if i in trained_domains) + ")")
-    return x, d
+    return d
