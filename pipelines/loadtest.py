@@ -8,8 +8,10 @@ and each concurrency (default 1, 8 and 64 clients), sends requests until --reque
 whichever comes first, and reports p50/p95/p99 latency (ms), requests/s and rows/s, next to the
 ceiling: the same requests parsed and scored in this process by the server's own code in batches
 of --batch requests (no HTTP, no Ray Serve). Requests are raw rows drawn from the artifact's
-encoders (ids for a model without encoders). Loopback only; it stops by itself. Exit status 1 when
-any request failed (the figures are still printed and written).
+encoders (ids for a model without encoders). Loopback only; it stops by itself. The client runs at
+the niceness of Ray's worker processes (15), so that on one machine it takes no CPU precedence over
+the server it measures. Exit status 1 when any request failed (the figures are still printed and
+written).
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dfei.cli import run_cli  # noqa: E402
+
+SERVER_NICENESS = 15  # what Ray runs its worker processes (Serve's proxy and replicas) at: RAY_worker_niceness
 
 
 def _ints(text: str) -> list[int]:
@@ -53,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.requests < 1 or not args.seconds > 0 or args.batch < 1:
             raise ConfigError("--requests and --batch must be >= 1 and --seconds > 0")
+        os.nice(max(0, SERVER_NICENESS - os.nice(0)))  # the client takes no precedence over the server it measures
         model = ServingModel.load(args.model)
         result = run_study(args.url, model, args.rows, args.concurrency, args.requests, args.seconds, args.batch)
         if args.out:

@@ -80,7 +80,9 @@ class ServeSettings(BaseModel):
         return ScoringConfig(**self.model_dump(include=set(ScoringConfig.model_fields))).model_dump()
 
 
-@serve.deployment(max_surge_percent=100, health_check_period_s=5)
+# a stopping replica finishes what it holds (requests take milliseconds), then exits within 5 s
+@serve.deployment(max_surge_percent=100, health_check_period_s=5, graceful_shutdown_wait_loop_s=0.5,
+                  graceful_shutdown_timeout_s=5)
 class Scorer:
     """One replica: the model now serving, its batched forward and this replica's counters."""
 
@@ -108,7 +110,7 @@ class Scorer:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def _score(self, items: list) -> list:
-        return await asyncio.to_thread(forward_batch, items, self.endpoint.counters)
+        return forward_batch(items, self.endpoint.counters)  # inline: a thread hop costs more than a forward
 
 
 def build_app(args: ServeSettings) -> serve.Application:

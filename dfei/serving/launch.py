@@ -101,8 +101,12 @@ def serve_until_stopped(settings: ServeSettings, version: str, host: str, port: 
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-        log("[serve] stopping: deleting the application")
-        serve.delete(APP_NAME)
-        if mode == "embedded":
-            serve.shutdown()
+        if mode == "embedded":  # Serve and the Ray of this command go with it: stopping Ray ends them all
+            import ray  # (serve.shutdown() first waited 30 s for Serve's controller here, for nothing kept)
+
+            log("[serve] stopping the embedded Ray (its Serve application with it)")
+            ray.shutdown()
+        else:
+            log("[serve] stopping: deleting the application (the cluster keeps running)")
+            serve.delete(APP_NAME)
     log("[serve] stopped")

@@ -26,6 +26,7 @@ import numpy as np
 from dfei.errors import RequestError
 
 KEYS = {"domain", "domain_id", "rows", "ids"}
+MAX_REMEMBERED_DOMAINS = 1024  # spellings of known domains remembered per model
 
 
 class TooManyRows(RequestError):
@@ -80,7 +81,16 @@ def _domain_id(model, request: dict, key: str) -> int:
     if model.transform is not None:  # the raw value, encoded as the training logs' domain column was
         from dfei.serving.raw import encode_domains
 
-        return int(encode_domains(model.transform, model.domains, [value])[0])
+        # a request names one of a few domains: its id is remembered per (type, value), as 7 and "7"
+        # may encode differently; only values that encoded (a bad one raises every time)
+        known = model.__dict__.setdefault("_request_domain_ids", {})
+        key = (type(value).__name__, value) if isinstance(value, (str, int, float, bool)) else None
+        if key not in known:
+            domain = int(encode_domains(model.transform, model.domains, [value])[0])
+            if key is None or len(known) >= MAX_REMEMBERED_DOMAINS:
+                return domain
+            known[key] = domain
+        return known[key]
     by_name = {name: i for i, name in model.domains.items()}
     if not isinstance(value, str) or value not in by_name:
         raise RequestError(f"'domain' {value!r} is not a domain the model was trained on (known: {sorted(by_name)})")
