@@ -7,7 +7,7 @@ For each rows-per-request (default 1 and 32: a single score and a ranking call o
 and each concurrency (default 1, 8 and 64 clients), sends requests until --requests or --seconds,
 whichever comes first, and reports p50/p95/p99 latency (ms), requests/s and rows/s, next to the
 ceiling: the same requests parsed and scored in this process by the server's own code in batches
-of --batch requests (no HTTP, no Ray Serve). Requests are raw rows drawn from the artifact's
+of the server's max_batch_size (no HTTP, no Ray Serve). Requests are raw rows drawn from the artifact's
 encoders (ids for a model without encoders). Loopback only; it stops by itself. The client runs at
 the niceness of Ray's worker processes (15), so that on one machine it takes no CPU precedence over
 the server it measures. Exit status 1 when any request failed (the figures are still printed and
@@ -44,22 +44,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=_ints, default=[1, 8, 64], help="concurrent clients (default 1,8,64)")
     p.add_argument("--requests", type=int, default=3000, help="requests per run at most (default 3000)")
     p.add_argument("--seconds", type=float, default=20.0, help="seconds per run at most (default 20)")
-    p.add_argument("--batch", type=int, default=32,
-                   help="requests per forward of the in-process ceiling: the server's --max-batch-size (default 32)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="requests per forward of the in-process ceiling (default: the server's max_batch_size, "
+                        "from its /healthz)")
     p.add_argument("--out", help="write the figures to this JSON file")
     args = p.parse_args(argv)
 
     def run() -> None:
         from dfei.atomic import write_json_atomic
-        from dfei.bench.serving_load import run_study
+        from dfei.bench.serving_load import run_study, server_batch_size
         from dfei.errors import ConfigError, RunFailedError
         from dfei.serving.loader import ServingModel
 
-        if args.requests < 1 or not args.seconds > 0 or args.batch < 1:
+        if args.requests < 1 or not args.seconds > 0 or (args.batch is not None and args.batch < 1):
             raise ConfigError("--requests and --batch must be >= 1 and --seconds > 0")
         os.nice(max(0, SERVER_NICENESS - os.nice(0)))  # the client takes no precedence over the server it measures
         model = ServingModel.load(args.model)
-        result = run_study(args.url, model, args.rows, args.concurrency, args.requests, args.seconds, args.batch)
+        batch = args.batch or server_batch_size(args.url)
+        result = run_study(args.url, model, args.rows, args.concurrency, args.requests, args.seconds, batch)
         if args.out:
             write_json_atomic(args.out, result)
             print(f"[loadtest] wrote {args.out}")

@@ -30,23 +30,24 @@ from dfei.cli import run_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dfei.serving.app import ServeSettings  # the defaults and ranges, declared once
+
+    field = ServeSettings.model_fields
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True,
                    help="the exported artifact (pipelines/export.py: ONNX, the default format, or TorchScript); "
                         "its FILE.json sidecar (and FILE.encoders/) beside it")
-    p.add_argument("--replicas", type=int, default=1, help="replicas of the scoring deployment (default 1)")
-    p.add_argument("--max-batch-size", type=int, default=32,
-                   help="requests gathered into one forward at most (Ray Serve's max_batch_size; default 32)")
-    p.add_argument("--batch-wait-ms", type=float, default=2.0,
-                   help="how long a batch waits for more requests, ms (default 2)")
-    p.add_argument("--max-rows", type=int, default=1024, help="rows per request at most; more get HTTP 413 (default 1024)")
-    p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica (default 1)")
+    for name, kind in (("replicas", int), ("max_batch_size", int), ("batch_wait_ms", float), ("max_rows", int),
+                       ("num_cpus", float)):
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+                       help=f"{field[name].description} (default {field[name].default}; with --update: what the "
+                            "running application has)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address the HTTP proxy listens on (default 127.0.0.1; 0.0.0.0 to accept other machines)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000, Ray Serve's)")
     p.add_argument("--update", action="store_true",
                    help="deploy --model into the application already running on the cluster of RAY_ADDRESS "
-                        "(no downtime), then exit")
+                        "(no downtime; the other settings stay as they run unless given), then exit")
     args = p.parse_args(argv)
 
     def run() -> None:
@@ -54,12 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         from dfei.ray_runtime import init_ray
         from dfei.serving.launch import checked_settings, serve_until_stopped, update
 
-        settings, version = checked_settings(model=args.model, replicas=args.replicas, max_batch_size=args.max_batch_size,
-                                             batch_wait_ms=args.batch_wait_ms, max_rows=args.max_rows,
-                                             num_cpus=args.num_cpus)
+        given = {k: getattr(args, k) for k in ("model", "replicas", "max_batch_size", "batch_wait_ms", "max_rows",
+                                               "num_cpus")}
+        settings, version = checked_settings(**given)  # the artifact and every value checked before Ray starts
         if args.update and not os.environ.get("RAY_ADDRESS"):
             raise ConfigError("--update deploys into a running cluster: set RAY_ADDRESS to it (pipelines/serve.py "
                               "prints it when it starts an embedded Ray)")
+        if args.update and (args.host != "127.0.0.1" or args.port != 8000):
+            raise ConfigError("--host/--port are the server's: --update keeps the running application's")
         if not 0 < args.port < 65536:
             raise ConfigError(f"--port must be in 1..65535, got {args.port}")
         # Ray Serve's own switch for its request path (user code on the replica's event loop, buffered
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
         mode = init_ray()
         if args.update:
-            update(settings, version, f"http://127.0.0.1:{args.port}")
+            update(given)
         else:
             serve_until_stopped(settings, version, args.host, args.port, mode)
 

@@ -143,3 +143,15 @@ def run_study(url: str, model, rows_per_request: list[int], concurrencies: list[
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def server_batch_size(url: str) -> int:
+    """The max_batch_size the server at `url` reports in GET /healthz (ConfigError when it does not answer)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{check_loopback(url)}/healthz", timeout=10) as response:
+            return int(json.load(response)["max_batch_size"])
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(f"--url {url}: no scoring server answers GET /healthz there ({err}); start "
+                          "pipelines/serve.py first") from None

@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse
 
 from dfei.serving.endpoint import Endpoint, forward_batch
 from dfei.serving.loader import ServingModel
+from dfei.serving.protocol import version_of
 
 APP_NAME = "dfei"
 MAX_ONGOING = 256  # requests a replica holds at once (Serve's max_ongoing_requests): a full batch and the next
@@ -86,20 +87,45 @@ class ServeSettings(BaseModel):
 class Scorer:
     """One replica: the model now serving, its batched forward and this replica's counters."""
 
-    def __init__(self):
-        self.endpoint = Endpoint(log=logging.getLogger("ray.serve"))  # Serve's replica log, with the request id
+    def __init__(self, settings: dict | None = None):
+        self.log = logging.getLogger("ray.serve")  # Serve's replica log: errors with their request id
+        self.endpoint = Endpoint(log=self.log)
+        self.settings = settings or {}  # the application's args: what `--update` keeps
+        self.config: ScoringConfig | None = None
 
     async def reconfigure(self, config: dict) -> None:
-        """Load config["model"] (a thread: requests keep flowing on the old model meanwhile), then swap."""
+        """Load config["model"] (a thread: requests keep flowing on the old model meanwhile), then swap.
+        A replica already serving keeps its model when the new one cannot be loaded (a wrong path in a
+        redeployed config must not take the service down): the error is logged and GET /healthz
+        reports it; a replica with no model raises, and Serve reports the deployment as failed."""
         config = ScoringConfig.model_validate(config)
-        model = await asyncio.to_thread(ServingModel.load, config.model)
+        if config == self.config:
+            return  # the same config again (Serve calls reconfigure when a replica's rank changes)
+        try:
+            model = await asyncio.to_thread(ServingModel.load, config.model)
+        except Exception as err:
+            if self.endpoint.model is None:
+                raise
+            self.endpoint.reconfigure_error = f"{config.model}: {err}"
+            self.log.error("kept %s: the new model could not be loaded: %s", self.config.model, err)
+            return
         self._score.set_max_batch_size(config.max_batch_size)
         self._score.set_batch_wait_timeout_s(config.batch_wait_ms / 1000)
-        self.endpoint.swap(model, config.max_rows)
+        self.endpoint.swap(model, config.max_rows, {"max_batch_size": config.max_batch_size,
+                                                    "batch_wait_ms": config.batch_wait_ms})
+        self.config = config
 
     def check_health(self) -> None:
         if self.endpoint.model is None:
             raise RuntimeError("no model loaded")
+
+    def version(self) -> str | None:
+        """The version this replica answers with (None before its first model)."""
+        return None if self.endpoint.model is None else version_of(self.endpoint.model)
+
+    def current_settings(self) -> dict:
+        """ServeSettings of what this replica runs: the application's args and its user_config."""
+        return {**self.settings, **(self.config.model_dump() if self.config else {})}
 
     async def __call__(self, request: Request) -> JSONResponse:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -108,7 +134,8 @@ class Scorer:
                                                      lambda model, scoring: self._score((model, scoring)))
         return JSONResponse(payload, status_code=status, headers={"x-request-id": request_id})
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=ScoringConfig.model_fields["max_batch_size"].default,
+                 batch_wait_timeout_s=ScoringConfig.model_fields["batch_wait_ms"].default / 1000)
     async def _score(self, items: list) -> list:
         return forward_batch(items, self.endpoint.counters)  # inline: a thread hop costs more than a forward
 
@@ -121,4 +148,4 @@ def build_app(args: ServeSettings) -> serve.Application:
     return Scorer.options(
         num_replicas=args.replicas, ray_actor_options={"num_cpus": args.num_cpus},
         max_ongoing_requests=MAX_ONGOING,
-        **options).bind()
+        **options).bind({"replicas": args.replicas, "num_cpus": args.num_cpus})

@@ -2,19 +2,19 @@
 
 `serve_until_stopped` is pipelines/serve.py: it checks the artifact here first (a missing file, a
 sidecar from another export, an ONNX model without onnxruntime fail before Ray starts), deploys on
-the cluster named by RAY_ADDRESS or an embedded local Ray, waits for /healthz, prints the URL and
-blocks until Ctrl-C or SIGTERM, then deletes the application (and, for an embedded Ray, stops Serve
-and Ray). `update` deploys another artifact into the running application of a cluster without
-downtime (see dfei.serving.app) and returns once the new version answers.
+the cluster named by RAY_ADDRESS (refused when the application already runs there) or an embedded
+local Ray, waits until the replicas answer with the artifact's version, prints the URL and blocks
+until Ctrl-C or SIGTERM, then deletes the application (an embedded Ray: stops that Ray). `update`
+deploys another artifact into the running application of a cluster without downtime (see
+dfei.serving.app), keeping the settings it runs with unless given, and returns once the new
+version answers. On a cluster whose Serve already runs, its HTTP host and port stay what they are.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
 import time
-import urllib.request
 
 from dfei.errors import ConfigError
 from dfei.serving.app import APP_NAME, ServeSettings, build_app
@@ -22,13 +22,13 @@ from dfei.serving.loader import ServingModel
 from dfei.serving.protocol import version_of
 
 
-def checked_settings(**kwargs) -> tuple[ServeSettings, str]:
-    """ServeSettings with an absolute model path, and the version that artifact will answer with;
-    ConfigError names a bad setting, loader errors a bad artifact."""
+def checked_settings(**given) -> tuple[ServeSettings, str]:
+    """ServeSettings of the settings given (None: not given) with an absolute model path, and the
+    version that artifact will answer with; ConfigError names a bad setting, loader errors a bad artifact."""
     from pydantic import ValidationError
 
     try:
-        settings = ServeSettings(**kwargs)
+        settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as err:
         first = err.errors()[0]
         raise ConfigError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']} "
@@ -37,76 +37,86 @@ def checked_settings(**kwargs) -> tuple[ServeSettings, str]:
     return settings, version_of(ServingModel.load(settings.model))
 
 
-def _get(url: str, timeout: float = 5.0) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.load(response)
-
-
-def wait_for_version(url: str, version: str, timeout_s: float = 120.0) -> None:
-    """Until GET url/healthz answers `version` (RuntimeError after timeout_s)."""
-    deadline, last = time.time() + timeout_s, None
-    while time.time() < deadline:
-        try:
-            if _get(f"{url}/healthz").get("version") == version:
-                return
-        except OSError as err:  # not listening yet, or a 503 while the replica loads
-            last = err
-        time.sleep(0.2)
-    raise RuntimeError(f"{url}/healthz did not answer version {version} within {timeout_s:.0f} s (last error: {last})")
-
-
-def deploy(settings: ServeSettings, host: str, port: int) -> str:
-    """Start Serve's HTTP proxy on host:port (if Serve is not running yet) and run the application
-    at route "/"; returns the URL. Blocks until the deployment is running."""
+def wait_for_version(version: str, timeout_s: float = 120.0, stop: threading.Event | None = None) -> bool:
+    """Until the application's replicas answer `version` (asked through a Serve handle, not HTTP,
+    so any cluster works); False when `stop` is set first, RuntimeError after timeout_s."""
     from ray import serve
 
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
+    deadline, last = time.time() + timeout_s, None
+    while time.time() < deadline:
+        if stop is not None and stop.is_set():
+            return False
+        try:
+            if serve.get_app_handle(APP_NAME).version.remote().result(timeout_s=10) == version:
+                return True
+        except Exception as err:  # noqa: BLE001 (polling: not deployed yet, a replica starting)
+            last = err
+        time.sleep(0.2)
+    raise RuntimeError(f"application {APP_NAME!r} did not answer with {version} within {timeout_s:.0f} s "
+                       f"(last error: {last})")
+
+
+def _url(host: str, port: int) -> str:
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
 
 
-def update(settings: ServeSettings, version: str, url: str, log=print) -> None:
-    """Deploy `settings` into the cluster's running application (ConfigError when there is none)."""
+def update(given: dict, log=print) -> None:
+    """Deploy another model into the cluster's running application: the settings it runs with, those
+    in `given` (None: not given) replacing them. ConfigError when no application runs."""
     from ray import serve
 
     if APP_NAME not in serve.status().applications:
         raise ConfigError(f"no application {APP_NAME!r} runs on this cluster: start one with pipelines/serve.py "
                           "(without --update) first")
+    running = serve.get_app_handle(APP_NAME).current_settings.remote().result(timeout_s=60)
+    settings, version = checked_settings(**{**running, **{k: v for k, v in given.items() if v is not None}})
     t0 = time.time()
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
-    wait_for_version(url, version)
-    log(f"[serve] {url} now answers with {version} ({time.time() - t0:.1f}s; the old replicas drained)")
+    wait_for_version(version)
+    log(f"[serve] {APP_NAME!r} now answers with {version} ({time.time() - t0:.1f}s; the old replicas drained)")
 
 
 def serve_until_stopped(settings: ServeSettings, version: str, host: str, port: int, mode: str, log=print) -> None:
-    """Deploy, print the URL, block until Ctrl-C/SIGTERM, then stop what this command started."""
+    """Deploy on host:port, print the URL, block until Ctrl-C/SIGTERM, then stop what this command
+    started. ConfigError when the cluster already runs the application (`--update` replaces its model)."""
     from ray import serve
 
+    if mode != "embedded" and APP_NAME in serve.status().applications:
+        raise ConfigError(f"an application {APP_NAME!r} already runs on this cluster: pass --update to deploy "
+                          "another model into it, or stop the pipelines/serve.py that started it")
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        url = deploy(settings, host, port)
-        wait_for_version(url, version)
-        log(f"[serve] {url} answers with {version}: POST /predict, GET /model, GET /healthz "
-            f"({settings.replicas} replica(s), batches of <= {settings.max_batch_size} requests, "
-            f"{settings.batch_wait_ms:g} ms wait); Ctrl-C stops it")
-        if mode == "embedded":
-            import ray
+        serve.start(http_options={"host": host, "port": port})  # a cluster's running Serve keeps its own
+        serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
+        if wait_for_version(version, stop=stop):
+            url = _url(host, port)
+            log(f"[serve] {url} answers with {version}: POST /predict, GET /model, GET /healthz "
+                f"({settings.replicas} replica(s), batches of <= {settings.max_batch_size} requests, "
+                f"{settings.batch_wait_ms:g} ms wait); Ctrl-C stops it")
+            if mode == "embedded":
+                import ray
 
-            log(f"[serve] to deploy another artifact without downtime: RAY_ADDRESS={ray.get_runtime_context().gcs_address} "
-                "python pipelines/serve.py --model NEW --update")
+                log(f"[serve] to deploy another artifact without downtime: "
+                    f"RAY_ADDRESS={ray.get_runtime_context().gcs_address} python pipelines/serve.py --model NEW --update")
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if mode == "embedded":  # Serve and the Ray of this command go with it: stopping Ray ends them all
-            import ray  # (serve.shutdown() first waited 30 s for Serve's controller here, for nothing kept)
-
-            log("[serve] stopping the embedded Ray (its Serve application with it)")
-            ray.shutdown()
-        else:
-            log("[serve] stopping: deleting the application (the cluster keeps running)")
-            serve.delete(APP_NAME)
+        _stop(mode, log)
     log("[serve] stopped")
+
+
+def _stop(mode: str, log) -> None:
+    from ray import serve
+
+    if mode == "embedded":  # Serve and the Ray of this command go with it: stopping Ray ends them all
+        import ray  # (serve.shutdown() first waited 30 s for Serve's controller here, for nothing kept)
+
+        log("[serve] stopping the embedded Ray (its Serve application with it)")
+        ray.shutdown()
+    else:
+        log("[serve] stopping: deleting the application (the cluster keeps running)")
+        serve.delete(APP_NAME)

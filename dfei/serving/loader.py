@@ -46,6 +46,7 @@ class ServingModel:
         self._known = np.array(sorted(self.domains), dtype=np.int64)
         self.format = meta["format"]
         self.transform = None  # dfei.data.encoders.FeatureTransform: the raw -> id encoders, if any
+        self.remembered_domains: dict = {}  # (type, raw domain value) -> domain id, filled by online requests
         if meta.get("encoders") and not meta["encoders"].get("native"):
             from dfei.data.encoders import load_transform
 

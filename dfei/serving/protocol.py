@@ -53,6 +53,8 @@ def parse_json(body: bytes) -> dict[str, Any]:
         request = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise RequestError(f"the body is not valid JSON: {err}") from None
+    except RecursionError:
+        raise RequestError("the body is not valid JSON for this API: nested too deeply") from None
     if not isinstance(request, dict):
         raise RequestError(f"the body must be a JSON object with 'domain' or 'domain_id' and 'rows' or 'ids', "
                            f"got a JSON {type(request).__name__}")
@@ -69,9 +71,9 @@ def _one_of(request: dict, a: str, b: str) -> str:
     return given[0]
 
 
-def _domain_id(model, request: dict, key: str) -> int:
-    value = request[key]
-    if key == "domain_id":
+def _domain_id(model, request: dict, field: str) -> int:
+    value = request[field]
+    if field == "domain_id":
         if isinstance(value, bool) or not isinstance(value, int):
             raise RequestError(f"'domain_id' must be an integer id, got {value!r} ({type(value).__name__})")
         if value not in model.domains:
@@ -83,14 +85,14 @@ def _domain_id(model, request: dict, key: str) -> int:
 
         # a request names one of a few domains: its id is remembered per (type, value), as 7 and "7"
         # may encode differently; only values that encoded (a bad one raises every time)
-        known = model.__dict__.setdefault("_request_domain_ids", {})
-        key = (type(value).__name__, value) if isinstance(value, (str, int, float, bool)) else None
-        if key not in known:
+        known = model.remembered_domains
+        spelling = (type(value).__name__, value) if isinstance(value, (str, int, float, bool)) else None
+        if spelling not in known:
             domain = int(encode_domains(model.transform, model.domains, [value])[0])
-            if key is None or len(known) >= MAX_REMEMBERED_DOMAINS:
+            if spelling is None or len(known) >= MAX_REMEMBERED_DOMAINS:
                 return domain
-            known[key] = domain
-        return known[key]
+            known[spelling] = domain
+        return known[spelling]
     by_name = {name: i for i, name in model.domains.items()}
     if not isinstance(value, str) or value not in by_name:
         raise RequestError(f"'domain' {value!r} is not a domain the model was trained on (known: {sorted(by_name)})")
@@ -107,7 +109,11 @@ def _ids(model, values: Any) -> np.ndarray:
         bad = [v for v in row if isinstance(v, bool) or not isinstance(v, int)]
         if bad:
             raise RequestError(f"'ids' row {i}: feature ids must be integers, got {bad[0]!r} ({type(bad[0]).__name__})")
-    return np.asarray(values, dtype=np.int64).reshape(len(values), width)
+    try:
+        return np.asarray(values, dtype=np.int64).reshape(len(values), width)
+    except OverflowError:
+        big = next(v for row in values for v in row if not -2**63 <= v < 2**63)
+        raise RequestError(f"'ids': {big} is outside int64; feature ids are within their cardinality") from None
 
 
 def parse_request(model, request: dict[str, Any], max_rows: int) -> Scoring:

@@ -71,7 +71,7 @@ def encode_rows(transform, names: list[str], rows, n: int) -> np.ndarray:
     columns = _columns(rows, names)
     bad = [k for k, v in columns.items() if len(v) != n]
     if bad:
-        raise RequestError(f"{n} domain(s) but feature(s) {bad} have {len(columns[bad[0]])} value(s)")
+        raise RequestError(f"{n} row(s) but feature(s) {bad} have {len(columns[bad[0]])} value(s)")
     if not n:
         return np.zeros((0, len(names)), np.int64)
     table = pa.table({f.name: _array(f.name, columns[f.name], f.source, f.kind == "buckets")

@@ -76,6 +76,8 @@ BAD = [
     ({"domain_id": 1, "ids": [[1, 1.5, 1, 1]]}, r"'ids' row 0: feature ids must be integers, got 1.5 \(float\)"),
     ({"domain_id": 1, "ids": [[1, True, 1, 1]]}, r"feature ids must be integers, got True \(bool\)"),
     ({"domain_id": 1, "ids": [[1, 1, 99, 1]]}, r"feature 'price' \(column 2\): id 99 at row 0 is outside \[0, 5\)"),
+    ({"domain_id": 1, "ids": [[1, 2**64, 1, 1]]}, r"'ids': 18446744073709551616 is outside int64"),
+    (b"[" * 100_000, "nested too deeply"),
 ]
 
 
@@ -112,6 +114,9 @@ def test_more_rows_than_the_limit_is_a_413_and_routes_are_checked(models, raw_ro
     assert _ask(endpoint, b"", "GET", "/predict")[0] == 405
     assert _ask(endpoint, b"", "POST", "/model")[0] == 405
     assert asyncio.run(Endpoint().handle("GET", "/healthz", b"", "r", _direct))[0] == 503  # nothing loaded yet
+    assert asyncio.run(Endpoint().handle("GET", "/nothing", b"", "r", _direct))[0] == 404  # routes come first
+    status, payload = _ask(endpoint, b" " * (endpoint.max_body_bytes() + 1))
+    assert status == 413 and "this server reads at most" in payload["error"]  # refused before parsing
 
 
 def test_an_internal_error_is_a_500_with_a_request_id_the_log_shows(models, caplog, raw_rows):

@@ -61,13 +61,18 @@ def server(ray_session, ray_cluster, encoded_artifacts, tmp_path_factory):
                             env=_env(ray_cluster), stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
-    while "answers with" not in open(log.name).read():
-        assert proc.poll() is None and time.time() < deadline, open(log.name).read()[-3000:]
-        time.sleep(0.5)
-    yield {"url": url, "proc": proc, "log": log.name, "port": port}
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+    try:
+        while "answers with" not in open(log.name).read():
+            assert proc.poll() is None and time.time() < deadline, open(log.name).read()[-3000:]
+            time.sleep(0.5)
+        yield {"url": url, "proc": proc, "log": log.name, "port": port}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def test_http_scores_equal_predict_raw_exactly(server, encoded_artifacts, raw_rows):
@@ -116,14 +121,22 @@ def test_bad_requests_get_4xx_json_naming_the_field_over_http(server, raw_rows):
         assert "ctr" not in payload
 
 
+def test_a_second_server_on_the_same_cluster_is_refused(server, encoded_artifacts, ray_cluster):
+    proc = subprocess.run([sys.executable, SERVE, "--model", encoded_artifacts["v2"], "--port", str(_free_port())],
+                          env=_env(ray_cluster), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "an application 'dfei' already runs on this cluster" in proc.stderr, proc.stderr
+    assert _get(server["url"], "/healthz")["status"] == "ok"  # the running one untouched
+
+
 def test_the_loadtest_reports_latency_and_the_in_process_ceiling(server, encoded_artifacts, tmp_path):
     out = tmp_path / "load.json"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "pipelines", "loadtest.py"), "--model",
                            encoded_artifacts["v1"], "--url", server["url"], "--rows", "1,4", "--concurrency", "1,4",
-                           "--requests", "40", "--seconds", "20", "--batch", "16", "--out", str(out)],
+                           "--requests", "40", "--seconds", "20", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.load(open(out))
+    assert result["batch"] == 16  # the server's max_batch_size, read from its /healthz
     assert [(r["rows_per_request"], r["concurrency"]) for r in result["runs"]] == [(1, 1), (1, 4), (4, 1), (4, 4)]
     for r in result["runs"]:
         assert r["requests"] == 40 and r["failed"] == 0 and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
@@ -153,9 +166,8 @@ def test_an_update_under_load_fails_no_request_and_each_response_names_its_versi
     threads = [threading.Thread(target=client, args=(s,)) for s in range(4)]
     for t in threads:
         t.start()
-    update = subprocess.run([sys.executable, SERVE, "--model", encoded_artifacts["v2"], "--port", str(server["port"]),
-                             "--max-batch-size", "16", "--batch-wait-ms", "50", "--max-rows", "64", "--num-cpus", "0.5",
-                             "--update"], env=_env(ray_cluster), capture_output=True, text=True, timeout=300)
+    update = subprocess.run([sys.executable, SERVE, "--model", encoded_artifacts["v2"], "--update"],
+                            env=_env(ray_cluster), capture_output=True, text=True, timeout=300)
     time.sleep(2)
     stop.set()
     for t in threads:
@@ -165,7 +177,9 @@ def test_an_update_under_load_fails_no_request_and_each_response_names_its_versi
     assert failures == [] and all(ok for _, _, ok in seen)
     versions = [v for _, v, _ in seen]
     assert versions[0] == v1 and versions[-1] == v2 and set(versions) == {v1, v2}
-    assert _get(server["url"], "/healthz")["version"] == v2
+    health = _get(server["url"], "/healthz")
+    assert health["version"] == v2 and health["reconfigure_error"] is None
+    assert (health["max_rows"], health["max_batch_size"], health["batch_wait_ms"]) == (64, 16, 50)  # kept
 
 
 def test_sigterm_stops_the_server_cleanly_and_deletes_the_application(server, ray_session):
@@ -189,3 +203,24 @@ def test_serve_refuses_bad_settings_before_ray_starts(tmp_path, encoded_artifact
     for argv, message in cases:
         assert serve_cli.main(argv) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_replica_keeps_its_model_when_the_next_one_cannot_be_loaded(encoded_artifacts, tmp_path):
+    import asyncio
+
+    from dfei.serving.app import Scorer
+
+    async def scenario():
+        replica = Scorer.func_or_class({"replicas": 1, "num_cpus": 1.0})  # the class Serve runs, without Serve
+        await replica.reconfigure({"model": encoded_artifacts["v1"], "max_rows": 8})
+        v1 = replica.version()
+        await replica.reconfigure({"model": str(tmp_path / "typo.onnx"), "max_rows": 8})
+        assert replica.version() == v1 and "typo.onnx does not exist" in replica.endpoint.reconfigure_error
+        assert replica.current_settings()["model"] == encoded_artifacts["v1"]
+        await replica.reconfigure({"model": encoded_artifacts["v2"], "max_rows": 8})
+        assert replica.version() != v1 and replica.endpoint.reconfigure_error is None
+        fresh = Scorer.func_or_class({})
+        with pytest.raises(FileNotFoundError, match="typo.onnx does not exist"):  # no model yet: the deploy fails
+            await fresh.reconfigure({"model": str(tmp_path / "typo.onnx")})
+
+    asyncio.run(scenario())
