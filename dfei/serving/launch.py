@@ -97,7 +97,10 @@ def serve_until_stopped(settings: ServeSettings, version: str, host: str, port: 
             if mode == "embedded":
                 import ray
 
-                log(f"[serve] to deploy another artifact without downtime: "
+                # Ray starts a local cluster with token auth (the token in ~/.ray/auth_token); a client
+                # given an explicit address sends it only when told to
+                auth = "RAY_AUTH_MODE=token " if os.environ.get("RAY_AUTH_MODE") == "token" else ""
+                log(f"[serve] to deploy another artifact without downtime: {auth}"
                     f"RAY_ADDRESS={ray.get_runtime_context().gcs_address} python pipelines/serve.py --model NEW --update")
         while not stop.wait(0.5):
             pass
