@@ -51,30 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def run() -> None:
-        from dfei.errors import ConfigError
-        from dfei.ray_runtime import init_ray
-        from dfei.serving.launch import checked_settings, serve_until_stopped, update
+        from dfei.serving.launch import run_server
 
-        given = {k: getattr(args, k) for k in ("model", "replicas", "max_batch_size", "batch_wait_ms", "max_rows",
-                                               "num_cpus")}
-        settings, version = checked_settings(**given)  # the artifact and every value checked before Ray starts
-        if args.update and not os.environ.get("RAY_ADDRESS"):
-            raise ConfigError("--update deploys into a running cluster: set RAY_ADDRESS to it (pipelines/serve.py "
-                              "prints it when it starts an embedded Ray)")
-        if args.update and (args.host != "127.0.0.1" or args.port != 8000):
-            raise ConfigError("--host/--port are the server's: --update keeps the running application's")
-        if not 0 < args.port < 65536:
-            raise ConfigError(f"--port must be in 1..65535, got {args.port}")
-        # Ray Serve's own switch for its request path (user code on the replica's event loop, buffered
-        # access logs, gRPC between proxy and replicas): 1.5-2x the requests/s on the same machine
-        # (BENCHMARKS.md "Serving"); read by Serve's processes at start, so only an embedded Ray or a
-        # cluster started with it set gets it
-        os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-        mode = init_ray()
-        if args.update:
-            update(given)
-        else:
-            serve_until_stopped(settings, version, args.host, args.port, mode)
+        run_server({k: getattr(args, k) for k in ("model", "replicas", "max_batch_size", "batch_wait_ms", "max_rows",
+                                                  "num_cpus")}, args.host, args.port, args.update)
 
     return run_cli(run)
 

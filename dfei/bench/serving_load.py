@@ -65,7 +65,7 @@ def requests_for(model, rows: int, n: int, seed: int = 0) -> list[bytes]:
                     "rows": [{f.name: _raw_value(f, rng) for f in t.features} for _ in range(rows)]}
         else:
             ids = np.stack([rng.integers(0, c, rows) for c in model.cardinalities], axis=1)
-            body = {"domain_id": int(rng.choice(model._known)), "ids": ids.tolist()}
+            body = {"domain_id": int(rng.choice(sorted(model.domains))), "ids": ids.tolist()}
         out.append(json.dumps(body).encode())
     return out
 

@@ -123,3 +123,29 @@ def _stop(mode: str, log) -> None:
     else:
         log("[serve] stopping: deleting the application (the cluster keeps running)")
         serve.delete(APP_NAME)
+
+
+def run_server(given: dict, host: str, port: int, update_running: bool, log=print) -> None:
+    """pipelines/serve.py: check `given` (the settings given, None: not given), the artifact, --host/
+    --port and --update's RAY_ADDRESS before Ray starts (ConfigError naming the flag), then serve
+    until stopped, or deploy into the running application (`update_running`)."""
+    from dfei.ray_runtime import init_ray
+
+    settings, version = checked_settings(**given)  # the artifact and every value checked before Ray starts
+    if update_running and not os.environ.get("RAY_ADDRESS"):
+        raise ConfigError("--update deploys into a running cluster: set RAY_ADDRESS to it (pipelines/serve.py "
+                          "prints it when it starts an embedded Ray)")
+    if update_running and (host != "127.0.0.1" or port != 8000):
+        raise ConfigError("--host/--port are the server's: --update keeps the running application's")
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be in 1..65535, got {port}")
+    # Ray Serve's own switch for its request path (user code on the replica's event loop, buffered
+    # access logs, gRPC between proxy and replicas): 1.1-1.9x the requests/s on this machine
+    # (BENCHMARKS.md "Serving"); read by Serve's processes at start, so only an embedded Ray or a
+    # cluster started with it set gets it
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    mode = init_ray(log=log)
+    if update_running:
+        update(given, log=log)
+    else:
+        serve_until_stopped(settings, version, host, port, mode, log=log)
